@@ -1,0 +1,13 @@
+"""Read the `calls` topic like kafka-console-consumer, or verify it against the source file.
+
+Usage:
+    python consumer_server.py --from-beginning --max-messages 5 --pretty
+    python consumer_server.py --verify --input police-department-calls-for-service.json.gz
+"""
+
+import sys
+
+from sfcrime.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(command="consume"))

@@ -1,0 +1,7 @@
+"""`python -m sfcrime ...`: see `sfcrime/cli.py`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

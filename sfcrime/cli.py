@@ -1,0 +1,182 @@
+"""`python -m sfcrime broker|produce|consume|stream|report|demo|bench`: every command's flags, in one place.
+
+A bad flag exits 2 with a usage line; a problem the user can fix (a bad file, an unreachable broker)
+exits 1 with one line on stderr; Ctrl-C exits 130 after cleaning up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import config
+from .config import UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
+
+log = logging.getLogger("sfcrime")
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .broker import run_foreground
+
+    return run_foreground(args.host, args.port)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from .dataset import load_calls
+    from .producer import Pacing, replay
+
+    settings = config.kafka_settings(args)
+    calls = load_calls(args.input, order=args.order, limit=args.limit, skip=args.skip)
+    if calls.without_event_time:
+        log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
+                    calls.without_event_time)
+    summary = replay(calls, settings, Pacing(rate=args.rate, speedup=args.speedup), partitions=args.partitions,
+                     progress=not args.quiet)
+    for line in summary.lines(skip=args.skip):
+        print(line, file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    settings = config.kafka_settings(args)
+    if args.verify:
+        from .consumer import verify
+
+        result = verify(settings, args.input, progress=not args.quiet)
+        for line in result.lines():
+            print(line, file=sys.stderr if not result.exact else sys.stdout)
+        return 0 if result.exact else 1
+    from .consumer import print_messages
+
+    print_messages(settings, args.from_beginning, args.max_messages, args.group_id, args.pretty,
+                   args.timeout_ms / 1000 if args.timeout_ms else None)
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .stream.job import run
+
+    return run(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import run
+
+    return run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    return run(args)
+
+
+# -------------------------------------------------------------------------------------------- parsers
+
+
+def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", default=str(config.DEFAULT_INPUT),
+                        help="calls file: a JSON array, plain, .gz or .bz2 (default: the bundled dataset)")
+    parser.add_argument("--order", choices=("event-time", "file"), default="event-time",
+                        help="event-time (oldest call first, as a live stream arrives) or file (newest first)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--max-speed", action="store_true", help="send as fast as the broker takes it (the default)")
+    pace.add_argument("--rate", type=positive_float, metavar="N", help="send N messages per second")
+    pace.add_argument("--speedup", type=positive_float, metavar="X", help="replay event time X times faster than real time")
+    parser.add_argument("--limit", type=non_negative_int, metavar="N", help="send at most N calls")
+    parser.add_argument("--skip", type=non_negative_int, default=0, metavar="N",
+                        help="skip the first N calls of the replay order (resume an interrupted replay)")
+    parser.add_argument("--partitions", type=positive_int, default=3, help="partitions if the topic is created (default 3)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_kafka_arguments(parser)
+
+
+def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-beginning", action="store_true", help="start at the oldest message, not the newest")
+    parser.add_argument("--max-messages", type=positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument("--group-id", help="consume as this consumer group (default: read by assignment, no group)")
+    parser.add_argument("--pretty", action="store_true", help="indented JSON with partition, offset and key")
+    parser.add_argument("--timeout-ms", type=positive_int, metavar="MS", help="exit when no message came for MS")
+    parser.add_argument("--verify", action="store_true",
+                        help="read the whole topic and compare it with --input; exit 0 only on exact delivery")
+    parser.add_argument("--input", default=str(config.DEFAULT_INPUT), help="the source file for --verify")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_kafka_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfcrime", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=positive_int, default=9092)
+    broker.set_defaults(func=cmd_broker)
+
+    produce = commands.add_parser("produce", help="replay the calls file into the topic")
+    add_produce_arguments(produce)
+    produce.set_defaults(func=cmd_produce)
+
+    consume = commands.add_parser("consume", help="print the topic, or --verify it against the source")
+    add_consume_arguments(consume)
+    consume.set_defaults(func=cmd_consume)
+
+    from .stream.options import add_stream_arguments
+
+    stream = commands.add_parser("stream", help="the Spark Structured Streaming job (as data_stream.py)")
+    add_stream_arguments(stream)
+    stream.set_defaults(func=cmd_stream)
+
+    report = commands.add_parser("report", help="print the answers and write the report with charts")
+    report.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
+    report.add_argument("--json", action="store_true", help="print the answers as JSON")
+    report.add_argument("--top", type=positive_int, default=20, help="rows per table (default 20)")
+    report.add_argument("--no-charts", action="store_true", help="print the tables only")
+    report.set_defaults(func=cmd_report)
+
+    demo = commands.add_parser("demo", help="broker + replay + streaming job + report, in one command")
+    demo.add_argument("--output", default="out")
+    demo.add_argument("--input", default=str(config.DEFAULT_INPUT))
+    demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
+    demo.add_argument("--bootstrap-servers", help="use this broker if it answers (env KAFKA_BOOTSTRAP_SERVERS)")
+    demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the embedded one")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")
+    bench.add_argument("what", nargs="*", default=["all"],
+                       help="any of: producer consumer stream tuning memory all (default all)")
+    bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
+    bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"))
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None, command: str | None = None) -> int:
+    """Run a command; `command` lets the top-level scripts be `sfcrime <command>` with their own argv."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if command is not None:
+        argv = [command] + argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config.setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,559 @@
+"""The one seam over the two Kafka clients: confluent-kafka (librdkafka, the fast default) and kafka-python.
+
+Against the embedded broker librdkafka sends about 40x faster than kafka-python, so it is the default;
+kafka-python stays supported (`--client kafka-python`) because the course material uses it.
+Everything else in the project talks to Kafka only through the functions and classes here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, NamedTuple
+
+from .config import KafkaSettings, UserError
+
+log = logging.getLogger(__name__)
+
+# Kafka property (Java/librdkafka name) -> kafka-python keyword.
+_KAFKA_PYTHON_NAMES = {
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username",
+    "sasl.password": "sasl_plain_password",
+    "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_password",
+    "client.id": "client_id",
+    "linger.ms": "linger_ms",
+    "batch.size": "batch_size",
+    "compression.type": "compression_type",
+    "request.timeout.ms": "request_timeout_ms",
+    "retries": "retries",
+    "acks": "acks",
+}
+_INT_VALUED = {"linger_ms", "batch_size", "request_timeout_ms", "retries", "max_in_flight_requests_per_connection",
+               "fetch_max_bytes", "max_partition_fetch_bytes", "max_poll_records", "session_timeout_ms"}
+
+
+class Record(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def kafka_python_config(properties: dict[str, str]) -> dict:
+    """Translate Kafka property names into kafka-python keywords (unknown ones: dots become underscores)."""
+    config = {}
+    for name, value in properties.items():
+        keyword = _KAFKA_PYTHON_NAMES.get(name, name.replace(".", "_"))
+        if keyword in _INT_VALUED:
+            value = int(value)
+        config[keyword] = value
+    if config.get("acks") not in (None, "all"):
+        config["acks"] = int(config["acks"])
+    return config
+
+
+def _kafka_python_error(settings: KafkaSettings, error: Exception) -> UserError:
+    from kafka.errors import KafkaConfigurationError
+
+    if isinstance(error, (KafkaConfigurationError, ValueError, TypeError)):
+        return UserError(f"bad Kafka setting for kafka-python: {error}")
+    return _unreachable(settings, type(error).__name__)
+
+
+def _unreachable(settings: KafkaSettings, detail: str = "") -> UserError:
+    reason = f": {detail}" if detail else ""
+    return UserError(
+        f"cannot reach Kafka at {settings.bootstrap_servers} within {settings.timeout_s:g}s{reason} "
+        "(start one with `python -m sfcrime broker`, or set --bootstrap-servers)"
+    )
+
+
+def _confluent_base(settings: KafkaSettings) -> dict:
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    config.update(settings.properties)
+    return config
+
+
+def _confluent_error_detail(error) -> str:
+    text = str(error)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+# ----------------------------------------------------------------------------------------------- admin
+
+
+def check_reachable(settings: KafkaSettings) -> dict[str, int]:
+    """Fail fast with one clear line when no broker answers; return {topic: partition count}."""
+    if settings.client == "kafka-python":
+        admin = _kafka_python_admin(settings)
+        try:
+            return {t["name"]: len(t["partitions"]) for t in admin.describe_topics() if not t["error_code"]}
+        finally:
+            admin.close()
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list[str] = []
+    config = _confluent_base(settings)
+    config["error_cb"] = lambda err: errors.append(str(err))
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=settings.timeout_s)
+    except KafkaException as error:
+        raise _unreachable(settings, _security_hint(errors) or _confluent_error_detail(error.args[0])) from None
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+
+def _security_hint(errors: list[str]) -> str:
+    for text in errors:
+        if any(word in text for word in ("SSL", "SASL", "handshake", "Authentication")):
+            return text
+    return ""
+
+
+def _kafka_python_admin(settings: KafkaSettings):
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers,
+            request_timeout_ms=int(settings.timeout_s * 1000),
+            bootstrap_timeout_ms=int(settings.timeout_s * 1000),
+            **kafka_python_config(settings.properties),
+        )
+    except (KafkaError, OSError, ValueError, TypeError) as error:
+        raise _kafka_python_error(settings, error) from None
+
+
+def ensure_topic(settings: KafkaSettings, partitions: int) -> int:
+    """Create the topic if missing; return its partition count."""
+    existing = check_reachable(settings)
+    if settings.topic in existing:
+        return existing[settings.topic]
+    if settings.client == "kafka-python":
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = _kafka_python_admin(settings)
+        try:
+            admin.create_topics([NewTopic(settings.topic, partitions, 1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+    else:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(_confluent_base(settings))
+        future = admin.create_topics([NewTopic(settings.topic, partitions, 1)])[settings.topic]
+        try:
+            future.result(timeout=settings.timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise UserError(f"cannot create topic {settings.topic!r}: {error.args[0].str()}") from None
+    log.info("created topic %s with %d partitions", settings.topic, partitions)
+    return partitions
+
+
+# -------------------------------------------------------------------------------------------- producer
+
+
+class DeliveryReport:
+    """Counts what the broker acknowledged and what it refused; keeps the keys of the first failures."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.failed_keys: list[bytes] = []
+
+    def ok(self) -> None:
+        self.delivered += 1
+
+    def fail(self, key: bytes | None, reason: str) -> None:
+        self.failed += 1
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        if len(self.failed_keys) < 20:
+            self.failed_keys.append(key or b"")
+
+
+class Producer:
+    """send() hands a message to the client; flush() waits for acks and returns how many are unacknowledged."""
+
+    def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
+        self.settings = settings
+        self.report = report
+
+    def send(self, key: bytes, value: bytes) -> None:
+        raise NotImplementedError
+
+    def flush(self, timeout_s: float) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ConfluentProducer(Producer):
+    def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
+        super().__init__(settings, report)
+        from confluent_kafka import Producer as _Producer
+
+        config = {
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 65536,  # bounds memory: about 64 MB in flight at most
+            "message.timeout.ms": 60000,
+            "enable.idempotence": False,
+        }
+        config.update(_confluent_base(settings))
+        self._producer = _Producer(config)
+        self._produce = self._producer.produce
+        self._poll = self._producer.poll
+        self._topic = settings.topic
+
+        def on_delivery(error, message) -> None:
+            if error is None:
+                report.ok()
+            else:
+                report.fail(message.key(), error.str())
+
+        self._on_delivery = on_delivery
+
+    def send(self, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self._produce(self._topic, value, key, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the local queue is full: let acks drain it
+                self._poll(0.05)
+
+    def poll(self) -> None:
+        self._poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        return self._producer.flush(timeout_s)
+
+
+class KafkaPythonProducer(Producer):
+    def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
+        super().__init__(settings, report)
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        config = {"acks": "all", "linger_ms": 20, "batch_size": 1_000_000, "retries": 5,
+                  "max_request_size": 8_388_608}
+        config.update(kafka_python_config(settings.properties))
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers,
+                bootstrap_timeout_ms=int(settings.timeout_s * 1000),
+                **config,
+            )
+        except (KafkaError, OSError, ValueError, TypeError) as error:
+            raise _kafka_python_error(settings, error) from None
+        self._pending = 0
+
+    def send(self, key: bytes, value: bytes) -> None:
+        report = self.report
+        future = self._producer.send(self.settings.topic, value=value, key=key)
+        self._pending += 1
+
+        def on_error(error) -> None:
+            report.fail(key, type(error).__name__)
+
+        future.add_callback(lambda _: report.ok())
+        future.add_errback(on_error)
+
+    def poll(self) -> None:
+        pass
+
+    def flush(self, timeout_s: float) -> int:
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            pass
+        sent = self.report.delivered + self.report.failed
+        return max(0, self._pending - sent)
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+
+def open_producer(settings: KafkaSettings, report: DeliveryReport) -> Producer:
+    return (KafkaPythonProducer if settings.client == "kafka-python" else ConfluentProducer)(settings, report)
+
+
+# -------------------------------------------------------------------------------------------- consumer
+
+
+class Consumer:
+    """Reads by partition assignment (no group) unless subscribe() names a group."""
+
+    def partitions(self) -> list[int]:
+        raise NotImplementedError
+
+    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        raise NotImplementedError
+
+    def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
+        raise NotImplementedError
+
+    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
+        """Fetch one message at each given offset and return the high watermark the fetch reported."""
+        raise NotImplementedError
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        raise NotImplementedError
+
+    def subscribe(self, group_id: str, from_beginning: bool) -> None:
+        raise NotImplementedError
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def end_offsets(self, partitions: list[int] | None = None) -> dict[int, int]:
+        """The offset after the last message of each partition.
+
+        Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch plus one,
+        not the end of that batch; the high watermark in a Fetch response is right. So fetch once from
+        just below the listed end and take the larger. On Apache Kafka the two agree.
+        """
+        partitions = self.partitions() if partitions is None else partitions
+        listed = self.listed_end_offsets(partitions)
+        starts = self.beginning_offsets(partitions)
+        probe = {p: end - 1 for p, end in listed.items() if end > starts.get(p, 0)}
+        fetched = self.fetched_high_watermarks(probe) if probe else {}
+        return {p: max(end, fetched.get(p, end)) for p, end in listed.items()}
+
+
+class ConfluentConsumer(Consumer):
+    def __init__(self, settings: KafkaSettings, group_id: str | None = None, **extra) -> None:
+        from confluent_kafka import Consumer as _Consumer
+
+        self.settings = settings
+        self._errors: list[str] = []
+        config = {
+            "group.id": group_id or "sfcrime-reader",
+            "enable.auto.commit": bool(group_id),
+            "enable.auto.offset.store": True,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 52_428_800,
+            "queued.max.messages.kbytes": 131072,
+            "error_cb": lambda err: self._errors.append(str(err)),
+        }
+        config.update(_confluent_base(settings))
+        config.update(extra)
+        self._consumer = _Consumer(config)
+        self._topic = settings.topic
+
+    def _metadata(self):
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self._consumer.list_topics(self._topic, timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            raise _unreachable(self.settings, _security_hint(self._errors) or _confluent_error_detail(error.args[0])) from None
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise UserError(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
+        return topic
+
+    def partitions(self) -> list[int]:
+        return sorted(self._metadata().partitions)
+
+    def _watermarks(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        result = {}
+        for p in partitions:
+            try:
+                result[p] = self._consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=self.settings.timeout_s, cached=False)
+            except KafkaException as error:
+                raise _unreachable(self.settings, _confluent_error_detail(error.args[0])) from None
+        return result
+
+    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return {p: hi for p, (lo, hi) in self._watermarks(partitions).items()}
+
+    def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return {p: lo for p, (lo, hi) in self._watermarks(partitions).items()}
+
+    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
+        from confluent_kafka import TopicPartition
+
+        probe_consumer = ConfluentConsumer(self.settings, "sfcrime-probe", **{"fetch.max.bytes": 1_048_576})
+        try:
+            probe_consumer.assign(probe)
+            seen: set[int] = set()
+            deadline = time.monotonic() + min(self.settings.timeout_s, 10.0)
+            while len(seen) < len(probe) and time.monotonic() < deadline:
+                for message in probe_consumer._consumer.consume(len(probe) * 4, 0.5):
+                    if message.error() is None:
+                        seen.add(message.partition())
+            result = {}
+            for p in seen:
+                lo, hi = probe_consumer._consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
+                if hi >= 0:
+                    result[p] = hi
+            return result
+        finally:
+            probe_consumer.close()
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        self._consumer.assign([TopicPartition(self._topic, p, o) for p, o in offsets.items()])
+
+    def subscribe(self, group_id: str, from_beginning: bool) -> None:
+        self._consumer.subscribe([self._topic])
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        from confluent_kafka import KafkaError
+
+        records = []
+        for m in self._consumer.consume(max_records, timeout_s):
+            error = m.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise UserError(f"Kafka error reading {self._topic}: {error.str()}")
+            records.append(Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
+        return records
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaPythonConsumer(Consumer):
+    def __init__(self, settings: KafkaSettings, group_id: str | None = None, from_beginning: bool = True) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        self.settings = settings
+        self._topic = settings.topic
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers,
+                group_id=group_id,
+                enable_auto_commit=bool(group_id),
+                auto_offset_reset="earliest" if from_beginning else "latest",
+                bootstrap_timeout_ms=int(settings.timeout_s * 1000),
+                request_timeout_ms=max(int(settings.timeout_s * 1000), 31000),
+                fetch_max_bytes=52_428_800,
+                max_partition_fetch_bytes=10_485_760,
+                **kafka_python_config(settings.properties),
+            )
+        except (KafkaError, OSError, ValueError, TypeError) as error:
+            raise _kafka_python_error(settings, error) from None
+
+    def _tps(self, partitions):
+        from kafka import TopicPartition
+
+        return [TopicPartition(self._topic, p) for p in partitions]
+
+    def partitions(self) -> list[int]:
+        deadline = time.monotonic() + self.settings.timeout_s
+        while True:
+            found = self._consumer.partitions_for_topic(self._topic)
+            if found:
+                return sorted(found)
+            if time.monotonic() > deadline:
+                raise UserError(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
+            time.sleep(0.2)
+
+    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return {tp.partition: o for tp, o in self._consumer.end_offsets(self._tps(partitions)).items()}
+
+    def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return {tp.partition: o for tp, o in self._consumer.beginning_offsets(self._tps(partitions)).items()}
+
+    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
+        probe_consumer = KafkaPythonConsumer(self.settings)
+        try:
+            probe_consumer.assign(probe)
+            seen: set[int] = set()
+            deadline = time.monotonic() + min(self.settings.timeout_s, 10.0)
+            while len(seen) < len(probe) and time.monotonic() < deadline:
+                for tp, messages in probe_consumer._consumer.poll(timeout_ms=500).items():
+                    if messages:
+                        seen.add(tp.partition)
+            result = {}
+            for tp in self._tps(seen):
+                hi = probe_consumer._consumer.highwater(tp)
+                if hi is not None:
+                    result[tp.partition] = hi
+            return result
+        finally:
+            probe_consumer.close()
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        tps = self._tps(offsets)
+        self._consumer.assign(tps)
+        for tp in tps:
+            self._consumer.seek(tp, offsets[tp.partition])
+
+    def subscribe(self, group_id: str, from_beginning: bool) -> None:
+        self._consumer.subscribe([self._topic])
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [
+            Record(m.partition, m.offset, m.key, m.value, m.timestamp)
+            for messages in batches.values() for m in messages
+        ]
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def open_consumer(settings: KafkaSettings, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
+    if settings.client == "kafka-python":
+        return KafkaPythonConsumer(settings, group_id, from_beginning)
+    extra = {"auto.offset.reset": "earliest" if from_beginning else "latest"}
+    return ConfluentConsumer(settings, group_id, **extra)
+
+
+def read_range(consumer: Consumer, start: dict[int, int], end: dict[int, int], batch: int = 10000,
+               stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None):
+    """Yield records from start (inclusive) to end (exclusive) per partition, in order within each."""
+    todo = {p: (s, end[p]) for p, s in start.items() if end.get(p, s) > s}
+    if not todo:
+        return
+    consumer.assign({p: s for p, (s, e) in todo.items()})
+    remaining = {p: e for p, (s, e) in todo.items()}
+    last_progress = time.monotonic()
+    while remaining:
+        records = consumer.poll(batch, 1.0)
+        if records:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > stall_timeout_s:
+            missing = ", ".join(f"partition {p} before offset {e}" for p, e in sorted(remaining.items()))
+            raise UserError(f"no data for {stall_timeout_s:g}s while reading {missing}: the broker lost or withholds it")
+        taken = 0
+        for record in records:
+            stop = remaining.get(record.partition)
+            if stop is None or record.offset >= stop:
+                continue
+            taken += 1
+            yield record
+            if record.offset >= stop - 1:
+                del remaining[record.partition]
+        if on_batch and taken:
+            on_batch(taken)

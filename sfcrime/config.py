@@ -1,0 +1,162 @@
+"""Configuration in one place: explicit flags win over the environment, which wins over defaults.
+
+The environment is read when a command runs, never at import, so tests can set it per test.
+Kafka settings use the Java/librdkafka property names (`security.protocol`, `sasl.mechanism`, ...);
+`clients.py` translates them for kafka-python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_INPUT = REPO_DIR / "police-department-calls-for-service.json.gz"
+DEFAULT_RADIO_CODES = REPO_DIR / "radio_code.json"
+DEFAULT_BOOTSTRAP = "localhost:9092"
+DEFAULT_TOPIC = "calls"
+CLIENTS = ("confluent", "kafka-python")
+
+# Security settings that may also come from the environment (KAFKA_SASL_PASSWORD=...).
+SECURITY_PROPERTIES = (
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+)
+_SECRET = re.compile(r"password|secret|token|jaas|credential", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad file, unreachable broker): one line, exit 1, no traceback."""
+
+
+@dataclass
+class KafkaSettings:
+    """Where the calls live and how to talk to the broker."""
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    topic: str = DEFAULT_TOPIC
+    client: str = "confluent"
+    properties: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 15.0
+
+    def redacted(self) -> dict[str, str]:
+        """The properties safe to print: secrets show as ***."""
+        return redact(self.properties)
+
+    def describe(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(self.redacted().items()))
+        return f"bootstrap={self.bootstrap_servers} topic={self.topic} client={self.client} {extra}".strip()
+
+
+def redact(properties: dict[str, str]) -> dict[str, str]:
+    return {k: ("***" if _SECRET.search(k) else v) for k, v in properties.items()}
+
+
+def parse_properties(pairs: list[str] | None) -> dict[str, str]:
+    """`key=value` strings from repeated `--kafka-config` flags."""
+    properties = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"--kafka-config expects key=value, got {pair!r}")
+        properties[key.strip()] = value
+    return properties
+
+
+def env_name(prop: str) -> str:
+    return "KAFKA_" + prop.upper().replace(".", "_")
+
+
+def kafka_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> KafkaSettings:
+    """Resolve Kafka settings: flag > environment > default, for every field."""
+    env = os.environ if environ is None else environ
+    properties = {p: env[env_name(p)] for p in SECURITY_PROPERTIES if env.get(env_name(p))}
+    properties.update(parse_properties(getattr(args, "kafka_config", None)))
+    for prop in SECURITY_PROPERTIES:
+        value = getattr(args, prop.replace(".", "_"), None)
+        if value:
+            properties[prop] = value
+    return KafkaSettings(
+        bootstrap_servers=args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP,
+        topic=args.topic or env.get("KAFKA_TOPIC") or DEFAULT_TOPIC,
+        client=getattr(args, "client", None) or env.get("SFCRIME_CLIENT") or "confluent",
+        properties=properties,
+        timeout_s=getattr(args, "timeout", None) or 15.0,
+    )
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser, client: bool = True) -> None:
+    """The flags every Kafka-facing command shares."""
+    group = parser.add_argument_group("Kafka")
+    group.add_argument("--bootstrap-servers", help=f"env KAFKA_BOOTSTRAP_SERVERS, default {DEFAULT_BOOTSTRAP}")
+    group.add_argument("--topic", help=f"env KAFKA_TOPIC, default {DEFAULT_TOPIC}")
+    if client:
+        group.add_argument("--client", choices=CLIENTS, help="Kafka client library (env SFCRIME_CLIENT, default confluent)")
+    group.add_argument(
+        "--kafka-config", action="append", metavar="KEY=VALUE", type=_property_pair,
+        help="any Kafka client property, repeatable (e.g. security.protocol=SASL_SSL)",
+    )
+    for prop in SECURITY_PROPERTIES:
+        group.add_argument("--" + prop.replace(".", "-"), metavar="VALUE", help=f"env {env_name(prop)}")
+    group.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                       help="give up on an unreachable broker after this long (default 15)")
+
+
+def _property_pair(text: str) -> str:
+    parse_properties([text])
+    return text
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr, unless the application already configured logging."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "py4j", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)

@@ -1,0 +1,244 @@
+"""Read the calls file (a JSON array, plain, .gz or .bz2) and put it in event-time order.
+
+The file is 112 MB of pretty-printed JSON, newest call first. Loading it with `json.load` costs about
+390 MB of Python objects, so records are parsed one at a time and kept as compact UTF-8 bytes.
+A live stream arrives oldest-first and Spark's watermark depends on that, hence `replay_order`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import zlib
+from array import array
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from dateutil import parser as date_parser
+from dateutil import tz
+
+from .config import UserError
+
+SF_TIMEZONE = "America/Los_Angeles"
+SF_TZ = tz.gettz(SF_TIMEZONE)
+EVENT_TIME_FIELD = "call_date_time"
+KEY_FIELD = "crime_id"
+_CHUNK_CHARS = 1 << 20
+_WHITESPACE = " \t\r\n"
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """Open plain, gzip or bzip2 text by its magic bytes, not its name."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"input is a directory, not a file: {path}")
+    with open(path, "rb") as probe:
+        magic = probe.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        raw = gzip.open(path, "rb")
+    elif magic == b"BZh":
+        raw = bz2.open(path, "rb")
+    else:
+        raw = open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+
+
+def iter_records(path: str | Path) -> Iterator[dict]:
+    """Yield each object of the top-level JSON array, holding at most one chunk in memory."""
+    decoder = json.JSONDecoder()
+    try:
+        with open_text(path) as text:
+            buffer, pos, eof = "", 0, False
+
+            def fill() -> bool:
+                nonlocal buffer, pos, eof
+                if eof:
+                    return False
+                chunk = text.read(_CHUNK_CHARS)
+                if not chunk:
+                    eof = True
+                    return False
+                buffer, pos = buffer[pos:] + chunk, 0
+                return True
+
+            def skip_whitespace() -> str:
+                nonlocal pos
+                while True:
+                    while pos < len(buffer) and buffer[pos] in _WHITESPACE:
+                        pos += 1
+                    if pos < len(buffer):
+                        return buffer[pos]
+                    if not fill():
+                        return ""
+
+            first = skip_whitespace()
+            if first == "":
+                raise UserError(f"{path}: file is empty")
+            if first != "[":
+                raise UserError(f"{path}: expected a JSON array of call records, found {first!r} at the start")
+            pos += 1
+            index = 0
+            while True:
+                ch = skip_whitespace()
+                if ch == "]":
+                    pos += 1
+                    break
+                if index and ch == ",":
+                    pos += 1
+                    ch = skip_whitespace()
+                elif index:
+                    raise UserError(f"{path}: not valid JSON after record {index} (expected ',' or ']')")
+                if ch == "":
+                    raise UserError(f"{path}: file is truncated after {index} records")
+                while True:
+                    try:
+                        record, end = decoder.raw_decode(buffer, pos)
+                        if end == len(buffer) and not eof and fill():
+                            continue  # a number or literal may go on in the next chunk
+                        break
+                    except json.JSONDecodeError as error:
+                        if not fill():
+                            where = "truncated" if error.pos >= len(buffer) - 1 else f"not valid JSON ({error.msg})"
+                            raise UserError(f"{path}: {where} at record {index + 1}") from None
+                pos = end
+                if not isinstance(record, dict):
+                    raise UserError(
+                        f"{path}: record {index + 1} is a {type(record).__name__}, expected a JSON object"
+                    )
+                index += 1
+                yield record
+            if skip_whitespace() != "":
+                raise UserError(f"{path}: unexpected data after the closing ']'")
+    except (EOFError, zlib.error, OSError) as error:
+        raise UserError(f"{path}: cannot read compressed data ({error.__class__.__name__}: {error})") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def parse_event_time(text: object) -> datetime | None:
+    """`call_date_time` as a San Francisco local datetime; None when it is missing or unparseable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)  # the fast path: every record in the dataset is ISO 8601
+    except ValueError:
+        try:
+            moment = date_parser.parse(text)
+        except (ValueError, OverflowError):
+            return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=SF_TZ)
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+class EventClock:
+    """Epoch seconds of SF local times, fast: the zone's offset is looked up once per local hour."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[tuple, float] = {}
+
+    def epoch_seconds(self, text: object) -> float | None:
+        if not isinstance(text, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = parse_event_time(text)
+            if moment is None:
+                return None
+        if moment.tzinfo is not None:  # an explicit zone in the string
+            return moment.timestamp()
+        hour = (moment.year, moment.month, moment.day, moment.hour)
+        offset = self._offsets.get(hour)
+        if offset is None:
+            offset = self._offsets[hour] = moment.replace(tzinfo=SF_TZ).utcoffset().total_seconds()
+        return (moment - _NAIVE_EPOCH).total_seconds() - offset
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_record(record: dict) -> bytes:
+    """The record as compact UTF-8 JSON with its fields unchanged."""
+    return _encode(record).encode("utf-8")
+
+
+@dataclass
+class Calls:
+    """Calls ready to send: Kafka key and value bytes, event time (epoch seconds, NaN if unknown)."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    event_times: array
+    order: list[int]
+    without_event_time: int = 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes, float]]:
+        keys, values, times = self.keys, self.values, self.event_times
+        for i in self.order:
+            yield keys[i], values[i], times[i]
+
+
+def load_calls(path: str | Path, order: str = "event-time", limit: int | None = None, skip: int = 0) -> Calls:
+    """Read every record, then order them; `skip` and `limit` apply after ordering (to resume a replay)."""
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    times = array("d")
+    missing_time = 0
+    clock = EventClock()
+    for record in iter_records(path):
+        key = record.get(KEY_FIELD)
+        keys.append(str(key).encode("utf-8") if key is not None else b"")
+        values.append(encode_record(record))
+        seconds = clock.epoch_seconds(record.get(EVENT_TIME_FIELD))
+        if seconds is None:
+            missing_time += 1
+            times.append(float("nan"))
+        else:
+            times.append(seconds)
+    if not values:
+        raise UserError(f"{path}: the array holds no call records")
+    indices = list(range(len(values)))
+    if order == "event-time":
+        indices.reverse()  # newest-first file: reversed it is already (almost) sorted, which timsort loves
+        indices.sort(key=_sort_key(times))
+    elif order != "file":
+        raise UserError(f"unknown order {order!r} (event-time or file)")
+    indices = indices[skip:]
+    if limit is not None:
+        indices = indices[:limit]
+    return Calls(keys, values, times, indices, missing_time)
+
+
+def _sort_key(times: array):
+    """Records without an event time keep the place of the record before them (in the file)."""
+    filled = array("d", times)
+    previous = float("-inf")
+    for i in range(len(filled) - 1, -1, -1):  # the file is newest-first: "before" means later index
+        if filled[i] != filled[i]:
+            filled[i] = previous
+        else:
+            previous = filled[i]
+    return filled.__getitem__
+
+
+def load_radio_codes(path: str | Path) -> dict[str, str]:
+    """Disposition code to description, from the pretty-printed radio_code.json array."""
+    try:
+        with open_text(path) as text:
+            rows = json.load(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "disposition_code" in r for r in rows):
+        raise UserError(f"{path}: expected a JSON array of {{disposition_code, description}} objects")
+    return {str(r["disposition_code"]): r.get("description") for r in rows}

@@ -1,0 +1,56 @@
+"""The streaming job's flags (shared by `data_stream.py` and `python -m sfcrime stream`)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..config import DEFAULT_RADIO_CODES, add_kafka_arguments, positive_int
+
+_DURATION = re.compile(
+    r"^\s*(\d+)\s*(second|seconds|sec|secs|s|minute|minutes|min|mins|m|hour|hours|h|day|days|d)\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> str:
+    """A Spark interval such as "1 hour" or "30 minutes", normalised; rejects anything Spark would not take."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try '1 hour', '30 minutes', '10 seconds')")
+    amount, unit = int(match.group(1)), match.group(2).lower()
+    if amount <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    name = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[unit[0] if unit not in ("min", "mins") else "m"]
+    return f"{amount} {name}{'s' if amount != 1 else ''}"
+
+
+def duration_seconds(text: str) -> int:
+    amount, name = duration(text).split()
+    return int(amount) * _UNIT_SECONDS[name[0]]
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="out", help="results, dead letters and checkpoint (default out/)")
+    parser.add_argument("--checkpoint", help="Spark checkpoint directory (default OUTPUT/checkpoint)")
+    parser.add_argument("--radio-codes", default=str(DEFAULT_RADIO_CODES), help="disposition code descriptions")
+    parser.add_argument("--window", type=duration, default="1 hour", help="event-time window length (default 1 hour)")
+    parser.add_argument("--slide", type=duration, help="window slide (default: the window length, i.e. tumbling)")
+    parser.add_argument("--watermark", type=duration, default="1 hour",
+                        help="how late a call may arrive and still count (default 1 hour)")
+    parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
+                        help="at most N messages per micro-batch (default: all available)")
+    parser.add_argument("--trigger", type=duration, default="10 seconds", help="micro-batch interval (default 10 seconds)")
+    parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest",
+                        help="where a new query starts (a restarted one resumes from its checkpoint)")
+    parser.add_argument("--once", action="store_true", help="process everything available now, then exit 0")
+    parser.add_argument("--source", choices=("auto", "kafka", "python"), default="auto",
+                        help="kafka: Spark's own connector; python: ours on the Data Source API; auto: kafka if on the classpath")
+    parser.add_argument("--timezone", default="America/Los_Angeles",
+                        help="session time zone: call_date_time is San Francisco local time")
+    parser.add_argument("--master", help="Spark master (default: what spark-submit says, else local[*])")
+    parser.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", default=[],
+                        help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
+    parser.add_argument("--console-top", type=int, default=5, metavar="N",
+                        help="top crime types of the current window printed per batch (0: none)")
+    parser.add_argument("--strict", action="store_true", help="fail on the first malformed record instead of counting it")
+    add_kafka_arguments(parser, client=False)

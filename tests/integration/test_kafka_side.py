@@ -1,0 +1,142 @@
+"""The Kafka side against the real embedded broker: replay, read back independently, verify, interrupt."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from sfcrime.clients import open_consumer
+from sfcrime.config import KafkaSettings
+from sfcrime.consumer import verify
+from sfcrime.dataset import load_calls
+from sfcrime.producer import Pacing, replay
+from tests.conftest import PYTHON, REPO, produce_raw, read_topic, run_cli, write_calls
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_replay_delivers_every_call_in_event_time_order(kafka, client, sample_file, sample_records):
+    kafka.client = client
+    summary = replay(load_calls(sample_file), kafka, Pacing(), partitions=3, progress=False)
+    assert summary.ok and summary.delivered == len(sample_records) == 3000
+
+    messages = read_topic(kafka.bootstrap_servers, kafka.topic, len(sample_records))
+    values = sorted(json.loads(m.value()) for m in messages) if False else [json.loads(m.value()) for m in messages]
+    assert len(values) == len(sample_records)
+    assert sorted(map(json.dumps, values)) == sorted(map(json.dumps, sample_records))
+    assert all(m.key().decode() == json.loads(m.value())["crime_id"] for m in messages)
+    assert {m.partition() for m in messages} == {0, 1, 2}
+    for partition in range(3):
+        times = [json.loads(m.value())["call_date_time"] for m in messages if m.partition() == partition]
+        assert times == sorted(times), f"partition {partition} is not in event-time order"
+
+
+def test_end_offsets_see_the_whole_last_batch(kafka):
+    """Tansu lists the base offset of the last batch + 1 as the end; our end_offsets must not."""
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [b"x"] * 50, partition=0)
+    consumer = open_consumer(kafka)
+    try:
+        assert consumer.end_offsets([0]) == {0: 50}
+    finally:
+        consumer.close()
+
+
+def test_verify_passes_on_an_exact_topic(kafka, sample_file):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    result = verify(kafka, sample_file, progress=False)
+    assert result.exact, result.lines()
+    assert result.received == result.expected == 3000
+
+
+def test_verify_reports_a_missing_and_a_duplicated_call(kafka, sample_file, tmp_path, sample_records):
+    calls = load_calls(sample_file)
+    replay(calls, kafka, Pacing(), progress=False)
+    # the same topic again, for a second file: one call fewer, one call twice
+    lossy = sample_records[:10] + sample_records[11:] + [sample_records[20]]
+    result = verify(kafka, write_calls(tmp_path / "other", lossy), progress=False)
+    assert not result.exact
+    # the topic lacks nothing of `lossy` except one extra copy of call 20, and holds call 10 that lossy lacks
+    assert (result.missing, result.unexpected) == (1, 1)
+
+    kafka2 = KafkaSettings(kafka.bootstrap_servers, kafka.topic + "-b", timeout_s=10)
+    replay(load_calls(sample_file, limit=2999), kafka2, Pacing(), progress=False)  # one missing
+    produce_raw(kafka2.bootstrap_servers, kafka2.topic, [list(calls)[5][1]])      # one duplicated
+    result = verify(kafka2, sample_file, progress=False)
+    assert (result.missing, result.duplicated, result.unexpected, result.corrupt) == (1, 1, 0, 0)
+    assert result.out_of_order == 1  # the duplicate arrived after later calls
+    assert not result.exact
+
+
+def test_verify_cli_exit_codes_and_corrupt_records(kafka, sample_file):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    ok = run_cli("consumer_server.py", "--verify", "--input", str(sample_file), "--quiet",
+                 "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert ok.returncode == 0 and "EXACT" in ok.stdout, ok.stderr
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [b"{not json"])
+    bad = run_cli("consumer_server.py", "--verify", "--input", str(sample_file), "--quiet",
+                  "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert bad.returncode == 1 and "NOT EXACT" in bad.stderr and "corrupt 1" in bad.stderr
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_console_consumer_prints_messages(kafka, client, sample_file):
+    replay(load_calls(sample_file, limit=20), kafka, Pacing(), progress=False)
+    result = run_cli("consumer_server.py", "--from-beginning", "--max-messages", "5", "--client", client,
+                     "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and all("crime_id" in json.loads(line) for line in lines)
+    assert "Processed a total of 5 messages" in result.stderr
+    pretty = run_cli("consumer_server.py", "--from-beginning", "--max-messages", "1", "--pretty", "--client", client,
+                     "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert pretty.stdout.startswith("# partition ") and '  "crime_id": ' in pretty.stdout
+
+
+def test_ctrl_c_flushes_what_was_sent_and_a_second_run_resumes(kafka, sample_file):
+    command = [PYTHON, "kafka_server.py", "--input", str(sample_file), "--rate", "500", "--quiet",
+               "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    summary = next(line for line in err.splitlines() if line.startswith("sent "))
+    delivered = int(summary.split()[1].replace(",", ""))
+    assert 0 < delivered < 3000
+    assert f"resume with --skip {delivered}" in err
+
+    assert len(read_topic(kafka.bootstrap_servers, kafka.topic, delivered, timeout_s=5)) == delivered
+    resumed = run_cli("kafka_server.py", "--input", str(sample_file), "--skip", str(delivered), "--quiet",
+                      "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert resumed.returncode == 0, resumed.stderr
+    assert verify(kafka, sample_file, progress=False).exact
+
+
+@pytest.mark.parametrize("script", ["kafka_server.py", "consumer_server.py"])
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_unreachable_broker_is_one_line_and_quick(script, client, sample_file):
+    from sfcrime.broker import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_cli(script, "--input", str(sample_file), "--bootstrap-servers", address, "--client", client,
+                     "--timeout", "5", timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach Kafka at {address}")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"not json", b"{\"a\": 1}", b"[1]"])
+def test_bad_input_file_is_one_line_and_nonzero(tmp_path, content, bootstrap_servers):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    result = run_cli("kafka_server.py", "--input", str(path), "--bootstrap-servers", bootstrap_servers)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_file(bootstrap_servers):
+    result = run_cli("kafka_server.py", "--input", "/no/such/file.json", "--bootstrap-servers", bootstrap_servers)
+    assert result.returncode == 1 and result.stderr.strip() == "error: input file not found: /no/such/file.json"

@@ -1,0 +1,72 @@
+"""Configuration: flags win over the environment, which wins over defaults; secrets never print."""
+
+import argparse
+
+import pytest
+
+from sfcrime.cli import build_parser
+from sfcrime.clients import kafka_python_config
+from sfcrime.config import kafka_settings, redact
+
+
+def settings(argv, env):
+    args = build_parser().parse_args(["produce", *argv])
+    return kafka_settings(args, env)
+
+
+def test_defaults():
+    s = settings([], {})
+    assert (s.bootstrap_servers, s.topic, s.client, s.properties) == ("localhost:9092", "calls", "confluent", {})
+
+
+def test_environment_over_defaults_and_flags_over_environment():
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "envhost:9092", "KAFKA_TOPIC": "envtopic", "KAFKA_SASL_PASSWORD": "envpw"}
+    assert settings([], env).bootstrap_servers == "envhost:9092"
+    s = settings(["--bootstrap-servers", "flaghost:9092", "--sasl-password", "flagpw"], env)
+    assert s.bootstrap_servers == "flaghost:9092" and s.topic == "envtopic"
+    assert s.properties["sasl.password"] == "flagpw"
+
+
+def test_kafka_config_passes_through_and_explicit_flags_win():
+    s = settings(["--kafka-config", "security.protocol=SASL_SSL", "--kafka-config", "sasl.mechanism=PLAIN",
+                  "--sasl-mechanism", "SCRAM-SHA-512", "--kafka-config", "linger.ms=5"], {})
+    assert s.properties == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "linger.ms": "5"}
+
+
+def test_secrets_are_redacted_when_printed():
+    s = settings(["--sasl-username", "alice", "--sasl-password", "hunter2",
+                  "--kafka-config", "ssl.key.password=k3y", "--kafka-config", "sasl.jaas.config=secret"], {})
+    shown = s.describe()
+    assert "hunter2" not in shown and "k3y" not in shown and "secret" not in shown.split("=", 1)[-1].replace("***", "")
+    assert "sasl.username=alice" in shown
+    assert redact({"sasl.password": "x"}) == {"sasl.password": "***"}
+
+
+def test_kafka_python_gets_its_own_names():
+    config = kafka_python_config({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
+                                  "sasl.username": "u", "sasl.password": "p", "ssl.ca.location": "/ca.pem",
+                                  "linger.ms": "5", "acks": "1"})
+    assert config == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256",
+                      "sasl_plain_username": "u", "sasl_plain_password": "p", "ssl_cafile": "/ca.pem",
+                      "linger_ms": 5, "acks": 1}
+
+
+@pytest.mark.parametrize("argv", [
+    ["produce", "--rate", "-5"], ["produce", "--rate", "fast"], ["produce", "--limit", "-1"],
+    ["produce", "--client", "nope"], ["produce", "--kafka-config", "novalue"], ["produce", "--rate", "1", "--speedup", "2"],
+    ["stream", "--window", "an hour"], ["stream", "--window", "0 minutes"], ["stream", "--trigger", "soon"],
+])
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_durations_are_normalised():
+    from sfcrime.stream.options import duration, duration_seconds
+
+    assert duration("1 hour") == "1 hour" and duration("30min") == "30 minutes" and duration("2 H") == "2 hours"
+    assert duration_seconds("90 seconds") == 90 and duration_seconds("1 day") == 86400
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration("-1 hour")

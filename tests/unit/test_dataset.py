@@ -1,0 +1,127 @@
+"""Reading the calls file: every form gives the same records; bad files give one clear UserError."""
+
+import bz2
+import gzip
+import json
+
+import pytest
+
+from sfcrime.config import UserError
+from sfcrime.dataset import EventClock, iter_records, load_calls, load_radio_codes, parse_event_time
+from tests.conftest import REPO, write_calls
+
+
+def call(crime_id, when, **extra):
+    record = {"crime_id": str(crime_id), "original_crime_type_name": "Passing Call", "call_date_time": when,
+              "disposition": "HAN", "address": "900 Block Of Market St"}
+    record.update(extra)
+    return record
+
+
+NEWEST_FIRST = [call(3, "2018-10-02T11:00:00.000"), call(2, "2018-10-02T10:00:00.000"),
+                call(1, "2018-10-02T10:00:00.000"), call(0, "2018-10-02T09:11:00.000")]
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "bz2"])
+def test_plain_gzip_and_bzip2_give_the_same_records(tmp_path, compress):
+    path = write_calls(tmp_path / "calls", NEWEST_FIRST, compress)
+    assert list(iter_records(path)) == NEWEST_FIRST
+
+
+def test_compact_and_chunk_spanning_json_is_read_whole(tmp_path, monkeypatch):
+    import sfcrime.dataset as dataset
+
+    monkeypatch.setattr(dataset, "_CHUNK_CHARS", 7)  # every record spans many chunks
+    path = tmp_path / "calls.json"
+    path.write_text(json.dumps(NEWEST_FIRST + [{"crime_id": 12345, "n": 1.5e3}], separators=(",", ":")))
+    assert list(iter_records(path)) == NEWEST_FIRST + [{"crime_id": 12345, "n": 1.5e3}]
+
+
+def test_event_time_order_is_oldest_first_and_stable_for_ties(tmp_path):
+    calls = load_calls(write_calls(tmp_path / "calls", NEWEST_FIRST))
+    assert [key for key, _, _ in calls] == [b"0", b"1", b"2", b"3"]
+    times = [t for _, _, t in calls]
+    assert times == sorted(times)
+    assert times[1] - times[0] == 49 * 60
+
+
+def test_file_order_keeps_the_file(tmp_path):
+    calls = load_calls(write_calls(tmp_path / "calls", NEWEST_FIRST), order="file")
+    assert [key for key, _, _ in calls] == [b"3", b"2", b"1", b"0"]
+
+
+def test_skip_and_limit_apply_after_ordering(tmp_path):
+    calls = load_calls(write_calls(tmp_path / "calls", NEWEST_FIRST), skip=1, limit=2)
+    assert [key for key, _, _ in calls] == [b"1", b"2"]
+
+
+def test_values_are_the_records_unchanged(tmp_path):
+    record = call(7, "2018-10-02T09:11:00.000", address="Caf\u00e9 \"Le\" St")
+    calls = load_calls(write_calls(tmp_path / "calls", [record]))
+    (key, value, _), = list(calls)
+    assert key == b"7"
+    assert json.loads(value.decode("utf-8")) == record
+    assert "Café".encode() in value
+
+
+def test_records_without_event_time_are_kept(tmp_path):
+    records = [call(2, "2018-10-02T10:00:00.000"), call(1, "not a time"), call(0, "2018-10-02T09:00:00.000")]
+    calls = load_calls(write_calls(tmp_path / "calls", records))
+    assert len(calls) == 3 and calls.without_event_time == 1
+
+
+def test_sf_local_time_follows_daylight_saving():
+    clock = EventClock()
+    # 2018-11-04 01:30 happens twice in San Francisco; 09:11 on 2018-10-02 is PDT (UTC-7)
+    assert clock.epoch_seconds("2018-10-02T09:11:00.000") == 1538496660
+    assert clock.epoch_seconds("2018-12-31T23:57:00.000") == 1546329420  # PST (UTC-8)
+    assert clock.epoch_seconds("2018-10-02T09:11:00Z") == 1538471460
+    assert parse_event_time("Oct 2 2018 9:11 AM").hour == 9  # dateutil's fallback for other formats
+    assert clock.epoch_seconds("") is None and clock.epoch_seconds(None) is None
+
+
+def test_the_bundled_dataset_is_the_documented_one():
+    calls = load_calls(REPO / "police-department-calls-for-service.json.gz")
+    assert len(calls) == 199_999 and calls.without_event_time == 0
+    times = [t for _, _, t in calls]
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"   \n", "empty"),
+    (b"{\"crime_id\": 1}", "expected a JSON array"),
+    (b"[1, 2]", "is a int, expected a JSON object"),
+    (b"[{\"crime_id\": 1}, {\"crime_id\"", "truncated"),
+    (b"[{\"crime_id\": 1} {\"crime_id\": 2}]", "expected ',' or ']'"),
+    (b"[{\"crime_id\": tru}]", "not valid JSON"),
+    (b"[]", "no call records"),
+    (b"[{\"a\": 1}] trailing", "after the closing"),
+    (b"\xff\xfe[]", "not UTF-8"),
+])
+def test_bad_files_raise_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        load_calls(path)
+
+
+def test_truncated_compressed_files_raise_one_clear_error(tmp_path):
+    data = json.dumps(NEWEST_FIRST * 50).encode()
+    for name, compress in (("calls.json.gz", gzip.compress), ("calls.json.bz2", bz2.compress)):
+        path = tmp_path / name
+        path.write_bytes(compress(data)[:200])
+        with pytest.raises(UserError, match="truncated|compressed"):
+            load_calls(path)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_calls(tmp_path / "nope.json")
+    with pytest.raises(UserError, match="directory"):
+        load_calls(tmp_path)
+
+
+def test_radio_codes_are_read_as_a_pretty_printed_array():
+    codes = load_radio_codes(REPO / "radio_code.json")
+    assert len(codes) == 19 and codes["HAN"] == "Handled" and codes["GOA"] == "Gone on Arrival"
