@@ -5,7 +5,10 @@ Usage:
     python consumer_server.py --verify --input police-department-calls-for-service.json.gz
 """
 
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sfcrime.cli import main
 

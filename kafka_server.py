@@ -6,7 +6,10 @@ Usage:
     python kafka_server.py --rate 500 --limit 10000 --bootstrap-servers broker:9092
 """
 
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sfcrime.cli import main
 

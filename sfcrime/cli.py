@@ -180,3 +180,8 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head` stopped reading: not an error of ours
+        try:
+            sys.stdout = None
+        finally:
+            return 0

@@ -1,0 +1,263 @@
+"""The answers, from the streaming job's results: tables on the terminal, JSON, and a Markdown page with charts.
+
+It reads the results read-only, so it can run at any time, also while the job writes. A window whose end
+is at or before the watermark is final (no later call can count in it); a later one is still open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import UserError
+from .dataset import SF_TZ
+from .results import connect, path_in, window_counts
+
+log = logging.getLogger(__name__)
+CHART_DIR = "charts"
+
+
+def local_time(epoch_seconds: float) -> str:
+    """San Francisco local time, as the calls are recorded."""
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).astimezone(SF_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def answers(output: str | Path, top: int = 20) -> dict:
+    """Every answer the report shows, as plain data (the `--json` output)."""
+    with connect(path_in(output), readonly=True) as db:
+        try:
+            return _answers(db, top)
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"cannot read the results in {output}: {error}") from None
+
+
+def _answers(db: sqlite3.Connection, top: int) -> dict:
+    one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    watermark = one("SELECT MAX(watermark) FROM progress")
+    per_window = window_counts(db)
+    totals: dict[tuple[int, int], int] = {}
+    for start, end, _, count in per_window:
+        totals[(start, end)] = totals.get((start, end), 0) + count
+    windows = sorted((start, end, n) for (start, end), n in totals.items())
+    top_types = db.execute("SELECT crime_type, SUM(count) n FROM crime_type_panes GROUP BY crime_type "
+                           "ORDER BY n DESC, crime_type LIMIT ?", (top,)).fetchall()
+    top_names = [name for name, _ in top_types[:5]]
+    latest_window = windows[-1] if windows else None
+    current_top = []
+    if latest_window:
+        current_top = sorted(((t, n) for s, e, t, n in per_window if (s, e) == latest_window[:2]),
+                             key=lambda r: (-r[1], r[0]))[:10]
+    return {
+        "total_calls": one("SELECT COALESCE(SUM(count), 0) FROM locations"),
+        "malformed": one("SELECT COUNT(*) FROM dead_letters"),
+        "late": one("SELECT COALESCE(SUM(late_rows), 0) FROM progress"),
+        "top_crime_types": [{"crime_type": name, "count": n} for name, n in top_types],
+        "top_locations": [{"address": a, "count": n} for a, n in db.execute(
+            "SELECT address, count FROM locations ORDER BY count DESC, address LIMIT ?", (top,))],
+        "dispositions": [{"code": c, "description": d, "count": n} for c, d, n in db.execute(
+            "SELECT disposition, description, count FROM dispositions ORDER BY count DESC, disposition")],
+        "malformed_reasons": dict(db.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason")),
+        "watermark": local_time(watermark) if watermark else None,
+        "windows": {
+            "length": meta.get("window"), "slide": meta.get("slide"),
+            "count": len(windows),
+            "final": sum(1 for _, end, _ in windows if watermark is not None and end <= watermark),
+            "open": sum(1 for _, end, _ in windows if watermark is None or end > watermark),
+            "latest": None if not latest_window else {
+                "start": local_time(latest_window[0]), "end": local_time(latest_window[1]),
+                "final": watermark is not None and latest_window[1] <= watermark,
+                "top_crime_types": [{"crime_type": c, "count": n} for c, n in current_top]},
+        },
+        "calls_by_hour": {name: [0] * 24 for name in top_names} | _by_hour(db, top_names),
+        "calls_by_day": _by_day(db, top_names),
+        "batches": one("SELECT COUNT(*) FROM batches"),
+        "event_time_range": _range(db),
+    }
+
+
+def _by_hour(db, names: list[str]) -> dict[str, list[int]]:
+    result = {name: [0] * 24 for name in names}
+    for hour, name, count in db.execute(
+            f"SELECT hour, crime_type, count FROM hourly WHERE crime_type IN ({','.join('?' * len(names))})", names):
+        result[name][hour] += count
+    return result
+
+
+def _by_day(db, names: list[str]) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {name: {} for name in names}
+    for day, name, count in db.execute(
+            f"SELECT day, crime_type, count FROM daily WHERE crime_type IN ({','.join('?' * len(names))}) "
+            "ORDER BY day", names):
+        result[name][day] = count
+    return result
+
+
+def _range(db) -> dict | None:
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    first, last = db.execute("SELECT MIN(pane_start), MAX(pane_start) FROM crime_type_panes").fetchone()
+    if first is None:
+        return None
+    return {"from": local_time(first), "to": local_time(last + int(meta.get("pane_seconds", 3600)))}
+
+
+# ------------------------------------------------------------------------------------------ terminal
+
+
+def print_tables(result: dict, out=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out or sys.stdout, width=110)
+    span = result["event_time_range"] or {}
+    console.print(f"[bold]{result['total_calls']:,} calls[/bold] counted once each "
+                  f"({span.get('from', '-')} to {span.get('to', '-')}, San Francisco time); "
+                  f"{result['malformed']:,} malformed records kept aside; {result['late']:,} too late for the watermark.")
+    windows = result["windows"]
+    console.print(f"{windows['count']:,} windows of {windows['length']}: {windows['final']:,} final, "
+                  f"{windows['open']:,} still open (watermark {result['watermark'] or '-'}).")
+
+    def table(title, columns, rows):
+        t = Table(title=title, title_justify="left")
+        for name, justify in columns:
+            t.add_column(name, justify=justify)
+        for row in rows:
+            t.add_row(*[f"{v:,}" if isinstance(v, int) else ("" if v is None else str(v)) for v in row])
+        console.print(t)
+
+    table("Top crime types", [("#", "right"), ("crime type", "left"), ("calls", "right")],
+          [(i + 1, r["crime_type"], r["count"]) for i, r in enumerate(result["top_crime_types"])])
+    table("Crime density by location (top addresses)", [("#", "right"), ("address", "left"), ("calls", "right")],
+          [(i + 1, r["address"], r["count"]) for i, r in enumerate(result["top_locations"])])
+    table("Dispositions", [("code", "left"), ("description", "left"), ("calls", "right")],
+          [(r["code"], r["description"] or "(no radio code)", r["count"]) for r in result["dispositions"]])
+    latest = windows.get("latest")
+    if latest:
+        state = "final" if latest["final"] else "open: counts may still grow"
+        table(f"Latest window {latest['start']} to {latest['end']} ({state})",
+              [("crime type", "left"), ("calls", "right")],
+              [(r["crime_type"], r["count"]) for r in latest["top_crime_types"]])
+
+
+# -------------------------------------------------------------------------------------------- charts
+
+
+def write_charts(result: dict, directory: Path) -> dict[str, Path]:
+    """PNG charts with titles and labelled axes; returns {name: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    charts: dict[str, Path] = {}
+
+    def save(fig, name: str) -> None:
+        path = directory / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, metadata={"Title": fig._suptitle.get_text() if fig._suptitle else name})
+        plt.close(fig)
+        charts[name] = path
+
+    def barh(name, title, labels, values, xlabel, ylabel):
+        fig, ax = plt.subplots(figsize=(9, max(3.0, 0.32 * len(labels) + 1.2)))
+        ax.barh(range(len(labels)), values, color="#3b6ea8")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:,}", va="center", fontsize=7)
+        fig.suptitle(title)
+        save(fig, name)
+
+    types = result["top_crime_types"]
+    barh("top_crime_types", "Top crime types (SF police calls for service)",
+         [r["crime_type"] for r in types], [r["count"] for r in types], "calls", "crime type")
+    places = result["top_locations"]
+    barh("top_locations", "Crime density by location: the busiest addresses",
+         [r["address"] for r in places], [r["count"] for r in places], "calls", "address")
+    dispositions = result["dispositions"]
+    barh("dispositions", "Dispositions of calls (radio code and description)",
+         [f"{r['code']} - {r['description'] or 'no radio code'}" for r in dispositions],
+         [r["count"] for r in dispositions], "calls", "disposition")
+
+    by_hour = result["calls_by_hour"]
+    if by_hour:
+        import numpy as np
+
+        names = list(by_hour)
+        fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2))
+        image = ax.imshow(np.array([by_hour[n] for n in names]), aspect="auto", cmap="viridis")
+        ax.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("hour of day (San Francisco time)")
+        ax.set_ylabel("crime type")
+        fig.colorbar(image, ax=ax, label="calls")
+        fig.suptitle("Calls by hour of day for the top crime types")
+        save(fig, "calls_by_hour")
+
+    by_day = result["calls_by_day"]
+    if by_day:
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        for name, days in by_day.items():
+            xs = [datetime.strptime(d, "%Y-%m-%d") for d in days]
+            ax.plot(xs, list(days.values()), label=name, linewidth=1.2)
+        ax.set_xlabel("day")
+        ax.set_ylabel("calls per day")
+        ax.legend(fontsize=8)
+        fig.autofmt_xdate()
+        fig.suptitle("Calls over time for the top crime types")
+        save(fig, "calls_over_time")
+    return charts
+
+
+def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
+    rel = {name: p.relative_to(path.parent).as_posix() for name, p in charts.items()}
+    lines = ["# SF police calls for service: the answers", "",
+             f"{result['total_calls']:,} calls counted once each; {result['malformed']:,} malformed records kept "
+             f"in the dead letters; {result['late']:,} calls arrived too late for the watermark.",
+             f"Windows: {result['windows']['count']:,} of {result['windows']['length']} "
+             f"({result['windows']['final']:,} final, {result['windows']['open']:,} open; watermark "
+             f"{result['watermark'] or '-'}).", ""]
+
+    def section(title, chart, header, rows):
+        lines.extend([f"## {title}", ""])
+        if chart in rel:
+            lines.extend([f"![{title}]({rel[chart]})", ""])
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines.extend("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |" for row in rows)
+        lines.append("")
+
+    section("Top crime types", "top_crime_types", ["crime type", "calls"],
+            [(r["crime_type"], r["count"]) for r in result["top_crime_types"]])
+    section("Crime density by location", "top_locations", ["address", "calls"],
+            [(r["address"], r["count"]) for r in result["top_locations"]])
+    section("Dispositions", "dispositions", ["code", "description", "calls"],
+            [(r["code"], r["description"] or "(no radio code)", r["count"]) for r in result["dispositions"]])
+    section("Calls by hour of day", "calls_by_hour", ["crime type"] + [f"{h:02d}" for h in range(24)],
+            [(name, *hours) for name, hours in result["calls_by_hour"].items()])
+    section("Calls over time", "calls_over_time", ["crime type", "days", "calls"],
+            [(name, len(days), sum(days.values())) for name, days in result["calls_by_day"].items()])
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def run(args) -> int:
+    result = answers(args.output, args.top)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    print_tables(result)
+    if not args.no_charts:
+        directory = Path(args.output) / "report"
+        charts = write_charts(result, directory / CHART_DIR)
+        page = write_markdown(result, charts, directory / "report.md")
+        print(f"report: {page} ({len(charts)} charts)")
+    return 0

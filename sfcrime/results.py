@@ -1,0 +1,163 @@
+"""The job's durable output: one SQLite file under --output, written exactly once per micro-batch.
+
+Each micro-batch adds its counts in one transaction together with its batch id. Spark re-runs a batch
+after a crash with the same offsets (its offset log), and a batch id already here is skipped, so a job
+killed at any moment and started again ends with exactly the counts of an uninterrupted run.
+SQLite in WAL mode lets the report read while the job writes; it is in the standard library.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+from .config import UserError
+
+FILE_NAME = "results.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id INTEGER PRIMARY KEY, written_at REAL, rows INTEGER, calls INTEGER, malformed INTEGER,
+    kafka_ts_min REAL, kafka_ts_max REAL, kafka_ts_mean REAL);
+CREATE TABLE IF NOT EXISTS progress (
+    batch_id INTEGER PRIMARY KEY, at TEXT, input_rows INTEGER, input_rps REAL, processed_rps REAL,
+    duration_ms INTEGER, watermark REAL, late_rows INTEGER, state_rows INTEGER, backlog INTEGER);
+CREATE TABLE IF NOT EXISTS crime_type_panes (
+    pane_start INTEGER, crime_type TEXT, count INTEGER, PRIMARY KEY (pane_start, crime_type));
+CREATE TABLE IF NOT EXISTS locations (address TEXT PRIMARY KEY, count INTEGER);
+CREATE TABLE IF NOT EXISTS dispositions (disposition TEXT PRIMARY KEY, description TEXT, count INTEGER);
+CREATE TABLE IF NOT EXISTS hourly (hour INTEGER, crime_type TEXT, count INTEGER, PRIMARY KEY (hour, crime_type));
+CREATE TABLE IF NOT EXISTS daily (day TEXT, crime_type TEXT, count INTEGER, PRIMARY KEY (day, crime_type));
+CREATE TABLE IF NOT EXISTS dead_letters (
+    partition INTEGER, offset INTEGER, kafka_timestamp REAL, reason TEXT, value BLOB, batch_id INTEGER,
+    PRIMARY KEY (partition, offset));
+"""
+
+# count set (transforms.COUNT_SETS) -> (table, its columns, the count set's columns in that order)
+_COUNTED = {
+    "crime_type_windows": ("crime_type_panes", ("pane_start", "crime_type"), ("window_start", "crime_type")),
+    "locations": ("locations", ("address",), ("address",)),
+    "dispositions": ("dispositions", ("disposition", "description"), ("disposition", "description")),
+    "hourly": ("hourly", ("hour", "crime_type"), ("hour", "crime_type")),
+    "daily": ("daily", ("day", "crime_type"), ("day", "crime_type")),
+}
+
+
+def path_in(output: str | Path) -> Path:
+    return Path(output) / FILE_NAME
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        if not path.exists():
+            raise UserError(f"no results at {path} (run the streaming job with --output {path.parent} first)")
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(SCHEMA)
+    return connection
+
+
+class ResultStore:
+    """The writer side, used by the job's foreachBatch sink (on the driver) and its progress listener."""
+
+    def __init__(self, output: str | Path) -> None:
+        self.path = path_in(output)
+        self._db = connect(self.path)
+        self._lock = threading.Lock()  # the sink and the progress listener run on different threads
+        self._window_s = 3600
+
+    def check_settings(self, settings: dict[str, str]) -> None:
+        """Counts from different windows or topics must not be added up: refuse to mix them."""
+        existing = dict(self._db.execute("SELECT key, value FROM meta"))
+        clashes = [f"{k}={existing[k]!r} (now {v!r})" for k, v in settings.items() if k in existing and existing[k] != v]
+        if clashes:
+            raise UserError(f"{self.path.parent} holds results made with other settings: {', '.join(clashes)}; "
+                            "use another --output or delete it")
+        self._window_s = int(settings.get("window_seconds", self._window_s))
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", settings.items())
+            self._db.execute("COMMIT")
+
+    def has_batch(self, batch_id: int) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is not None
+
+    def write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
+        """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here."""
+        with self._lock:
+            return self._write_batch(batch_id, counts)
+
+    def _write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
+                db.execute("ROLLBACK")
+                return False
+            for name, (table, columns, fields) in _COUNTED.items():
+                keys = ", ".join(columns[:1] if table == "dispositions" else columns)
+                db.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
+                    f"ON CONFLICT ({keys}) DO UPDATE SET count = count + excluded.count",
+                    [tuple(row[f] for f in fields) + (row["count"],) for row in counts.get(name, [])])
+            dead = counts.get("dead_letters", [])
+            db.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+                           [(r["dl_partition"], r["dl_offset"], r["dl_timestamp"] / 1e6, r["reason"], r["value"],
+                             batch_id) for r in dead])
+            total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
+                                              "kafka_us_avg": None}])[0]
+            stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
+            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))
+            db.execute("COMMIT")
+            return True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def write_progress(self, row: tuple) -> None:
+        with self._lock, closing(self._db.cursor()) as cursor:
+            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def top_current_window(self, limit: int) -> tuple[int | None, list[tuple[str, int]]]:
+        """The latest window's top crime types, for the console view."""
+        with self._lock:
+            latest, = self._db.execute("SELECT MAX(pane_start) FROM crime_type_panes").fetchone()
+            windows = [] if latest is None else window_counts(self._db, since=latest - 2 * self._window_s)
+        if not windows:
+            return None, []
+        start = max(w[0] for w in windows)
+        rows = sorted(((t, n) for s, _, t, n in windows if s == start), key=lambda r: (-r[1], r[0]))
+        return start, rows[:limit]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def window_counts(db: sqlite3.Connection, since: int | None = None) -> list[tuple[int, int, str, int]]:
+    """(window start, window end, crime type, calls): each window is the sum of its panes.
+
+    With tumbling windows a pane is a window; with sliding ones (window = k slides) each pane counts in the
+    k windows that cover it, as Spark's window(..., slide) would count the call itself.
+    """
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    window_s, pane_s = int(meta.get("window_seconds", 3600)), int(meta.get("pane_seconds", 3600))
+    k = max(1, window_s // pane_s)
+    sums: dict[tuple[int, str], int] = {}
+    sql = "SELECT pane_start, crime_type, count FROM crime_type_panes"
+    for pane, crime_type, count in db.execute(sql + (" WHERE pane_start >= ?" if since is not None else ""),
+                                              () if since is None else (since - window_s,)):
+        for j in range(k):
+            key = (pane - j * pane_s, crime_type)
+            sums[key] = sums.get(key, 0) + count
+    return sorted((start, start + window_s, t, n) for (start, t), n in sums.items()
+                  if since is None or start >= since)

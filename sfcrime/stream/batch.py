@@ -1,0 +1,54 @@
+"""The same answers as a plain Spark batch job over the calls file: the baseline the streaming job is
+benchmarked against (bench.py), and a cross-check, since both run the same transforms.
+
+Usage:
+    python -m sfcrime.stream.batch [FILE]      # prints the answers' totals as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
+from . import transforms as T
+
+
+def batch_counts(spark, input_path: str, radio_codes_path: str, pane: str = "1 hour") -> dict[str, list[dict]]:
+    calls = T.calls_from_file(spark, input_path)
+    valid = calls.where("malformed IS NULL").dropDuplicates(["crime_id"])
+    bad = calls.where("malformed IS NOT NULL")
+    joined = T.with_descriptions(valid.unionByName(bad), T.read_radio_codes(spark, radio_codes_path))
+    return T.split_counts(T.count_calls(joined, pane).toArrow().to_pylist())
+
+
+def main(argv: list[str]) -> int:
+    from pyspark.sql import SparkSession
+
+    from ..java import ensure_java
+    import os
+
+    ensure_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    started = time.monotonic()
+    spark = (SparkSession.builder.master("local[*]").appName("sfcrime-batch")
+             .config("spark.sql.session.timeZone", "America/Los_Angeles")
+             .config("spark.sql.shuffle.partitions", "4").config("spark.ui.showConsoleProgress", "false")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    counts = batch_counts(spark, argv[0] if argv else str(DEFAULT_INPUT), str(DEFAULT_RADIO_CODES))
+    spark.stop()
+    total = counts["total"][0]["count"] if counts["total"] else 0
+    top = sorted(counts["crime_type_windows"], key=lambda r: -r["count"])
+    by_type: dict[str, int] = {}
+    for row in counts["crime_type_windows"]:
+        by_type[row["crime_type"]] = by_type.get(row["crime_type"], 0) + row["count"]
+    print(json.dumps({"total_rows": total, "calls": sum(by_type.values()), "malformed": len(counts["dead_letters"]),
+                      "top_crime_types": sorted(by_type.items(), key=lambda kv: -kv[1])[:5],
+                      "seconds": round(time.monotonic() - started, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,263 @@
+"""The streaming job's wiring: Spark session, Kafka source, the query, its sink and progress listener.
+
+Plan: source -> parse_calls -> watermark + dedupe by crime_id (malformed records pass through keyed by
+their offset) -> broadcast left join with the radio codes -> foreachBatch: per-batch counts added to the
+SQLite results (exactly once per batch id), malformed records to the dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+from ..config import UserError, kafka_settings
+from . import transforms as T
+from .options import duration_seconds
+from .source import NAME as PYTHON_SOURCE_NAME
+
+log = logging.getLogger(__name__)
+KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+
+
+def build_session(args):
+    from pyspark.sql import SparkSession
+    from pyspark import SparkConf
+
+    from ..java import ensure_java
+
+    ensure_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    submitted = SparkConf()  # what spark-submit (or the defaults file) set
+    builder = SparkSession.builder.appName("sfcrime-stream")
+    if args.master:
+        builder = builder.master(args.master)
+    elif not submitted.contains("spark.master"):
+        builder = builder.master("local[*]")
+    defaults = {
+        "spark.sql.session.timeZone": args.timezone,  # call_date_time is SF local time, without a zone
+        "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.streaming.noDataMicroBatches.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
+    }
+    for key, value in defaults.items():
+        if not submitted.contains(key):
+            builder = builder.config(key, value)
+    builder = builder.config("spark.sql.session.timeZone", args.timezone)
+    for pair in args.spark_conf:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--spark-conf expects key=value, got {pair!r}")
+        builder = builder.config(key.strip(), value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SFCRIME_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def ship_package(spark, output: Path) -> None:
+    """Executors import sfcrime (the source's read() runs there): ship it, for clusters without our venv."""
+    package = Path(__file__).resolve().parent.parent
+    archive = output / "sfcrime-package.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in package.rglob("*.py"):
+            zf.write(path, path.relative_to(package.parent))
+    spark.sparkContext.addPyFile(str(archive))
+
+
+def connector_available(spark) -> bool:
+    try:
+        spark._jvm.java.lang.Class.forName(KAFKA_PROVIDER_CLASS)
+        return True
+    except Exception:  # py4j wraps ClassNotFoundException
+        return False
+
+
+def open_source(spark, args, settings):
+    """Spark's Kafka connector when it is on the classpath (or asked for), else ours; the same options."""
+    options = {
+        "kafka.bootstrap.servers": settings.bootstrap_servers,
+        "subscribe": settings.topic,
+        "startingOffsets": args.starting_offsets,
+        "failOnDataLoss": "true",
+    }
+    if args.max_offsets_per_trigger:
+        options["maxOffsetsPerTrigger"] = str(args.max_offsets_per_trigger)
+    for key, value in settings.properties.items():
+        options[f"kafka.{key}"] = value
+    source = args.source
+    if source == "auto":
+        source = "kafka" if connector_available(spark) else "python"
+    if source == "kafka":
+        if not connector_available(spark):
+            raise UserError("Spark's Kafka connector is not on the classpath: run with spark-submit --packages "
+                            f"org.apache.spark:spark-sql-kafka-0-10_2.13:{spark.version}, or use --source python")
+        fmt = "kafka"
+    else:
+        from .source import KafkaDataSource
+
+        spark.dataSource.register(KafkaDataSource)
+        fmt = PYTHON_SOURCE_NAME
+        options["timeout"] = str(settings.timeout_s)
+    log.info("Kafka source: %s (%s)", "Spark's connector" if fmt == "kafka" else "Python Data Source", settings.describe())
+    reader = spark.readStream.format(fmt)
+    for key, value in options.items():
+        reader = reader.option(key, value)
+    return reader.load(), source
+
+
+def build_stream(raw, radio_codes, watermark: str):
+    """The streaming plan: every message comes out once, as a call to count or as a malformed record."""
+    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw), watermark), radio_codes)
+
+
+class BatchWriter:
+    """foreachBatch: count one micro-batch in one Spark action and add it to the results, once per batch id."""
+
+    def __init__(self, store, pane: str, console_top: int, strict: bool) -> None:
+        self.store, self.pane = store, pane
+        self.console_top, self.strict = console_top, strict
+
+    def __call__(self, batch, batch_id: int) -> None:
+        if self.store.has_batch(batch_id):
+            log.info("batch %d is already in the results (a re-run after a restart): skipped", batch_id)
+            return
+        counts = T.split_counts(T.count_calls(batch, self.pane).toArrow().to_pylist())
+        dead_letters = counts["dead_letters"]
+        if dead_letters and self.strict:
+            first = min(dead_letters, key=lambda r: (r["dl_partition"], r["dl_offset"]))
+            raise UserError(f"malformed record at partition {first['dl_partition']} offset {first['dl_offset']}: "
+                            f"{first['reason']} (--strict)")
+        written = self.store.write_batch(batch_id, counts)
+        if written and self.console_top and counts["crime_type_windows"]:
+            self.print_current_window()
+
+    def print_current_window(self) -> None:
+        start, rows = self.store.top_current_window(self.console_top)
+        if start is None:
+            return
+        from ..report import local_time
+
+        print(f"top crime types, window from {local_time(start)}: "
+              + "; ".join(f"{name} {count}" for name, count in rows), flush=True)
+
+
+def progress_row(progress, backlog: int | None) -> tuple:
+    """A StreamingQueryProgress as a row of the results' progress table."""
+    late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
+    state_rows = sum(op.numRowsTotal for op in progress.stateOperators)
+    watermark = progress.eventTime.get("watermark")
+    watermark_s = None
+    if watermark:
+        watermark_s = datetime.fromisoformat(watermark.replace("Z", "+00:00")).timestamp()
+    return (progress.batchId, progress.timestamp, progress.numInputRows, progress.inputRowsPerSecond,
+            progress.processedRowsPerSecond, progress.batchDuration, watermark_s, late, state_rows, backlog)
+
+
+def backlog_of(progress) -> int | None:
+    """Latest offsets in the topic minus offsets processed, from the source's progress."""
+    try:
+        source = progress.sources[0]
+        latest, end = json.loads(source.latestOffset or "null"), json.loads(source.endOffset or "null")
+    except (IndexError, ValueError, TypeError):
+        return None
+    if not isinstance(latest, dict) or not isinstance(end, dict):
+        return None
+    if latest and isinstance(next(iter(latest.values())), dict):  # Spark's connector: {topic: {partition: n}}
+        latest, end = next(iter(latest.values())), next(iter(end.values()), {})
+    return sum(max(0, int(v) - int(end.get(k, 0))) for k, v in latest.items())
+
+
+def make_listener(store):
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressReporter(StreamingQueryListener):
+        """The course project's progress reporter: one line per micro-batch, also kept in the results."""
+
+        def onQueryStarted(self, event) -> None:
+            log.info("query started: id %s run %s", event.id, event.runId)
+
+        def onQueryProgress(self, event) -> None:
+            progress = event.progress
+            backlog = backlog_of(progress)
+            row = progress_row(progress, backlog)
+            store.write_progress(row)
+            watermark = progress.eventTime.get("watermark", "-")
+            print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
+                  f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
+                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {watermark}, late {row[7]:,}, "
+                  f"backlog {'-' if backlog is None else f'{backlog:,}'}", file=sys.stderr, flush=True)
+
+        def onQueryIdle(self, event) -> None:
+            pass
+
+        def onQueryTerminated(self, event) -> None:
+            if event.exception:
+                log.error("query failed: %s", event.exception.splitlines()[0])
+
+    return ProgressReporter()
+
+
+def run(args) -> int:
+    """Run the job until Ctrl-C, or with --once until everything available now is processed."""
+    from ..clients import check_reachable
+    from ..dataset import load_radio_codes
+    from ..results import ResultStore
+
+    settings = kafka_settings(args)
+    output = Path(args.output)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else output / "checkpoint"
+    load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
+    topics = check_reachable(settings)
+    if settings.topic not in topics:
+        raise UserError(f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
+                        "(replay the calls first: python kafka_server.py)")
+    output.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(output)
+    window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
+    if window_s % pane_s:
+        raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
+    store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
+                          "watermark": args.watermark, "timezone": args.timezone,
+                          "window_seconds": str(window_s), "pane_seconds": str(pane_s)})
+    spark = build_session(args)
+    listener = None
+    try:
+        ship_package(spark, output)
+        print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
+        raw, source = open_source(spark, args, settings)
+        radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
+        stream = build_stream(raw, radio_codes, args.watermark)
+        listener = make_listener(store)
+        spark.streams.addListener(listener)
+        writer = (stream.writeStream.queryName("sfcrime_calls")
+                  .foreachBatch(BatchWriter(store, args.slide or args.window, args.console_top, args.strict))
+                  .option("checkpointLocation", str(checkpoint.resolve())))
+        writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
+        started = time.monotonic()
+        query = writer.start()
+        try:
+            query.awaitTermination()
+        except KeyboardInterrupt:
+            log.warning("stopping the query (Ctrl-C); the checkpoint lets the next run resume")
+            query.stop()
+            return 130
+        error = query.exception()
+        if error is not None:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise UserError(f"the streaming query failed: {message[:500]}")
+        for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
+            store.write_progress(progress_row(progress, backlog_of(progress)))
+        log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)
+        return 0
+    finally:
+        if listener is not None:
+            spark.streams.removeListener(listener)
+        spark.stop()
+        store.close()
