@@ -15,12 +15,12 @@ from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from . import transforms as T
 
 
-def batch_counts(spark, input_path: str, radio_codes_path: str, pane: str = "1 hour") -> dict[str, list[dict]]:
+def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: int = 3600) -> dict[str, list[dict]]:
     calls = T.calls_from_file(spark, input_path)
     valid = calls.where("malformed IS NULL").dropDuplicates(["crime_id"])
     bad = calls.where("malformed IS NOT NULL")
     joined = T.with_descriptions(valid.unionByName(bad), T.read_radio_codes(spark, radio_codes_path))
-    return T.split_counts(T.count_calls(joined, pane).toArrow().to_pylist())
+    return T.split_counts(T.count_calls(joined, pane_seconds).toArrow().to_pylist())
 
 
 def main(argv: list[str]) -> int:

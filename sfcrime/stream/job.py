@@ -120,15 +120,15 @@ def build_stream(raw, radio_codes, watermark: str):
 class BatchWriter:
     """foreachBatch: count one micro-batch in one Spark action and add it to the results, once per batch id."""
 
-    def __init__(self, store, pane: str, console_top: int, strict: bool) -> None:
-        self.store, self.pane = store, pane
+    def __init__(self, store, pane_seconds: int, console_top: int, strict: bool) -> None:
+        self.store, self.pane_seconds = store, pane_seconds
         self.console_top, self.strict = console_top, strict
 
     def __call__(self, batch, batch_id: int) -> None:
         if self.store.has_batch(batch_id):
             log.info("batch %d is already in the results (a re-run after a restart): skipped", batch_id)
             return
-        counts = T.split_counts(T.count_calls(batch, self.pane).toArrow().to_pylist())
+        counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
         dead_letters = counts["dead_letters"]
         if dead_letters and self.strict:
             first = min(dead_letters, key=lambda r: (r["dl_partition"], r["dl_offset"]))
@@ -237,7 +237,7 @@ def run(args) -> int:
         listener = make_listener(store)
         spark.streams.addListener(listener)
         writer = (stream.writeStream.queryName("sfcrime_calls")
-                  .foreachBatch(BatchWriter(store, args.slide or args.window, args.console_top, args.strict))
+                  .foreachBatch(BatchWriter(store, pane_s, args.console_top, args.strict))
                   .option("checkpointLocation", str(checkpoint.resolve())))
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()

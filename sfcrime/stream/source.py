@@ -40,8 +40,9 @@ def settings_from_options(options) -> "KafkaSettings":
     """The source's options (Spark's kafka names) as sfcrime Kafka settings."""
     from ..config import KafkaSettings
 
+    options = {k.lower(): v for k, v in options.items()}  # Spark hands Python sources case-insensitive options
     properties = {k[len("kafka."):]: v for k, v in options.items()
-                  if k.lower().startswith("kafka.") and k.lower() != "kafka.bootstrap.servers"}
+                  if k.startswith("kafka.") and k != "kafka.bootstrap.servers"}
     return KafkaSettings(
         bootstrap_servers=options.get("kafka.bootstrap.servers", "localhost:9092"),
         topic=options.get("subscribe", "calls"),
@@ -59,10 +60,10 @@ class KafkaRange(InputPartition):
 
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options) -> None:
-        self.options = dict(options)
+        self.options = {k.lower(): v for k, v in options.items()}  # option names are case-insensitive
         self.settings = settings_from_options(self.options)
-        self.starting_offsets = self.options.get("startingOffsets", "earliest").lower()
-        max_offsets = self.options.get("maxOffsetsPerTrigger")
+        self.starting_offsets = self.options.get("startingoffsets", "earliest").lower()
+        max_offsets = self.options.get("maxoffsetspertrigger")
         self.max_offsets = int(max_offsets) if max_offsets else None
         self._consumer = None
         self._target: dict[str, int] | None = None
@@ -103,7 +104,11 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         latest = dict(self._target) if self._target is not None else self._end_offsets()
         start = {p: start.get(p, 0) for p in latest}  # a partition added since start is read from 0
         if isinstance(limit, ReadMaxRows):
-            return cap_offsets(start, latest, limit.maxRows)
+            return cap_offsets(start, latest, limit.max_rows)
+        if self._target is not None and self.max_offsets:
+            # availableNow hands Python sources ReadAllAvailable; like Spark's Kafka source we still keep
+            # maxOffsetsPerTrigger there, in several batches up to the target (the availableNow contract).
+            return cap_offsets(start, latest, self.max_offsets)
         return latest
 
     def reportLatestOffset(self):

@@ -124,17 +124,20 @@ COUNT_COLUMNS = ("window_start", "crime_type", "address", "disposition", "descri
                  "dl_partition", "dl_offset", "dl_timestamp", "reason", "value")
 
 
-def count_calls(calls: DataFrame, pane: str) -> DataFrame:
+def count_calls(calls: DataFrame, pane_seconds: int) -> DataFrame:
     """Every count of a batch in one DataFrame, tagged by grouping_id (see split_counts).
 
-    Windows are counted as tumbling panes of `pane` (the window slide); a sliding window is the sum of
-    its panes (results.window_counts), so one pass serves tumbling and sliding windows alike.
+    Windows are counted as tumbling panes of `pane_seconds` (the window slide), aligned to the epoch as
+    Spark's window() aligns them; a sliding window is the sum of its panes (results.window_counts), so
+    one pass serves tumbling and sliding windows alike. Not window() itself: in a projection it adds a
+    filter on a non-null event time, which would drop the malformed records on their way to the dead letters.
     `calls` is parse_calls' output, joined with the radio codes.
     """
     ok = F.col("malformed").isNull()
     bad = ~ok
+    pane_start = F.floor(F.unix_seconds("event_time") / F.lit(pane_seconds)) * F.lit(pane_seconds)
     dims = calls.select(
-        F.when(ok, F.unix_seconds(F.window("event_time", pane).start)).alias("window_start"),
+        F.when(ok, pane_start).alias("window_start"),
         F.when(ok, F.col("crime_type")).alias("crime_type"),
         F.when(ok, F.col("address")).alias("address"),
         F.when(ok, F.col("disposition")).alias("disposition"),

@@ -1,0 +1,150 @@
+"""The Spark job end to end: the real broker, real Spark, the real CLI; answers checked against an
+independent count of the file that was replayed."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from sfcrime.dataset import load_calls
+from sfcrime.producer import Pacing, replay
+from tests.conftest import PYTHON, REPO, produce_raw, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def expected_answers(records):
+    """Count the calls the way the job should, without Spark: each crime_id once."""
+    calls = {r["crime_id"]: r for r in records}.values()
+    codes = {c["disposition_code"]: c["description"] for c in json.loads((REPO / "radio_code.json").read_text())}
+    return {
+        "total_calls": len(calls),
+        "types": Counter(c["original_crime_type_name"] for c in calls),
+        "locations": Counter(c["address"] for c in calls),
+        "dispositions": {(d, codes.get(d)): n for d, n in Counter(c["disposition"] for c in calls).items()},
+    }
+
+
+def stream(kafka, output, *extra, timeout=240):
+    result = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers,
+                     "--topic", kafka.topic, "--output", str(output), "--console-top", "3", *extra, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def report(output):
+    result = run_cli("report", "--output", str(output), "--json", "--top", "100000")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_answers_match(answers, expected, malformed=0):
+    assert answers["total_calls"] == expected["total_calls"]
+    assert answers["malformed"] == malformed
+    assert {r["crime_type"]: r["count"] for r in answers["top_crime_types"]} == dict(expected["types"])
+    assert {r["address"]: r["count"] for r in answers["top_locations"]} == dict(expected["locations"])
+    assert {(r["code"], r["description"]): r["count"] for r in answers["dispositions"]} == expected["dispositions"]
+
+
+def test_once_answers_equal_an_independent_count(kafka, sample_file, sample_records, tmp_path):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    run = stream(kafka, tmp_path / "out", "--max-offsets-per-trigger", "1000")
+    answers = report(tmp_path / "out")
+    expected = expected_answers(sample_records)
+    assert expected["total_calls"] == 2999  # the sample holds one repeated call
+    assert_answers_match(answers, expected)
+    assert answers["late"] == 0  # replayed oldest-first: nothing is late
+    assert answers["batches"] >= 3  # 3,000 messages at most 1,000 per trigger
+    assert answers["windows"]["final"] > 0 and answers["windows"]["open"] >= 1
+    # calls whose disposition has no radio code are kept, with no description
+    assert any(r["description"] is None and r["count"] > 0 for r in answers["dispositions"])
+    assert "batch 0: " in run.stderr and "backlog" in run.stderr and "UI: http" in run.stderr
+    assert "top crime types, window from" in run.stdout
+
+
+def test_malformed_and_repeated_records_are_counted_exactly(kafka, sample_file, sample_records, tmp_path):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    hostile = [b"not json", b"", None, b"[1, 2]", b"42", b"{\"crime_id\": \"1\", \"call_date_time\": ",
+               b"{\"original_crime_type_name\": \"x\", \"call_date_time\": \"2018-10-02T09:11:00.000\"}",
+               b"{\"crime_id\": \"77\", \"call_date_time\": null}", b"{\"crime_id\": \"78\", \"call_date_time\": \"soon\"}",
+               b"{\"crime_id\": \"79\", \"pad\": \"" + b"x" * 900_000 + b"\"}"]
+    produce_raw(kafka.bootstrap_servers, kafka.topic, hostile)
+    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)  # at-least-once: 500 repeats
+    stream(kafka, tmp_path / "out")
+    answers = report(tmp_path / "out")
+    assert_answers_match(answers, expected_answers(sample_records), malformed=len(hostile))
+    assert answers["malformed_reasons"] == {"not a JSON object": 5, "not valid JSON": 1, "missing crime_id": 1,
+                                            "missing or unparseable call_date_time": 3}
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    kept = {bytes(v) if v is not None else None for (v,) in db.execute("SELECT value FROM dead_letters")}
+    assert kept == {v if v else None for v in hostile} | ({b""} if b"" in kept else set())
+
+
+def test_newest_first_replay_is_late_and_the_late_calls_are_counted(kafka, sample_file, tmp_path):
+    """The classic mistake: replaying the file as it is (newest first) makes the watermark drop calls."""
+    replay(load_calls(sample_file, order="file"), kafka, Pacing(), partitions=1, progress=False)
+    stream(kafka, tmp_path / "out", "--max-offsets-per-trigger", "500")
+    answers = report(tmp_path / "out")
+    # 6 batches of 500, newest first. Late calls are judged by the previous batch's watermark, so batches
+    # 0 and 1 count; batches 2-5 are hours older than the watermark: all late (the repeated call too).
+    assert (answers["total_calls"], answers["late"]) == (1000, 2000)
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    assert db.execute("SELECT SUM(late_rows) FROM progress").fetchone()[0] == answers["late"]
+
+
+def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafka, sample_file, sample_records, tmp_path):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    command = [PYTHON, "data_stream.py", "--once", "--max-offsets-per-trigger", "300", "--console-top", "0",
+               "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)]
+    kills = 0
+    for wait_for_batches in (2, 5):
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if (output / "results.sqlite").exists():
+                done = sqlite3.connect(output / "results.sqlite").execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+                if done >= wait_for_batches:
+                    break
+            time.sleep(0.2)
+        if process.poll() is None:
+            import os
+
+            os.killpg(process.pid, signal.SIGKILL)  # the JVM and Python workers too, mid-batch
+            process.wait()
+            kills += 1
+    assert kills >= 1
+    stream(kafka, output, "--max-offsets-per-trigger", "300")
+    assert_answers_match(report(output), expected_answers(sample_records))
+
+
+def test_source_works_with_executors_in_separate_processes(kafka, sample_file, sample_records, tmp_path):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    stream(kafka, tmp_path / "out", "--master", "local-cluster[2,1,1024]", timeout=300)
+    assert_answers_match(report(tmp_path / "out"), expected_answers(sample_records))
+
+
+def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_path):
+    replay(load_calls(sample_file, limit=10), kafka, Pacing(), progress=False)
+    result = run_cli("data_stream.py", "--once", "--source", "kafka", "--bootstrap-servers", kafka.bootstrap_servers,
+                     "--topic", kafka.topic, "--output", str(tmp_path / "out"), timeout=180)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Spark's Kafka connector is not on the classpath")
+
+
+def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):
+    from sfcrime.broker import free_port
+
+    started = time.monotonic()
+    result = run_cli("data_stream.py", "--once", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5",
+                     "--output", str(tmp_path / "out"), timeout=60)
+    assert time.monotonic() - started < 30 and result.returncode == 1
+    assert "error: cannot reach Kafka" in result.stderr and "Traceback" not in result.stderr
+    missing = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
+                      "--output", str(tmp_path / "out2"), timeout=60)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

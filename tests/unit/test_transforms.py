@@ -1,0 +1,123 @@
+"""The job's transformations on small DataFrames, in a real local Spark session."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from sfcrime.stream import transforms as T
+from sfcrime.stream.source import cap_offsets
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spark():
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (SparkSession.builder.master("local[2]").appName("sfcrime-unit")
+               .config("spark.sql.session.timeZone", "America/Los_Angeles")
+               .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def kafka_rows(spark, values):
+    rows = [(None, v, "calls", 0, i, datetime(2026, 1, 1, tzinfo=timezone.utc), 0) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, "
+                                       "timestamp timestamp, timestampType int")
+
+
+def good(crime_id, when="2018-10-02T09:11:00.000", disposition="HAN", crime_type="Passing Call", address="Market St"):
+    return json.dumps({"crime_id": crime_id, "original_crime_type_name": crime_type, "call_date_time": when,
+                       "disposition": disposition, "address": address}).encode()
+
+
+HOSTILE = [
+    (b"not json", T.NOT_AN_OBJECT),
+    (b"", T.NOT_AN_OBJECT),
+    (None, T.NOT_AN_OBJECT),
+    (b"42", T.NOT_AN_OBJECT),
+    (b"\"a string\"", T.NOT_AN_OBJECT),
+    (b"[" + good("9") + b"]", T.NOT_AN_OBJECT),
+    (b"{\"crime_id\": \"6\", \"call_date_time\": ", T.NOT_JSON),
+    (b"{}", T.NO_CRIME_ID),
+    (b"{\"crime_id\": \"  \", \"call_date_time\": \"2018-10-02T09:11:00.000\"}", T.NO_CRIME_ID),
+    (b"{\"crime_id\": \"3\"}", T.BAD_EVENT_TIME),
+    (b"{\"crime_id\": \"4\", \"call_date_time\": null}", T.BAD_EVENT_TIME),
+    (b"{\"crime_id\": \"5\", \"call_date_time\": \"yesterday\"}", T.BAD_EVENT_TIME),
+    (b"\xff\xfe{", T.NOT_AN_OBJECT),
+]
+
+
+def test_parse_calls_marks_every_kind_of_malformed_record(spark):
+    values = [good("1"), good(12345)] + [v for v, _ in HOSTILE]
+    rows = T.parse_calls(kafka_rows(spark, values)).orderBy("offset").collect()
+    assert [r.malformed for r in rows] == [None, None] + [reason for _, reason in HOSTILE]
+    assert rows[1].crime_id == "12345"  # a numeric id is still an id
+    assert all(r.event_time is None for r in rows[2:])  # malformed rows never move the watermark
+    assert [r.value for r in rows[2:]] == [v for v, _ in HOSTILE]  # kept raw for the dead letters
+
+
+def test_event_time_is_san_francisco_local_time(spark):
+    from pyspark.sql import functions as F
+
+    row = T.parse_calls(kafka_rows(spark, [good("1", "2018-10-02T09:11:00.000"), good("2", "2018-12-31T23:57:00")]))\
+        .select(F.unix_seconds("event_time").alias("s")).collect()
+    assert [r.s for r in row] == [1538496660, 1546329420]
+
+
+def test_radio_codes_need_multiline_and_the_join_keeps_unknown_codes(spark):
+    codes = T.read_radio_codes(spark, str(REPO / "radio_code.json"))
+    assert codes.count() == 19 and codes.where("disposition_code IS NULL").count() == 0
+    calls = T.parse_calls(kafka_rows(spark, [good("1", disposition="HAN"), good("2", disposition="Not recorded"),
+                                             good("3", disposition="GOA")]))
+    joined = {r.crime_id: r.description for r in T.with_descriptions(calls, codes).collect()}
+    assert joined == {"1": "Handled", "2": None, "3": "Gone on Arrival"}
+
+
+def test_count_calls_answers_every_question_in_one_pass(spark):
+    values = [good("1", "2018-10-02T09:11:00.000", "HAN", "Passing Call", "A St"),
+              good("2", "2018-10-02T09:59:00.000", "HAN", "Passing Call", "A St"),
+              good("3", "2018-10-02T10:00:00.000", "Not recorded", "Traffic Stop", "B St"),
+              b"garbage"]
+    calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), T.read_radio_codes(spark, str(REPO / "radio_code.json")))
+    counts = T.split_counts(T.count_calls(calls, 3600).toArrow().to_pylist())
+    nine = 1538496000  # 2018-10-02 09:00 PDT
+    assert sorted((r["window_start"], r["crime_type"], r["count"]) for r in counts["crime_type_windows"]) == [
+        (nine, "Passing Call", 2), (nine + 3600, "Traffic Stop", 1)]
+    assert sorted((r["address"], r["count"]) for r in counts["locations"]) == [("A St", 2), ("B St", 1)]
+    assert sorted((r["disposition"], r["description"], r["count"]) for r in counts["dispositions"]) == [
+        ("HAN", "Handled", 2), ("Not recorded", None, 1)]
+    assert sorted((r["hour"], r["crime_type"], r["count"]) for r in counts["hourly"]) == [
+        (9, "Passing Call", 2), (10, "Traffic Stop", 1)]
+    assert [(r["day"], r["count"]) for r in counts["daily"]] in ([("2018-10-02", 2), ("2018-10-02", 1)],
+                                                                 [("2018-10-02", 1), ("2018-10-02", 2)])
+    assert [(r["dl_offset"], r["reason"], r["value"]) for r in counts["dead_letters"]] == [(3, T.NOT_AN_OBJECT, b"garbage")]
+    assert counts["total"][0]["count"] == 4
+
+
+def test_batch_job_reads_the_file_with_the_same_transforms(spark, tmp_path):
+    from sfcrime.stream.batch import batch_counts
+
+    path = tmp_path / "calls.json"
+    records = [json.loads(good(str(i), f"2018-10-02T{9 + i % 3:02d}:00:00.000")) for i in range(30)]
+    path.write_text(json.dumps(records + records[:2] + [{"crime_id": "x"}], indent=4))
+    counts = batch_counts(spark, str(path), str(REPO / "radio_code.json"))
+    assert sum(r["count"] for r in counts["locations"]) == 30  # repeats counted once
+    assert [r["reason"] for r in counts["dead_letters"]] == [T.BAD_EVENT_TIME]
+
+
+def test_cap_offsets_shares_the_limit_by_backlog():
+    start = {"0": 0, "1": 100, "2": 50}
+    latest = {"0": 1000, "1": 200, "2": 50}
+    end = cap_offsets(start, latest, 110)
+    assert sum(end[p] - start[p] for p in end) == 110
+    assert end["2"] == 50 and end["0"] - start["0"] > end["1"] - start["1"] >= 1
+    assert cap_offsets(start, latest, 10_000) == latest
