@@ -1,0 +1,96 @@
+"""`make demo`: broker -> replay -> verify -> streaming job -> answers and report, in one command.
+
+Uses the broker at --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS when one answers (with a fresh topic,
+so nothing already there is counted), otherwise starts the embedded one; stops whatever it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .config import DEFAULT_TOPIC, KafkaSettings, UserError
+
+log = logging.getLogger(__name__)
+
+
+def _step(text: str) -> None:
+    print(f"\n==> {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .broker import EmbeddedBroker
+    from .cli import build_parser
+    from .clients import check_reachable
+    from .consumer import verify
+    from .dataset import load_calls
+    from .producer import Pacing, replay
+    from .report import answers, print_tables, write_charts, write_markdown
+    from .stream.job import run as run_stream
+
+    started = time.monotonic()
+    bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None
+    topic = args.topic
+    if bootstrap:
+        try:
+            check_reachable(KafkaSettings(bootstrap_servers=bootstrap, timeout_s=5))
+            topic = topic or f"sfcrime-demo-{int(time.time())}"
+            _step(f"using the Kafka at {bootstrap}, topic {topic}")
+        except UserError:
+            _step(f"no broker answers at {bootstrap}: starting the embedded one instead")
+            bootstrap = None
+    output = Path(args.output)
+    try:
+        if not bootstrap:
+            broker = EmbeddedBroker().start()
+            bootstrap, topic = broker.bootstrap_servers, topic or DEFAULT_TOPIC
+            _step(f"embedded broker (Tansu, in memory) on {bootstrap}")
+        settings = KafkaSettings(bootstrap_servers=bootstrap, topic=topic)
+
+        for stale in (output / "checkpoint", output / "results.sqlite", output / "results.sqlite-wal",
+                      output / "results.sqlite-shm", output / "report"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+
+        _step(f"replaying {args.input} in event-time order")
+        calls = load_calls(args.input, limit=args.limit)
+        summary = replay(calls, settings, Pacing())
+        for line in summary.lines():
+            print(line, file=sys.stderr)
+        if not summary.ok:
+            raise UserError("the replay did not deliver every call")
+
+        if args.limit is None:
+            _step("verifying the topic against the source file")
+            result = verify(settings, args.input)
+            for line in result.lines():
+                print(line, file=sys.stderr)
+            if not result.exact:
+                raise UserError("the topic does not hold exactly the source file")
+
+        _step("Spark Structured Streaming over the topic (data_stream.py --once)")
+        stream_args = build_parser().parse_args([
+            "stream", "--once", "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(output),
+            "--max-offsets-per-trigger", "100000", "--console-top", "5"])
+        code = run_stream(stream_args)
+        if code:
+            return code
+
+        _step("the answers")
+        result = answers(output)
+        print_tables(result)
+        directory = output / "report"
+        page = write_markdown(result, write_charts(result, directory / "charts"), directory / "report.md")
+        print(f"\nreport with charts: {page}   ({time.monotonic() - started:.0f} s in all)")
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
