@@ -157,11 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: producer consumer stream tuning memory all (default all)")
+                       help="any of: producer consumer stream tuning memory soak all (default all; soak is not in all)")
+    bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"))
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """A client library's thread stuck in a handshake would keep the process alive after our error line."""
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def main(argv: list[str] | None = None, command: str | None = None) -> int:
@@ -176,6 +188,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         return args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        _exit_past_stuck_threads(1)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

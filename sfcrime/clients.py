@@ -8,6 +8,7 @@ Everything else in the project talks to Kafka only through the functions and cla
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -64,6 +65,27 @@ def kafka_python_config(properties: dict[str, str]) -> dict:
     if config.get("acks") not in (None, "all"):
         config["acks"] = int(config["acks"])
     return config
+
+
+def _within_deadline(settings: KafkaSettings, build: Callable):
+    """Build a kafka-python client, giving up after the timeout: its bootstrap can hang for ever (seen with a
+    TLS client against a plaintext broker), whatever bootstrap_timeout_ms says."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["client"] = build()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="kafka-python-bootstrap", daemon=True)
+    worker.start()
+    worker.join(settings.timeout_s + 5)
+    if worker.is_alive():
+        raise _unreachable(settings, "no answer to the handshake (is security.protocol right?)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["client"]
 
 
 def _kafka_python_error(settings: KafkaSettings, error: Exception) -> UserError:
@@ -130,12 +152,12 @@ def _kafka_python_admin(settings: KafkaSettings):
     from kafka.errors import KafkaError
 
     try:
-        return KafkaAdminClient(
+        return _within_deadline(settings, lambda: KafkaAdminClient(
             bootstrap_servers=settings.bootstrap_servers,
             request_timeout_ms=int(settings.timeout_s * 1000),
             bootstrap_timeout_ms=int(settings.timeout_s * 1000),
             **kafka_python_config(settings.properties),
-        )
+        ))
     except (KafkaError, OSError, ValueError, TypeError) as error:
         raise _kafka_python_error(settings, error) from None
 
@@ -262,11 +284,11 @@ class KafkaPythonProducer(Producer):
                   "max_request_size": 8_388_608}
         config.update(kafka_python_config(settings.properties))
         try:
-            self._producer = KafkaProducer(
+            self._producer = _within_deadline(settings, lambda: KafkaProducer(
                 bootstrap_servers=settings.bootstrap_servers,
                 bootstrap_timeout_ms=int(settings.timeout_s * 1000),
                 **config,
-            )
+            ))
         except (KafkaError, OSError, ValueError, TypeError) as error:
             raise _kafka_python_error(settings, error) from None
         self._pending = 0
@@ -369,6 +391,8 @@ class ConfluentConsumer(Consumer):
             "enable.partition.eof": False,
             "fetch.max.bytes": 52_428_800,
             "queued.max.messages.kbytes": 131072,
+            # Tansu sometimes answers a fetch empty after the full long-poll: cap the wait (default 500 ms)
+            "fetch.wait.max.ms": 100,
             "error_cb": lambda err: self._errors.append(str(err)),
         }
         config.update(_confluent_base(settings))
@@ -418,9 +442,9 @@ class ConfluentConsumer(Consumer):
             seen: set[int] = set()
             deadline = time.monotonic() + min(self.settings.timeout_s, 10.0)
             while len(seen) < len(probe) and time.monotonic() < deadline:
-                for message in probe_consumer._consumer.consume(len(probe) * 4, 0.5):
-                    if message.error() is None:
-                        seen.add(message.partition())
+                message = probe_consumer._consumer.poll(0.5)  # returns at the first message: no timeout wait
+                if message is not None and message.error() is None:
+                    seen.add(message.partition())
             result = {}
             for p in seen:
                 lo, hi = probe_consumer._consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
@@ -453,7 +477,8 @@ class ConfluentConsumer(Consumer):
 
     def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
         messages = self._consumer.consume(max_records, timeout_s)
-        if any(m.error() is not None for m in messages):
+        failed = list(filter(None, map(_message_error, messages)))
+        if failed:
             self.poll_records_checked(messages)
             messages = [m for m in messages if m.error() is None]
         return Columns([m.partition() for m in messages], [m.offset() for m in messages],
@@ -472,6 +497,10 @@ class ConfluentConsumer(Consumer):
         self._consumer.close()
 
 
+def _message_error(message):
+    return message.error()
+
+
 class KafkaPythonConsumer(Consumer):
     def __init__(self, settings: KafkaSettings, group_id: str | None = None, from_beginning: bool = True) -> None:
         from kafka import KafkaConsumer
@@ -480,7 +509,7 @@ class KafkaPythonConsumer(Consumer):
         self.settings = settings
         self._topic = settings.topic
         try:
-            self._consumer = KafkaConsumer(
+            self._consumer = _within_deadline(settings, lambda: KafkaConsumer(
                 bootstrap_servers=settings.bootstrap_servers,
                 group_id=group_id,
                 enable_auto_commit=bool(group_id),
@@ -490,7 +519,7 @@ class KafkaPythonConsumer(Consumer):
                 fetch_max_bytes=52_428_800,
                 max_partition_fetch_bytes=10_485_760,
                 **kafka_python_config(settings.properties),
-            )
+            ))
         except (KafkaError, OSError, ValueError, TypeError) as error:
             raise _kafka_python_error(settings, error) from None
 
@@ -561,61 +590,41 @@ def open_consumer(settings: KafkaSettings, group_id: str | None = None, from_beg
     return ConfluentConsumer(settings, group_id, **extra)
 
 
-def read_range(consumer: Consumer, start: dict[int, int], end: dict[int, int], batch: int = 10000,
-               stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None):
-    """Yield records from start (inclusive) to end (exclusive) per partition, in order within each."""
-    todo = {p: (s, end[p]) for p, s in start.items() if end.get(p, s) > s}
-    if not todo:
-        return
-    consumer.assign({p: s for p, (s, e) in todo.items()})
-    remaining = {p: e for p, (s, e) in todo.items()}
-    last_progress = time.monotonic()
-    while remaining:
-        records = consumer.poll(batch, 1.0)
-        if records:
-            last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > stall_timeout_s:
-            missing = ", ".join(f"partition {p} before offset {e}" for p, e in sorted(remaining.items()))
-            raise UserError(f"no data for {stall_timeout_s:g}s while reading {missing}: the broker lost or withholds it")
-        taken = 0
-        for record in records:
-            stop = remaining.get(record.partition)
-            if stop is None or record.offset >= stop:
-                continue
-            taken += 1
-            yield record
-            if record.offset >= stop - 1:
-                del remaining[record.partition]
-        if on_batch and taken:
-            on_batch(taken)
+def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int], batch: int = 20000,
+                 stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None):
+    """Yield Columns covering offsets [start, end) of each partition (in order within each), nothing else.
 
-
-def read_partition_columns(consumer: Consumer, partition: int, start: int, end: int, batch: int = 20000,
-                           stall_timeout_s: float = 30.0):
-    """Yield Columns covering offsets [start, end) of one partition, trimmed to that range."""
-    if end <= start:
+    Columns rather than a record at a time: this is the hot loop of the Spark source and of --verify.
+    """
+    position = {p: s for p, s in start.items() if end.get(p, s) > s}
+    if not position:
         return
-    consumer.assign({partition: start})
+    consumer.assign(dict(position))
     last_progress = time.monotonic()
-    position = start
-    while position < end:
-        columns = consumer.poll_columns(batch, 1.0)
-        offsets = columns.offsets
-        if not offsets:
+    while position:
+        # never ask for more than is left: consume(n) would wait out its timeout for the missing rest
+        remaining = sum(end[p] - o for p, o in position.items())
+        columns = consumer.poll_columns(min(batch, remaining), 1.0)
+        if not columns.offsets:
             if time.monotonic() - last_progress > stall_timeout_s:
-                raise UserError(f"no data for {stall_timeout_s:g}s while reading partition {partition} "
-                                f"offsets {position}..{end}: the broker lost or withholds it")
+                missing = ", ".join(f"partition {p} offsets {o}..{end[p]}" for p, o in sorted(position.items()))
+                raise UserError(f"no data for {stall_timeout_s:g}s while reading {missing}: "
+                                "the broker lost or withholds it")
             continue
         last_progress = time.monotonic()
-        lo = 0
-        while lo < len(offsets) and offsets[lo] < position:
-            lo += 1
-        hi = len(offsets)
-        while hi > lo and offsets[hi - 1] >= end:
-            hi -= 1
-        if hi > lo:
-            position = offsets[hi - 1] + 1
-            yield Columns(columns.partitions[lo:hi], offsets[lo:hi], columns.keys[lo:hi], columns.values[lo:hi],
-                          columns.timestamps_ms[lo:hi])
-        elif offsets[-1] >= end:
-            position = end
+        last = dict(zip(columns.partitions, columns.offsets))  # each partition's last offset in this batch
+        if all(o < end[p] for p, o in last.items()):
+            keep = columns  # the usual case: every record is wanted (offsets only grow within a partition)
+        else:
+            wanted = [i for i, (p, o) in enumerate(zip(columns.partitions, columns.offsets))
+                      if position.get(p, -1) <= o < end[p]]
+            keep = Columns(*([column[i] for i in wanted] for column in columns))
+            last = dict(zip(keep.partitions, keep.offsets))
+        for p, o in last.items():
+            position[p] = o + 1
+        for p in [p for p, o in position.items() if o >= end[p]]:
+            del position[p]
+        if keep.offsets:
+            if on_batch:
+                on_batch(len(keep.offsets))
+            yield keep

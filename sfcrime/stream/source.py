@@ -122,13 +122,13 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         """Runs on an executor: read [start, end) of one Kafka partition, yield Arrow record batches."""
         import pyarrow as pa
 
-        from ..clients import open_consumer, read_partition_columns
+        from ..clients import open_consumer, read_columns
 
         topic = self.settings.topic
         consumer = open_consumer(self.settings)
         try:
-            for columns in read_partition_columns(consumer, partition.partition, partition.start, partition.end,
-                                                  batch=_ARROW_BATCH_ROWS):
+            for columns in read_columns(consumer, {partition.partition: partition.start},
+                                        {partition.partition: partition.end}, batch=_ARROW_BATCH_ROWS):
                 n = len(columns.offsets)
                 yield pa.RecordBatch.from_arrays([
                     pa.array(columns.keys, pa.binary()), pa.array(columns.values, pa.binary()),

@@ -12,22 +12,6 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def spark():
-    import os
-    import sys
-
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (SparkSession.builder.master("local[2]").appName("sfcrime-unit")
-               .config("spark.sql.session.timeZone", "America/Los_Angeles")
-               .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
 def kafka_rows(spark, values):
     rows = [(None, v, "calls", 0, i, datetime(2026, 1, 1, tzinfo=timezone.utc), 0) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, "

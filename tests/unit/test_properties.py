@@ -1,0 +1,63 @@
+"""Property-based: no input makes the parsers raise anything but a clear error or a malformed count."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sfcrime.config import UserError
+from sfcrime.dataset import iter_records
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10)
+
+CALLISH = st.fixed_dictionaries({}, optional={
+    "crime_id": st.one_of(st.text(max_size=12), st.integers(), st.none()),
+    "call_date_time": st.one_of(st.sampled_from(["2018-10-02T09:11:00.000", "2018-12-31T23:57:00", "", "soon"]),
+                                st.text(max_size=25), st.none()),
+    "original_crime_type_name": st.text(max_size=15),
+    "disposition": st.sampled_from(["HAN", "GOA", "Not recorded"]),
+    "address": st.text(max_size=15),
+})
+
+MESSAGES = st.one_of(
+    st.binary(max_size=60),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    CALLISH.map(lambda v: json.dumps(v).encode()),
+    CALLISH.map(lambda v: json.dumps(v).encode()[: max(1, len(json.dumps(v)) // 2)]),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_any_file_gives_records_or_one_clear_error(tmp_path, content):
+    path = tmp_path / "calls.json"
+    path.write_bytes(content)
+    try:
+        records = list(iter_records(path))
+    except UserError as error:
+        assert "\n" not in str(error)
+        return
+    assert all(isinstance(r, dict) for r in records)
+    assert records == json.loads(content)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(MESSAGES, st.none()), min_size=1, max_size=40))
+def test_any_message_is_a_call_or_a_malformed_record(spark, messages):
+    from sfcrime.stream import transforms as T
+    from tests.unit.test_transforms import kafka_rows
+
+    rows = T.parse_calls(kafka_rows(spark, messages)).orderBy("offset").collect()
+    assert len(rows) == len(messages)
+    for row, message in zip(rows, messages):
+        if row.malformed is None:
+            parsed = json.loads(message)
+            assert isinstance(parsed, dict) and str(parsed["crime_id"]).strip() == row.crime_id != ""
+            assert row.event_time is not None
+        else:
+            assert row.event_time is None and row.value == message
