@@ -208,9 +208,12 @@ def bench_tuning(bootstrap: str, input_path: str, topic: str, workdir: Path, qui
         results.append(row)
         print(f"  tuning {change or 'baseline'}: {metrics['processed_rows_per_s']} rows/s, "
               f"batch p50 {metrics['batch_p50_s']} s p95 {metrics['batch_p95_s']} s, wall {seconds:.0f} s", flush=True)
-    for trigger in (["1 second"] if quick else ["1 second", "10 seconds"]):
-        results.append(_live_latency(bootstrap, input_path, workdir, trigger, TUNING_BASE))
     return results
+
+
+def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool) -> list[dict]:
+    return [_live_latency(bootstrap, input_path, workdir, trigger, TUNING_BASE)
+            for trigger in (["1 second"] if quick else ["1 second", "10 seconds"])]
 
 
 def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, limit=60000) -> dict:
@@ -218,29 +221,43 @@ def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, 
     topic = f"bench-live-{int(time.time() * 1000)}"
     _create_topic(bootstrap, topic)
     output = workdir / f"live-{trigger.replace(' ', '')}"
-    job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger=trigger),
-                           cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = workdir / f"live-{trigger.replace(' ', '')}.log"
+    with open(log_path, "w") as log_file:
+        job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger=trigger),
+                               cwd=REPO_DIR, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: (output / "results.sqlite").exists(), 120)
-        time.sleep(5)  # the query is planned and waiting
+        _wait_for(lambda: "query started" in log_path.read_text(), 180)  # planned and waiting for data
         timed([PY, "kafka_server.py", "--rate", str(rate), "--limit", str(limit), "--quiet", "--input", input_path,
                "--bootstrap-servers", bootstrap, "--topic", topic])
-
-        def drained():
-            db = sqlite3.connect(output / "results.sqlite")
-            return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= limit
-        _wait_for(drained, 180)
+        _wait_drained(output, limit, 180)
+    except UserError as error:
+        tail = " | ".join(log_path.read_text().splitlines()[-8:])
+        print(f"  live at {rate} msg/s, trigger {trigger}: FAILED: {error}; job log: {tail}", flush=True)
+        return {"mode": "latency", "change": {"trigger": trigger}, "error": f"{error}; job log: {tail}"}
     finally:
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(60)
-        except subprocess.TimeoutExpired:
-            job.kill()
+        _stop(job)
     metrics = _run_metrics(output)
     print(f"  live at {rate} msg/s, trigger {trigger}: latency p50 {metrics['latency_p50_s']} s, "
           f"p95 {metrics['latency_p95_s']} s, batch p50 {metrics['batch_p50_s']} s", flush=True)
     return {"mode": "latency", "change": {"trigger": trigger}, "settings": dict(settings, trigger=trigger),
             "input_rate": rate, **metrics}
+
+
+def _wait_drained(output: Path, rows: int, timeout_s: float) -> None:
+    """Until the live job's results hold `rows` messages."""
+    def drained() -> bool:
+        db = sqlite3.connect(output / "results.sqlite")
+        return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= rows
+    _wait_for(drained, timeout_s)
+
+
+def _stop(job: subprocess.Popen) -> None:
+    """Ctrl-C for the live job, as a user would stop it; kill if it doesn't go."""
+    job.send_signal(signal.SIGINT)
+    try:
+        job.wait(60)
+    except subprocess.TimeoutExpired:
+        job.kill()
 
 
 def _wait_for(condition, timeout_s: float) -> None:
@@ -300,17 +317,9 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
             time.sleep(10)
         if producer.returncode != 0:
             raise UserError(f"soak producer failed: {producer.stderr.read()[-1000:]}")
-
-        def drained():
-            db = sqlite3.connect(output / "results.sqlite")
-            return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= limit
-        _wait_for(drained, 300)
+        _wait_drained(output, limit, 300)
     finally:
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(60)
-        except subprocess.TimeoutExpired:
-            job.kill()
+        _stop(job)
     db = sqlite3.connect(output / "results.sqlite")
     processed = db.execute("SELECT SUM(rows) FROM batches").fetchone()[0]
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
@@ -365,37 +374,7 @@ def tuning_chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(args) -> int:
-    from .broker import EmbeddedBroker
-
-    what = set(args.what)
-    if "all" in what:
-        what = {"producer", "consumer", "stream", "tuning"}
-    unknown = what - {"producer", "consumer", "stream", "tuning", "memory", "soak"}
-    if unknown:
-        raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    if "memory" in what:
-        what.add("producer")
-    results_dir = Path(args.results)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    input_path = str(DEFAULT_INPUT)
-    report: dict = {"machine": machine()}
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp:
-        bootstrap, workdir = broker.bootstrap_servers, Path(tmp)
-        print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
-        if "producer" in what:
-            report["producer"] = bench_producer(bootstrap, input_path)
-        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "tuning"} else None
-        if "consumer" in what:
-            report["consumer"] = bench_consumer(bootstrap, input_path, topic)
-        if "stream" in what:
-            report["stream"] = bench_stream(bootstrap, input_path, topic, workdir)
-        if "tuning" in what:
-            report["tuning"] = bench_tuning(bootstrap, input_path, topic, workdir, args.quick)
-        if "soak" in what:
-            report["soak"] = bench_soak(bootstrap, input_path, workdir, args.soak_minutes)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = results_dir / f"bench-{stamp}.json"
+def _save(report: dict, path: Path, results_dir: Path) -> None:
     path.write_text(json.dumps(report, indent=2))
     latest_path = results_dir / "latest.json"  # the newest result of each benchmark, whichever run made it
     latest = json.loads(latest_path.read_text()) if latest_path.exists() else {}
@@ -406,5 +385,37 @@ def run(args) -> int:
     latest_path.write_text(json.dumps(latest, indent=2))
     if "tuning" in report:
         tuning_chart(report["tuning"], results_dir / "tuning.png")
+
+
+def run(args) -> int:
+    from .broker import EmbeddedBroker
+
+    what = set(args.what)
+    if "all" in what:
+        what = {"producer", "consumer", "stream", "tuning", "latency"}
+    unknown = what - {"producer", "consumer", "stream", "tuning", "latency", "memory", "soak"}
+    if unknown:
+        raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if "memory" in what:
+        what.add("producer")
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    input_path = str(DEFAULT_INPUT)
+    report: dict = {"machine": machine()}
+    path = results_dir / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}.json"
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp:
+        bootstrap, workdir = broker.bootstrap_servers, Path(tmp)
+        print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
+        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "tuning"} else None
+        steps = {"producer": lambda: bench_producer(bootstrap, input_path),
+                 "consumer": lambda: bench_consumer(bootstrap, input_path, topic),
+                 "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir),
+                 "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
+                 "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick),
+                 "soak": lambda: bench_soak(bootstrap, input_path, workdir, args.soak_minutes)}
+        for name, step in steps.items():
+            if name in what:
+                report[name] = step()
+                _save(report, path, results_dir)  # what was measured survives a later failure
     print(f"results: {path}")
     return 0
