@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
-from .config import KafkaSettings, UserError
+from .config import KafkaSettings, TopicMissing, UserError
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ class ConfluentConsumer(Consumer):
             raise _unreachable(self.settings, _security_hint(self._errors) or _confluent_error_detail(error.args[0])) from None
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
-            raise UserError(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
+            raise TopicMissing(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
         return topic
 
     def partitions(self) -> list[int]:
@@ -535,7 +535,7 @@ class KafkaPythonConsumer(Consumer):
             if found:
                 return sorted(found)
             if time.monotonic() > deadline:
-                raise UserError(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
+                raise TopicMissing(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
             time.sleep(0.2)
 
     def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:

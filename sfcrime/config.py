@@ -42,6 +42,10 @@ class UserError(Exception):
     """A problem the user can fix (bad file, unreachable broker): one line, exit 1, no traceback."""
 
 
+class TopicMissing(UserError):
+    """The topic is not on the broker (an in-memory broker loses its topics when it restarts)."""
+
+
 @dataclass
 class KafkaSettings:
     """Where the calls live and how to talk to the broker."""
