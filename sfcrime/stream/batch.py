@@ -26,8 +26,9 @@ def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: in
 def main(argv: list[str]) -> int:
     from pyspark.sql import SparkSession
 
-    from ..java import ensure_java
     import os
+
+    from ..java import ensure_java
 
     ensure_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -40,7 +41,6 @@ def main(argv: list[str]) -> int:
     counts = batch_counts(spark, argv[0] if argv else str(DEFAULT_INPUT), str(DEFAULT_RADIO_CODES))
     spark.stop()
     total = counts["total"][0]["count"] if counts["total"] else 0
-    top = sorted(counts["crime_type_windows"], key=lambda r: -r["count"])
     by_type: dict[str, int] = {}
     for row in counts["crime_type_windows"]:
         by_type[row["crime_type"]] = by_type.get(row["crime_type"], 0) + row["count"]

@@ -218,11 +218,11 @@ def run(args) -> int:
     if settings.topic not in topics:
         raise UserError(f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
                         "(replay the calls first: python kafka_server.py)")
-    output.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(output)
     window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
     if window_s % pane_s:
         raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
+    output.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(output)
     store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
                           "watermark": args.watermark, "timezone": args.timezone,
                           "window_seconds": str(window_s), "pane_seconds": str(pane_s)})

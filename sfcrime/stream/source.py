@@ -13,9 +13,13 @@ assignment (no consumer group) and hand Spark Arrow record batches.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows, SupportsTriggerAvailableNow
+
+if TYPE_CHECKING:
+    from ..config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
