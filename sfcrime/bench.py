@@ -244,10 +244,10 @@ def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, 
 
 
 def _wait_drained(output: Path, rows: int, timeout_s: float) -> None:
-    """Until the live job's results hold `rows` messages."""
+    """Until the live job has read `rows` messages (input rows: repeated calls are dropped after the read)."""
     def drained() -> bool:
         db = sqlite3.connect(output / "results.sqlite")
-        return (db.execute("SELECT COALESCE(SUM(rows), 0) FROM batches").fetchone()[0] or 0) >= rows
+        return (db.execute("SELECT COALESCE(SUM(input_rows), 0) FROM progress").fetchone()[0] or 0) >= rows
     _wait_for(drained, timeout_s)
 
 
@@ -321,7 +321,7 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     finally:
         _stop(job)
     db = sqlite3.connect(output / "results.sqlite")
-    processed = db.execute("SELECT SUM(rows) FROM batches").fetchone()[0]
+    processed = db.execute("SELECT SUM(input_rows) FROM progress").fetchone()[0]
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
     late = db.execute("SELECT COALESCE(SUM(late_rows), 0) FROM progress").fetchone()[0]
     expected_calls = len({key for key, _, _ in _first_calls(input_path, limit)})
