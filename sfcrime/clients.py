@@ -463,35 +463,26 @@ class ConfluentConsumer(Consumer):
         self._consumer.subscribe([self._topic])
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        from confluent_kafka import KafkaError
-
-        records = []
-        for m in self._consumer.consume(max_records, timeout_s):
-            error = m.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise UserError(f"Kafka error reading {self._topic}: {error.str()}")
-            records.append(Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
-        return records
+        return [Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+                for m in self._checked(self._consumer.consume(max_records, timeout_s))]
 
     def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
-        messages = self._consumer.consume(max_records, timeout_s)
-        failed = list(filter(None, map(_message_error, messages)))
-        if failed:
-            self.poll_records_checked(messages)
-            messages = [m for m in messages if m.error() is None]
+        messages = self._checked(self._consumer.consume(max_records, timeout_s))
         return Columns([m.partition() for m in messages], [m.offset() for m in messages],
                        [m.key() for m in messages], [m.value() for m in messages],
                        [m.timestamp()[1] for m in messages])
 
-    def poll_records_checked(self, messages) -> None:
+    def _checked(self, messages: list) -> list:
+        """The messages without errors; a real error (not end of partition) is one clear UserError."""
+        if not any(map(_message_error, messages)):
+            return messages  # the usual case, checked in C
         from confluent_kafka import KafkaError
 
         for m in messages:
             error = m.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 raise UserError(f"Kafka error reading {self._topic}: {error.str()}")
+        return [m for m in messages if m.error() is None]
 
     def close(self) -> None:
         self._consumer.close()
