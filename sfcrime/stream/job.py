@@ -57,7 +57,15 @@ def build_session(args):
             raise UserError(f"--spark-conf expects key=value, got {pair!r}")
         builder = builder.config(key.strip(), value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("SFCRIME_SPARK_LOG_LEVEL", "ERROR"))
+    level = os.environ.get("SFCRIME_SPARK_LOG_LEVEL")
+    spark.sparkContext.setLogLevel(level or "ERROR")
+    if not level:
+        # A failed query is reported in one line by run(); Spark would also log it with the Python and Java
+        # stack traces. SFCRIME_SPARK_LOG_LEVEL=WARN (or ERROR) brings them back.
+        jvm = spark.sparkContext._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.sql.execution.streaming", jvm.org.apache.logging.log4j.Level.OFF)
+        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)  # the foreachBatch error, again
     return spark
 
 
@@ -123,6 +131,7 @@ class BatchWriter:
     def __init__(self, store, pane_seconds: int, console_top: int, strict: bool) -> None:
         self.store, self.pane_seconds = store, pane_seconds
         self.console_top, self.strict = console_top, strict
+        self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
 
     def __call__(self, batch, batch_id: int) -> None:
         if self.store.has_batch(batch_id):
@@ -132,8 +141,9 @@ class BatchWriter:
         dead_letters = counts["dead_letters"]
         if dead_letters and self.strict:
             first = min(dead_letters, key=lambda r: (r["dl_partition"], r["dl_offset"]))
-            raise UserError(f"malformed record at partition {first['dl_partition']} offset {first['dl_offset']}: "
+            self.failure = (f"malformed record at partition {first['dl_partition']} offset {first['dl_offset']}: "
                             f"{first['reason']} (--strict)")
+            raise UserError(self.failure)
         written = self.store.write_batch(batch_id, counts)
         if written and self.console_top and counts["crime_type_windows"]:
             self.print_current_window()
@@ -198,14 +208,21 @@ def make_listener(store):
             pass
 
         def onQueryTerminated(self, event) -> None:
-            if event.exception:
-                log.error("query failed: %s", event.exception.splitlines()[0])
+            pass  # run() reports how the query ended, in one line
 
     return ProgressReporter()
 
 
+def first_line(error) -> str:
+    """Spark's query errors carry the whole logical plan after the message: keep the message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:500] if text else repr(error)
+
+
 def run(args) -> int:
     """Run the job until Ctrl-C, or with --once until everything available now is processed."""
+    from pyspark.errors import StreamingQueryException
+
     from ..clients import check_reachable
     from ..dataset import load_radio_codes
     from ..results import ResultStore
@@ -236,8 +253,9 @@ def run(args) -> int:
         stream = build_stream(raw, radio_codes, args.watermark)
         listener = make_listener(store)
         spark.streams.addListener(listener)
+        batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict)
         writer = (stream.writeStream.queryName("sfcrime_calls")
-                  .foreachBatch(BatchWriter(store, pane_s, args.console_top, args.strict))
+                  .foreachBatch(batch_writer)
                   .option("checkpointLocation", str(checkpoint.resolve())))
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()
@@ -248,10 +266,13 @@ def run(args) -> int:
             log.warning("stopping the query (Ctrl-C); the checkpoint lets the next run resume")
             query.stop()
             return 130
+        except StreamingQueryException:
+            pass  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
         error = query.exception()
+        if batch_writer.failure is not None:
+            raise UserError(batch_writer.failure)
         if error is not None:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise UserError(f"the streaming query failed: {message[:500]}")
+            raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
             store.write_progress(progress_row(progress, backlog_of(progress)))
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)

@@ -32,7 +32,7 @@ def expected_answers(records):
 def stream(kafka, output, *extra, timeout=240):
     result = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers,
                      "--topic", kafka.topic, "--output", str(output), "--console-top", "3", *extra, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-2000:]
     return result
 
 
@@ -148,3 +148,16 @@ def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):
     missing = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
                       "--output", str(tmp_path / "out2"), timeout=60)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_strict_stops_at_the_first_malformed_record_with_one_line(kafka, sample_file, tmp_path):
+    replay(load_calls(sample_file, limit=20), kafka, Pacing(), partitions=1, progress=False)
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [b"{\"crime_id\": \"77\"", b"[]"])
+    result = run_cli("data_stream.py", "--once", "--strict", "--bootstrap-servers", kafka.bootstrap_servers,
+                     "--topic", kafka.topic, "--output", str(tmp_path / "out"), timeout=180)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: malformed record at partition 0 offset 20: not valid JSON (--strict)")
+    assert "Traceback" not in result.stderr and "=== Streaming Query ===" not in result.stderr
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0  # nothing of the failed batch was counted
