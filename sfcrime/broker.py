@@ -59,10 +59,14 @@ def _die_with_parent() -> None:
 class EmbeddedBroker:
     """`with EmbeddedBroker(port=0) as broker: broker.bootstrap_servers`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None,
+                 authentication: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        # Tansu 0.6 then demands SASL (SCRAM-SHA-256/512) but keeps no users in memory storage: every login
+        # is refused. Tests use it to see a real SCRAM exchange fail, the closest to a secured broker here.
+        self.authentication = authentication
         self.process: subprocess.Popen | None = None
 
     @property
@@ -74,6 +78,8 @@ class EmbeddedBroker:
             raise UserError(f"port {self.port} on {self.host} is already in use (pick another with --port)")
         url = f"tcp://{self.host}:{self.port}"
         command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        if self.authentication:
+            command.append("--authentication")
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)

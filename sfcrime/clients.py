@@ -8,6 +8,7 @@ Everything else in the project talks to Kafka only through the functions and cla
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable, NamedTuple
@@ -98,10 +99,23 @@ def _kafka_python_error(settings: KafkaSettings, error: Exception) -> UserError:
 
 def _unreachable(settings: KafkaSettings, detail: str = "") -> UserError:
     reason = f": {detail}" if detail else ""
-    return UserError(
-        f"cannot reach Kafka at {settings.bootstrap_servers} within {settings.timeout_s:g}s{reason} "
-        "(start one with `python -m sfcrime broker`, or set --bootstrap-servers)"
-    )
+    if _any_port_open(settings.bootstrap_servers):  # something listens: a protocol mismatch, not a missing broker
+        advice = ("something listens there but gave no metadata; does the broker require SASL or TLS, "
+                  "or the client ask for what the broker does not speak? see --security-protocol")
+    else:
+        advice = "start one with `python -m sfcrime broker`, or set --bootstrap-servers"
+    return UserError(f"cannot reach Kafka at {settings.bootstrap_servers} within {settings.timeout_s:g}s{reason} "
+                     f"({advice})")
+
+
+def _any_port_open(bootstrap_servers: str) -> bool:
+    from .broker import port_open
+
+    for address in bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if host and port.isdigit() and port_open(host.strip("[]"), int(port), 1.0):
+            return True
+    return False
 
 
 def _confluent_base(settings: KafkaSettings) -> dict:
@@ -129,22 +143,38 @@ def check_reachable(settings: KafkaSettings) -> dict[str, int]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    errors: list[str] = []
+    errors: list = []
     config = _confluent_base(settings)
-    config["error_cb"] = lambda err: errors.append(str(err))
+    config["error_cb"] = errors.append
     admin = AdminClient(config)
     try:
         metadata = admin.list_topics(timeout=settings.timeout_s)
     except KafkaException as error:
-        raise _unreachable(settings, _security_hint(errors) or _confluent_error_detail(error.args[0])) from None
+        raise _confluent_connect_error(settings, admin, errors, error) from None
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
-def _security_hint(errors: list[str]) -> str:
-    for text in errors:
-        if any(word in text for word in ("SSL", "SASL", "handshake", "Authentication")):
-            return text
-    return ""
+def _confluent_connect_error(settings: KafkaSettings, client, errors: list, error: KafkaException) -> UserError:
+    """Why a librdkafka client got no metadata, in one line: a refused login says so, not "unreachable".
+
+    librdkafka hands its connection errors to error_cb only when the client is polled: poll once to have them.
+    """
+    client.poll(0)
+    from confluent_kafka import KafkaError
+
+    for err in errors:
+        if err.code() == KafkaError._AUTHENTICATION:
+            return UserError(f"Kafka at {settings.bootstrap_servers} refused the login: {_short(err.str())}")
+    for err in errors:
+        if any(word in err.str() for word in ("SSL", "SASL", "handshake")):
+            return _unreachable(settings, _short(err.str()))
+    return _unreachable(settings, _confluent_error_detail(error.args[0]))
+
+
+def _short(librdkafka_text: str) -> str:
+    """'sasl_ssl://h:9092/bootstrap: SASL ... failed: ... (after 36ms in state AUTH_REQ)' without the noise."""
+    text = re.sub(r"^\S+://\S+?: ", "", librdkafka_text)
+    return re.sub(r" \(after \d+ms in state \w+\)$", "", text)
 
 
 def _kafka_python_admin(settings: KafkaSettings):
@@ -382,7 +412,7 @@ class ConfluentConsumer(Consumer):
         from confluent_kafka import Consumer as _Consumer
 
         self.settings = settings
-        self._errors: list[str] = []
+        self._errors: list = []
         config = {
             "group.id": group_id or "sfcrime-reader",
             "enable.auto.commit": bool(group_id),
@@ -393,7 +423,7 @@ class ConfluentConsumer(Consumer):
             "queued.max.messages.kbytes": 131072,
             # Tansu sometimes answers a fetch empty after the full long-poll: cap the wait (default 500 ms)
             "fetch.wait.max.ms": 100,
-            "error_cb": lambda err: self._errors.append(str(err)),
+            "error_cb": self._errors.append,
         }
         config.update(_confluent_base(settings))
         config.update(extra)
@@ -406,7 +436,7 @@ class ConfluentConsumer(Consumer):
         try:
             metadata = self._consumer.list_topics(self._topic, timeout=self.settings.timeout_s)
         except KafkaException as error:
-            raise _unreachable(self.settings, _security_hint(self._errors) or _confluent_error_detail(error.args[0])) from None
+            raise _confluent_connect_error(self.settings, self._consumer, self._errors, error) from None
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise TopicMissing(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
