@@ -123,7 +123,7 @@ def bench_consumer(bootstrap: str, input_path: str, topic: str) -> dict:
         read_times.append(float(output.split("topic read in ")[1].split(" s")[0]))
         return read_times[-1]
 
-    result = side_by_side("consumer (topic read)", baseline, ours)
+    result = side_by_side("consumer (topic read)", baseline, ours, rounds=5)  # short rounds, noisy: take more
     result["note"] = ("both sides time their read loop (consumer creation to last message); process start "
                       "and, for --verify, loading the source file are excluded")
     return result

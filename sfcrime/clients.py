@@ -383,8 +383,10 @@ class Consumer:
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         raise NotImplementedError
 
-    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
-        """Like poll, as column lists: no object per record, for the Spark source's hot loop."""
+    def poll_columns(self, max_records: int, timeout_s: float, keys_and_times: bool = True) -> Columns:
+        """Like poll, as column lists: no object per record, for the Spark source's hot loop.
+
+        keys_and_times=False may leave the keys and timestamps empty, for readers that need neither."""
         records = self.poll(max_records, timeout_s)
         return Columns([r.partition for r in records], [r.offset for r in records], [r.key for r in records],
                        [r.value for r in records], [r.timestamp_ms for r in records])
@@ -392,7 +394,7 @@ class Consumer:
     def close(self) -> None:
         pass
 
-    def end_offsets(self, partitions: list[int] | None = None) -> dict[int, int]:
+    def end_offsets(self, partitions: list[int] | None = None, starts: dict[int, int] | None = None) -> dict[int, int]:
         """The offset after the last message of each partition.
 
         Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch plus one,
@@ -401,7 +403,7 @@ class Consumer:
         """
         partitions = self.partitions() if partitions is None else partitions
         listed = self.listed_end_offsets(partitions)
-        starts = self.beginning_offsets(partitions)
+        starts = self.beginning_offsets(partitions) if starts is None else starts
         probe = {p: end - 1 for p, end in listed.items() if end > starts.get(p, 0)}
         fetched = self.fetched_high_watermarks(probe) if probe else {}
         return {p: max(end, fetched.get(p, end)) for p, end in listed.items()}
@@ -423,6 +425,9 @@ class ConfluentConsumer(Consumer):
             "queued.max.messages.kbytes": 131072,
             # Tansu sometimes answers a fetch empty after the full long-poll: cap the wait (default 500 ms)
             "fetch.wait.max.ms": 100,
+            # With the local queue past queued.min.messages, librdkafka postpones the next fetch by this much
+            # (default 1000 ms): a reader that works between polls, as --verify does, then stalls ~1 s.
+            "fetch.queue.backoff.ms": 10,
             "error_cb": self._errors.append,
         }
         config.update(_confluent_base(settings))
@@ -496,17 +501,23 @@ class ConfluentConsumer(Consumer):
         return [Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
                 for m in self._checked(self._consumer.consume(max_records, timeout_s))]
 
-    def poll_columns(self, max_records: int, timeout_s: float) -> Columns:
+    def poll_columns(self, max_records: int, timeout_s: float, keys_and_times: bool = True) -> Columns:
+        from confluent_kafka import Message
+
         messages = self._checked(self._consumer.consume(max_records, timeout_s))
-        return Columns([m.partition() for m in messages], [m.offset() for m in messages],
-                       [m.key() for m in messages], [m.value() for m in messages],
+        if not keys_and_times:
+            return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)), [],
+                           list(map(Message.value, messages)), [])
+        return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)),
+                       list(map(Message.key, messages)), list(map(Message.value, messages)),
                        [m.timestamp()[1] for m in messages])
 
     def _checked(self, messages: list) -> list:
         """The messages without errors; a real error (not end of partition) is one clear UserError."""
-        if not any(map(_message_error, messages)):
-            return messages  # the usual case, checked in C
-        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaError, Message
+
+        if not any(map(Message.error, messages)):
+            return messages  # the usual case, checked without a Python call per message
 
         for m in messages:
             error = m.error()
@@ -516,10 +527,6 @@ class ConfluentConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def _message_error(message):
-    return message.error()
 
 
 class KafkaPythonConsumer(Consumer):
@@ -612,10 +619,12 @@ def open_consumer(settings: KafkaSettings, group_id: str | None = None, from_beg
 
 
 def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int], batch: int = 20000,
-                 stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None):
+                 stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None,
+                 keys_and_times: bool = True):
     """Yield Columns covering offsets [start, end) of each partition (in order within each), nothing else.
 
     Columns rather than a record at a time: this is the hot loop of the Spark source and of --verify.
+    keys_and_times=False: keys and timestamps may come empty (--verify needs neither).
     """
     position = {p: s for p, s in start.items() if end.get(p, s) > s}
     if not position:
@@ -625,7 +634,7 @@ def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int],
     while position:
         # never ask for more than is left: consume(n) would wait out its timeout for the missing rest
         remaining = sum(end[p] - o for p, o in position.items())
-        columns = consumer.poll_columns(min(batch, remaining), 0.1)  # short: return what has come
+        columns = consumer.poll_columns(min(batch, remaining), 0.1, keys_and_times)  # short: return what has come
         if not columns.offsets:
             if time.monotonic() - last_progress > stall_timeout_s:
                 missing = ", ".join(f"partition {p} offsets {o}..{end[p]}" for p, o in sorted(position.items()))
@@ -639,7 +648,7 @@ def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int],
         else:
             wanted = [i for i, (p, o) in enumerate(zip(columns.partitions, columns.offsets))
                       if position.get(p, -1) <= o < end[p]]
-            keep = Columns(*([column[i] for i in wanted] for column in columns))
+            keep = Columns(*([column[i] for i in wanted] if column else column for column in columns))
             last = dict(zip(keep.partitions, keep.offsets))
         for p, o in last.items():
             position[p] = o + 1

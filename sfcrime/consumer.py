@@ -147,13 +147,13 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
             partitions = []
             result.note(f"{error}: every record is missing (an in-memory broker loses its topics on restart)")
         start = consumer.beginning_offsets(partitions)
-        end = consumer.end_offsets(partitions)
+        end = consumer.end_offsets(partitions, start)
         total = sum(end[p] - start[p] for p in partitions)
         last_rank: dict[int, int] = {}
         per_partition: Counter[int] = Counter()
         lookup = slot_of.get
         with Progress("verifying", total, enabled=progress) as bar:
-            for columns in read_columns(consumer, start, end, on_batch=bar.advance):
+            for columns in read_columns(consumer, start, end, on_batch=bar.advance, keys_and_times=False):
                 n = len(columns.offsets)
                 per_partition.update(columns.partitions)
                 slots = np.fromiter(map(lookup, columns.values, repeat(-1, n)), dtype=np.int64, count=n)
