@@ -154,7 +154,7 @@ def check_reachable(settings: KafkaSettings) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
-def _confluent_connect_error(settings: KafkaSettings, client, errors: list, error: KafkaException) -> UserError:
+def _confluent_connect_error(settings: KafkaSettings, client, errors: list, error: Exception) -> UserError:
     """Why a librdkafka client got no metadata, in one line: a refused login says so, not "unreachable".
 
     librdkafka hands its connection errors to error_cb only when the client is polled: poll once to have them.
