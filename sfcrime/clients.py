@@ -406,6 +406,9 @@ class Consumer:
         starts = self.beginning_offsets(partitions) if starts is None else starts
         probe = {p: end - 1 for p, end in listed.items() if end > starts.get(p, 0)}
         fetched = self.fetched_high_watermarks(probe) if probe else {}
+        if set(probe) - set(fetched):
+            log.warning("no fetch answer for partitions %s of %s: their end offsets may be short (Tansu)",
+                        sorted(set(probe) - set(fetched)), self.settings.topic)
         return {p: max(end, fetched.get(p, end)) for p, end in listed.items()}
 
 

@@ -107,6 +107,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def latestOffset(self, start: dict, limit) -> dict:
         latest = dict(self._target) if self._target is not None else self._end_offsets()
         start = {p: start.get(p, 0) for p in latest}  # a partition added since start is read from 0
+        # Offsets never go back: an end offset read short (Tansu's ListOffsets when the fetch probe gets no
+        # answer, or a target taken before a restart) must not end a batch before where it starts.
+        latest = {p: max(o, start[p]) for p, o in latest.items()}
         if isinstance(limit, ReadMaxRows):
             return cap_offsets(start, latest, limit.max_rows)
         if self._target is not None and self.max_offsets:

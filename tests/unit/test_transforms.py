@@ -105,3 +105,16 @@ def test_cap_offsets_shares_the_limit_by_backlog():
     assert sum(end[p] - start[p] for p in end) == 110
     assert end["2"] == 50 and end["0"] - start["0"] > end["1"] - start["1"] >= 1
     assert cap_offsets(start, latest, 10_000) == latest
+
+
+def test_a_short_end_offset_never_moves_a_batch_backwards():
+    from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
+
+    from sfcrime.stream.source import KafkaStreamReader
+
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": "unused:1", "subscribe": "calls"})
+    reader._target = {"0": 90, "1": 500}  # partition 0 read short, below where the next batch starts
+    start = {"0": 100, "1": 200}
+    assert reader.latestOffset(start, ReadAllAvailable()) == {"0": 100, "1": 500}
+    assert reader.latestOffset(start, ReadMaxRows(50)) == {"0": 100, "1": 250}
+    assert reader.partitions(start, {"0": 100, "1": 250})[0].value == (1, 200, 250)
