@@ -272,8 +272,9 @@ def _wait_for(condition, timeout_s: float) -> None:
     raise UserError(f"benchmark step did not finish within {timeout_s:g}s")
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers)."""
+def tree_rss_mb(pid: int, only: str | None = None) -> float:
+    """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers);
+    with `only`, of those whose command name is that (e.g. "java")."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -286,7 +287,10 @@ def tree_rss_mb(pid: int) -> float:
         current = todo.pop()
         todo.extend(children.get(current, []))
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            status = Path(f"/proc/{current}/status").read_text().splitlines()
+            if only and status[0].split()[-1] != only:
+                continue
+            for line in status:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) / 1024
         except OSError:
@@ -294,13 +298,18 @@ def tree_rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
-def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, rate: int = 500) -> dict:
-    """Replay at a fixed rate for `minutes` while the job runs live; memory of both sampled every 10 s."""
+def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, rate: int = 500,
+               heap: str = "1g") -> dict:
+    """Replay at a fixed rate for `minutes` while the job runs live; memory of both sampled every 10 s.
+
+    The JVM gets a fixed heap: with the default (a quarter of the RAM) it grows for as long as it may, and
+    a leak would look the same as lazy garbage collection."""
     topic = f"bench-soak-{int(time.time() * 1000)}"
     _create_topic(bootstrap, topic)
     output = workdir / "soak"
     limit = int(rate * 60 * minutes)
-    job = subprocess.Popen(_stream_command(bootstrap, topic, output, TUNING_BASE, once=False, trigger="5 seconds"),
+    settings = dict(TUNING_BASE, **{"spark.driver.memory": heap})
+    job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger="5 seconds"),
                            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
     try:
@@ -311,9 +320,9 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
         started = time.monotonic()
         while producer.poll() is None:
             samples.append({"t_s": round(time.monotonic() - started), "producer_mb": tree_rss_mb(producer.pid),
-                            "job_mb": tree_rss_mb(job.pid)})
+                            "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java")})
             print(f"  soak {samples[-1]['t_s']:>4} s: producer {samples[-1]['producer_mb']} MB, "
-                  f"job {samples[-1]['job_mb']} MB", flush=True)
+                  f"job {samples[-1]['job_mb']} MB (JVM {samples[-1]['job_jvm_mb']} MB)", flush=True)
             time.sleep(10)
         if producer.returncode != 0:
             raise UserError(f"soak producer failed: {producer.stderr.read()[-1000:]}")
@@ -326,8 +335,8 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     late = db.execute("SELECT COALESCE(SUM(late_rows), 0) FROM progress").fetchone()[0]
     expected_calls = len({key for key, _, _ in _first_calls(input_path, limit)})
     steady = samples[len(samples) // 4:] or samples
-    growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb")}
-    result = {"minutes": minutes, "rate": rate, "sent": limit, "processed": processed, "counted_calls": counted,
+    growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
+    result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, "sent": limit, "processed": processed, "counted_calls": counted,
               "expected_calls": expected_calls, "late": late, "lost": expected_calls - counted,
               "rss_growth_after_warmup_mb": growth, "samples": samples}
     print(f"soak: sent {limit:,}, processed {processed:,}, counted {counted:,} of {expected_calls:,} calls, "
