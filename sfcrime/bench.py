@@ -19,6 +19,7 @@ import platform
 import signal
 import sqlite3
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -272,9 +273,7 @@ def _wait_for(condition, timeout_s: float) -> None:
     raise UserError(f"benchmark step did not finish within {timeout_s:g}s")
 
 
-def tree_rss_mb(pid: int, only: str | None = None) -> float:
-    """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers);
-    with `only`, of those whose command name is that (e.g. "java")."""
+def _process_tree(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -282,20 +281,48 @@ def tree_rss_mb(pid: int, only: str | None = None) -> float:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0.0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
         todo.extend(children.get(current, []))
-        try:
-            status = Path(f"/proc/{current}/status").read_text().splitlines()
-            if only and status[0].split()[-1] != only:
-                continue
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
+    return tree
+
+
+def _status(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def tree_rss_mb(pid: int, only: str | None = None) -> float:
+    """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers);
+    with `only`, of those whose command name is that (e.g. "java")."""
+    total = 0.0
+    for current in _process_tree(pid):
+        status = _status(current)
+        if not status or (only and status[0].split()[-1] != only):
             continue
+        total += sum(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
     return round(total, 1)
+
+
+def live_heap_mb(pid: int) -> float | None:
+    """The JVM's heap in use right after a full GC (jcmd GC.run, then jstat): what a leak would grow.
+
+    RSS can't tell: G1 lets the old generation fill to its cap before it collects. None without a JDK."""
+    java = [p for p in _process_tree(pid) if (_status(p) or [""])[0].split()[-1:] == ["java"]]
+    if not java or not shutil.which("jcmd") or not shutil.which("jstat"):
+        return None
+    try:
+        subprocess.run(["jcmd", str(java[0]), "GC.run"], capture_output=True, timeout=60, check=True)
+        header, values = subprocess.run(["jstat", "-gc", str(java[0])], capture_output=True, text=True,
+                                        timeout=60, check=True).stdout.split("\n")[:2]
+    except (subprocess.SubprocessError, OSError, ValueError):
+        return None
+    gc = dict(zip(header.split(), map(float, values.split())))
+    return round(sum(gc.get(k, 0.0) for k in ("S0U", "S1U", "EU", "OU")) / 1024, 1)
 
 
 def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, rate: int = 500,
@@ -320,9 +347,11 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
         started = time.monotonic()
         while producer.poll() is None:
             samples.append({"t_s": round(time.monotonic() - started), "producer_mb": tree_rss_mb(producer.pid),
-                            "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java")})
+                            "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java"),
+                            "jvm_live_heap_mb": live_heap_mb(job.pid) if len(samples) % 3 == 0 else None})
             print(f"  soak {samples[-1]['t_s']:>4} s: producer {samples[-1]['producer_mb']} MB, "
-                  f"job {samples[-1]['job_mb']} MB (JVM {samples[-1]['job_jvm_mb']} MB)", flush=True)
+                  f"job {samples[-1]['job_mb']} MB (JVM {samples[-1]['job_jvm_mb']} MB, "
+                  f"live heap after GC {samples[-1]['jvm_live_heap_mb'] or '-'} MB)", flush=True)
             time.sleep(10)
         if producer.returncode != 0:
             raise UserError(f"soak producer failed: {producer.stderr.read()[-1000:]}")
@@ -336,6 +365,9 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     expected_calls = len({key for key, _, _ in _first_calls(input_path, limit)})
     steady = samples[len(samples) // 4:] or samples
     growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
+    heaps = [s["jvm_live_heap_mb"] for s in steady if s["jvm_live_heap_mb"] is not None]
+    if len(heaps) >= 2:
+        growth["jvm_live_heap_mb"] = round(heaps[-1] - heaps[0], 1)
     result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, "sent": limit, "processed": processed, "counted_calls": counted,
               "expected_calls": expected_calls, "late": late, "lost": expected_calls - counted,
               "rss_growth_after_warmup_mb": growth, "samples": samples}
