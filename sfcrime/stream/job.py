@@ -135,9 +135,9 @@ class BatchWriter:
         self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
 
     def __call__(self, batch, batch_id: int) -> None:
-        # PySpark wraps every batch in a new SparkSession whose Python object sits in a reference cycle: only a
-        # full collection frees it, and with it py4j's hold on the last batch's Dataset, plan and broadcast
-        # blocks in the JVM. Left to Python's own schedule, that held ~50 MB a minute in the soak.
+        # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
+        # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
+        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
         if self.store.has_batch(batch_id):
             log.info("batch %d is already in the results (a re-run after a restart): skipped", batch_id)
