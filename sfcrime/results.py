@@ -87,10 +87,6 @@ class ResultStore:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", settings.items())
             self._db.execute("COMMIT")
 
-    def has_batch(self, batch_id: int) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is not None
-
     def write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
         """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here."""
         with self._lock:

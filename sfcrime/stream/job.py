@@ -139,9 +139,9 @@ class BatchWriter:
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
-        if self.store.has_batch(batch_id):
-            log.info("batch %d is already in the results (a re-run after a restart): skipped", batch_id)
-            return
+        # Always run the whole batch, even one already in the results (a re-run after a restart): its
+        # stateful dedupe must commit every partition, or Spark 4.3 fails the query
+        # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
         counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
         dead_letters = counts["dead_letters"]
         if dead_letters and self.strict:
@@ -150,7 +150,9 @@ class BatchWriter:
                             f"{first['reason']} (--strict)")
             raise UserError(self.failure)
         written = self.store.write_batch(batch_id, counts)
-        if written and self.console_top and counts["crime_type_windows"]:
+        if not written:
+            log.info("batch %d is already in the results (a re-run after a restart): not counted again", batch_id)
+        elif self.console_top and counts["crime_type_windows"]:
             self.print_current_window()
 
     def print_current_window(self) -> None:
@@ -219,9 +221,18 @@ def make_listener(store):
 
 
 def first_line(error) -> str:
-    """Spark's query errors carry the whole logical plan after the message: keep the message."""
+    """Spark's query errors carry the whole logical plan after the message: keep the message, and the
+    first line of the root cause when there is one ("Exception thrown in awaitResult:" alone says nothing)."""
     text = str(error).strip()
-    return text.splitlines()[0][:500] if text else repr(error)
+    line = text.splitlines()[0].strip() if text else repr(error)
+    root, seen = error, 0
+    while getattr(root, "_cause", None) is not None and seen < 20:  # pyspark's captured cause chain
+        root, seen = root._cause, seen + 1
+    root_text = str(getattr(root, "_desc", "") or "").strip() if root is not error else ""
+    root_line = root_text.splitlines()[0].strip() if root_text else ""
+    if root_line and root_line not in line:
+        line = f"{line.rstrip(': ')}: {root_line}"
+    return line[:500]
 
 
 def run(args) -> int:

@@ -123,6 +123,25 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
     assert_answers_match(report(output), expected_answers(sample_records))
 
 
+def test_a_batch_counted_but_not_committed_before_a_kill_runs_again_and_counts_once(kafka, sample_file,
+                                                                                    sample_records, tmp_path):
+    """The narrowest kill: after the results were written, before Spark wrote its commit. Made exact by
+    removing the commit log's tail, which is all such a kill leaves behind."""
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    stream(kafka, output, "--max-offsets-per-trigger", "300")
+    checkpoint = output / "checkpoint"
+    for n in range(4, 100):
+        for name in (f"commits/{n}", f"commits/.{n}.crc"):
+            (checkpoint / name).unlink(missing_ok=True)
+        if n > 4:
+            for name in (f"offsets/{n}", f"offsets/.{n}.crc"):
+                (checkpoint / name).unlink(missing_ok=True)
+    again = stream(kafka, output, "--max-offsets-per-trigger", "300")
+    assert "batch 4 is already in the results" in again.stderr
+    assert_answers_match(report(output), expected_answers(sample_records))
+
+
 def test_source_works_with_executors_in_separate_processes(kafka, sample_file, sample_records, tmp_path):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     stream(kafka, tmp_path / "out", "--master", "local-cluster[2,1,1024]", timeout=300)
