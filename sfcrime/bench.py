@@ -289,11 +289,13 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _status(pid: int) -> list[str]:
+def _proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as {"Name": "java", "VmRSS": "123456 kB", ...}; empty once the process is gone."""
     try:
-        return Path(f"/proc/{pid}/status").read_text().splitlines()
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
-        return []
+        return {}
+    return dict((key, value.strip()) for key, _, value in (line.partition(":") for line in lines))
 
 
 def tree_rss_mb(pid: int, only: str | None = None) -> float:
@@ -301,10 +303,9 @@ def tree_rss_mb(pid: int, only: str | None = None) -> float:
     with `only`, of those whose command name is that (e.g. "java")."""
     total = 0.0
     for current in _process_tree(pid):
-        status = _status(current)
-        if not status or (only and status[0].split()[-1] != only):
-            continue
-        total += sum(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+        status = _proc_status(current)
+        if status and (only is None or status.get("Name") == only):
+            total += int(status.get("VmRSS", "0 kB").split()[0]) / 1024
     return round(total, 1)
 
 
@@ -312,7 +313,7 @@ def live_heap_mb(pid: int) -> float | None:
     """The JVM's heap in use right after a full GC (jcmd GC.run, then jstat): what a leak would grow.
 
     RSS can't tell: G1 lets the old generation fill to its cap before it collects. None without a JDK."""
-    java = [p for p in _process_tree(pid) if (_status(p) or [""])[0].split()[-1:] == ["java"]]
+    java = [p for p in _process_tree(pid) if _proc_status(p).get("Name") == "java"]
     if not java or not shutil.which("jcmd") or not shutil.which("jstat"):
         return None
     try:

@@ -508,12 +508,10 @@ class ConfluentConsumer(Consumer):
         from confluent_kafka import Message
 
         messages = self._checked(self._consumer.consume(max_records, timeout_s))
-        if not keys_and_times:
-            return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)), [],
-                           list(map(Message.value, messages)), [])
-        return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)),
-                       list(map(Message.key, messages)), list(map(Message.value, messages)),
-                       [m.timestamp()[1] for m in messages])
+        keys = list(map(Message.key, messages)) if keys_and_times else []
+        timestamps = [m.timestamp()[1] for m in messages] if keys_and_times else []
+        return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)), keys,
+                       list(map(Message.value, messages)), timestamps)
 
     def _checked(self, messages: list) -> list:
         """The messages without errors; a real error (not end of partition) is one clear UserError."""

@@ -12,9 +12,9 @@ import json
 import logging
 import sys
 import time
-from itertools import repeat
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from .clients import Consumer, open_consumer, read_columns
 from .config import KafkaSettings, TopicMissing
