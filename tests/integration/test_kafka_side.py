@@ -93,11 +93,26 @@ def test_console_consumer_prints_messages(kafka, client, sample_file):
     assert pretty.stdout.startswith("# partition ") and '  "crime_id": ' in pretty.stdout
 
 
+def _messages_in(kafka) -> int:
+    from sfcrime.clients import open_consumer
+    from sfcrime.config import TopicMissing
+
+    consumer = open_consumer(kafka)
+    try:
+        return sum(consumer.listed_end_offsets(consumer.partitions()).values())
+    except TopicMissing:
+        return 0
+    finally:
+        consumer.close()
+
+
 def test_ctrl_c_flushes_what_was_sent_and_a_second_run_resumes(kafka, sample_file):
     command = [PYTHON, "kafka_server.py", "--input", str(sample_file), "--rate", "500", "--quiet",
                "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    deadline = time.monotonic() + 60  # Ctrl-C once the replay is under way (start-up is slow on a busy machine)
+    while time.monotonic() < deadline and _messages_in(kafka) < 200:
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
