@@ -140,7 +140,7 @@ class BatchWriter:
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
         # Always run the whole batch, even one already in the results (a re-run after a restart): its
-        # stateful dedupe must commit every partition, or Spark 4.3 fails the query
+        # stateful dedupe must commit every partition, or Spark fails the query
         # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
         counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
         dead_letters = counts["dead_letters"]
