@@ -20,9 +20,9 @@ log = logging.getLogger("sfcrime")
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from .broker import run_foreground
+    from .local.kafka import run_foreground
 
-    return run_foreground(args.host, args.port)
+    return run_foreground(args.host, args.port, args.data_dir, args.heap)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -121,9 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
-    broker.add_argument("--host", default="127.0.0.1")
-    broker.add_argument("--port", type=positive_int, default=9092)
+    from .local.kafka import DEFAULT_DATA_DIR, DEFAULT_HEAP
+
+    broker = commands.add_parser("broker", help="run Apache Kafka (KRaft, one node) in the foreground")
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    broker.add_argument("--port", type=positive_int, default=9092, help="client port (default 9092)")
+    broker.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="where Kafka keeps its data across restarts (default kafka-data/ in the repo)")
+    broker.add_argument("--heap", default=DEFAULT_HEAP, help=f"the broker JVM's maximum heap (default {DEFAULT_HEAP})")
     broker.set_defaults(func=cmd_broker)
 
     produce = commands.add_parser("produce", help="replay the calls file into the topic")
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--input", default=str(config.DEFAULT_INPUT))
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
     demo.add_argument("--bootstrap-servers", help="use this broker if it answers (env KAFKA_BOOTSTRAP_SERVERS)")
-    demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the embedded one")
+    demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the one the demo starts")
     demo.set_defaults(func=cmd_demo)
 
     bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")

@@ -109,7 +109,7 @@ def _unreachable(settings: KafkaSettings, detail: str = "") -> UserError:
 
 
 def _any_port_open(bootstrap_servers: str) -> bool:
-    from .broker import port_open
+    from .local.kafka import port_open
 
     for address in bootstrap_servers.split(","):
         host, _, port = address.strip().rpartition(":")
@@ -273,7 +273,9 @@ class ConfluentProducer(Producer):
             "batch.size": 1_000_000,
             "queue.buffering.max.kbytes": 65536,  # bounds memory: about 64 MB in flight at most
             "message.timeout.ms": 60000,
-            "enable.idempotence": False,
+            # Retries after a transient error (a leader not yet elected on a new topic) would otherwise land
+            # behind later batches: out of event-time order, or twice. Idempotence keeps order, once each.
+            "enable.idempotence": True,
         }
         config.update(_confluent_base(settings))
         self._producer = _Producer(config)
@@ -311,7 +313,7 @@ class KafkaPythonProducer(Producer):
         from kafka.errors import KafkaError
 
         config = {"acks": "all", "linger_ms": 20, "batch_size": 1_000_000, "retries": 5,
-                  "max_request_size": 8_388_608}
+                  "max_request_size": 8_388_608, "enable_idempotence": True}
         config.update(kafka_python_config(settings.properties))
         try:
             self._producer = _within_deadline(settings, lambda: KafkaProducer(
@@ -370,10 +372,6 @@ class Consumer:
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
         raise NotImplementedError
 
-    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
-        """Fetch one message at each given offset and return the high watermark the fetch reported."""
-        raise NotImplementedError
-
     def assign(self, offsets: dict[int, int]) -> None:
         raise NotImplementedError
 
@@ -394,22 +392,9 @@ class Consumer:
     def close(self) -> None:
         pass
 
-    def end_offsets(self, partitions: list[int] | None = None, starts: dict[int, int] | None = None) -> dict[int, int]:
-        """The offset after the last message of each partition.
-
-        Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch plus one,
-        not the end of that batch; the high watermark in a Fetch response is right. So fetch once from
-        just below the listed end and take the larger. On Apache Kafka the two agree.
-        """
-        partitions = self.partitions() if partitions is None else partitions
-        listed = self.listed_end_offsets(partitions)
-        starts = self.beginning_offsets(partitions) if starts is None else starts
-        probe = {p: end - 1 for p, end in listed.items() if end > starts.get(p, 0)}
-        fetched = self.fetched_high_watermarks(probe) if probe else {}
-        if set(probe) - set(fetched):
-            log.warning("no fetch answer for partitions %s of %s: their end offsets may be short (Tansu)",
-                        sorted(set(probe) - set(fetched)), self.settings.topic)
-        return {p: max(end, fetched.get(p, end)) for p, end in listed.items()}
+    def end_offsets(self, partitions: list[int] | None = None) -> dict[int, int]:
+        """The offset after the last message of each partition."""
+        return self.listed_end_offsets(self.partitions() if partitions is None else partitions)
 
 
 class ConfluentConsumer(Consumer):
@@ -426,8 +411,7 @@ class ConfluentConsumer(Consumer):
             "enable.partition.eof": False,
             "fetch.max.bytes": 52_428_800,
             "queued.max.messages.kbytes": 131072,
-            # Tansu sometimes answers a fetch empty after the full long-poll: cap the wait (default 500 ms)
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 100,  # a live reader sees a new message within 0.1 s (default 500 ms)
             # With the local queue past queued.min.messages, librdkafka postpones the next fetch by this much
             # (default 1000 ms): a reader that works between polls, as --verify does, then stalls ~1 s.
             "fetch.queue.backoff.ms": 10,
@@ -470,27 +454,6 @@ class ConfluentConsumer(Consumer):
 
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
         return {p: lo for p, (lo, hi) in self._watermarks(partitions).items()}
-
-    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
-        from confluent_kafka import TopicPartition
-
-        probe_consumer = ConfluentConsumer(self.settings, "sfcrime-probe", **{"fetch.max.bytes": 1_048_576})
-        try:
-            probe_consumer.assign(probe)
-            seen: set[int] = set()
-            deadline = time.monotonic() + min(self.settings.timeout_s, 10.0)
-            while len(seen) < len(probe) and time.monotonic() < deadline:
-                message = probe_consumer._consumer.poll(0.5)  # returns at the first message: no timeout wait
-                if message is not None and message.error() is None:
-                    seen.add(message.partition())
-            result = {}
-            for p in seen:
-                lo, hi = probe_consumer._consumer.get_watermark_offsets(TopicPartition(self._topic, p), cached=True)
-                if hi >= 0:
-                    result[p] = hi
-            return result
-        finally:
-            probe_consumer.close()
 
     def assign(self, offsets: dict[int, int]) -> None:
         from confluent_kafka import TopicPartition
@@ -572,25 +535,6 @@ class KafkaPythonConsumer(Consumer):
 
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
         return {tp.partition: o for tp, o in self._consumer.beginning_offsets(self._tps(partitions)).items()}
-
-    def fetched_high_watermarks(self, probe: dict[int, int]) -> dict[int, int]:
-        probe_consumer = KafkaPythonConsumer(self.settings)
-        try:
-            probe_consumer.assign(probe)
-            seen: set[int] = set()
-            deadline = time.monotonic() + min(self.settings.timeout_s, 10.0)
-            while len(seen) < len(probe) and time.monotonic() < deadline:
-                for tp, messages in probe_consumer._consumer.poll(timeout_ms=500).items():
-                    if messages:
-                        seen.add(tp.partition)
-            result = {}
-            for tp in self._tps(seen):
-                hi = probe_consumer._consumer.highwater(tp)
-                if hi is not None:
-                    result[tp.partition] = hi
-            return result
-        finally:
-            probe_consumer.close()
 
     def assign(self, offsets: dict[int, int]) -> None:
         tps = self._tps(offsets)

@@ -147,7 +147,7 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
             partitions = []
             result.note(f"{error}: every record is missing (an in-memory broker loses its topics on restart)")
         start = consumer.beginning_offsets(partitions)
-        end = consumer.end_offsets(partitions, start)
+        end = consumer.end_offsets(partitions)
         total = sum(end[p] - start[p] for p in partitions)
         last_rank: dict[int, int] = {}
         per_partition: Counter[int] = Counter()

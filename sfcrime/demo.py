@@ -1,7 +1,8 @@
 """`make demo`: broker -> replay -> verify -> streaming job -> answers and report, in one command.
 
 Uses the broker at --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS when one answers (with a fresh topic,
-so nothing already there is counted), otherwise starts the embedded one; stops whatever it started.
+so nothing already there is counted), otherwise starts Apache Kafka on a free port with its data in a
+temporary folder; stops and removes whatever it started.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +26,13 @@ def _step(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .broker import EmbeddedBroker
     from .cli import build_parser
     from .clients import check_reachable
     from .consumer import verify
     from .dataset import load_calls
     from .producer import Pacing, replay
     from .report import answers, print_tables, write_charts, write_markdown
+    from .local.kafka import KafkaNode
     from .stream.job import run as run_stream
 
     started = time.monotonic()
@@ -43,14 +45,17 @@ def run(args: argparse.Namespace) -> int:
             topic = topic or f"sfcrime-demo-{int(time.time())}"
             _step(f"using the Kafka at {bootstrap}, topic {topic}")
         except UserError:
-            _step(f"no broker answers at {bootstrap}: starting the embedded one instead")
+            _step(f"no broker answers at {bootstrap}: starting one of our own instead")
             bootstrap = None
     output = Path(args.output)
+    kafka_data = None
     try:
         if not bootstrap:
-            broker = EmbeddedBroker().start()
+            kafka_data = tempfile.TemporaryDirectory(prefix="sfcrime-demo-kafka-")
+            _step("starting Apache Kafka (KRaft, one node)")
+            broker = KafkaNode(kafka_data.name).start()
             bootstrap, topic = broker.bootstrap_servers, topic or DEFAULT_TOPIC
-            _step(f"embedded broker (Tansu, in memory) on {bootstrap}")
+            print(f"Kafka on {bootstrap}, log {broker.log_file}", file=sys.stderr)
         settings = KafkaSettings(bootstrap_servers=bootstrap, topic=topic)
 
         for stale in (output / "checkpoint", output / "results.sqlite", output / "results.sqlite-wal",
@@ -94,3 +99,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
+        if kafka_data is not None:
+            kafka_data.cleanup()

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real embedded broker per test session, a fresh topic per test, sample data files.
+"""Shared fixtures: one real Apache Kafka broker per test session, a fresh topic per test, sample data files.
 
 Set SFCRIME_TEST_BOOTSTRAP=host:port to run the integration tests against an existing Kafka instead.
 """
@@ -26,10 +26,9 @@ def bootstrap_servers(tmp_path_factory):
     if existing:
         yield existing
         return
-    from sfcrime.broker import EmbeddedBroker
+    from sfcrime.local.kafka import KafkaNode
 
-    log_file = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_file=log_file) as broker:
+    with KafkaNode(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker.bootstrap_servers
 
 
@@ -113,14 +112,26 @@ def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout_s: flo
     return messages
 
 
-def produce_raw(bootstrap_servers: str, topic: str, values: list[bytes | None], partition: int | None = None):
-    """Write messages with confluent-kafka directly (hostile input for the job, gaps for verify)."""
-    from confluent_kafka import Producer
+def produce_raw(bootstrap_servers: str, topic: str, values: list[bytes | None], partition: int | None = None,
+                partitions: int = 3):
+    """Write messages with confluent-kafka directly (hostile input for the job, gaps for verify), creating
+    the topic first if needed (our broker does not create topics on first use); every one must be acked."""
+    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
 
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    if topic not in admin.list_topics(timeout=10).topics:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
+        except KafkaException as error:
+            assert "already exists" in str(error), error
+    failures = []
     producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all"})
+    on_delivery = lambda err, msg: failures.append(err) if err else None  # noqa: E731
     for value in values:
         if partition is None:
-            producer.produce(topic, value)
+            producer.produce(topic, value, on_delivery=on_delivery)
         else:
-            producer.produce(topic, value, partition=partition)
+            producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
     assert producer.flush(30) == 0
+    assert not failures, failures[:3]

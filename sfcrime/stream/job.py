@@ -27,19 +27,27 @@ KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 
 def build_session(args):
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
-    from pyspark import SparkConf
 
-    from ..java import ensure_java
+    from ..local.jars import connector_jar_paths
+    from ..local.java import ensure_java
 
     ensure_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    submitted = SparkConf()  # what spark-submit (or the defaults file) set
+    # Under spark-submit the JVM is up and holds what the command line and the defaults file set
+    # (--master, --jars, --packages): read them. Run by python, we start the JVM and set its classpath.
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if under_spark_submit:
+        SparkContext._ensure_initialized()
+    submitted = SparkConf()
     builder = SparkSession.builder.appName("sfcrime-stream")
     if args.master:
         builder = builder.master(args.master)
     elif not submitted.contains("spark.master"):
         builder = builder.master("local[*]")
+    if not under_spark_submit and args.source == "kafka" and connector_jar_paths():
+        builder = builder.config("spark.jars", ",".join(connector_jar_paths()))
     defaults = {
         "spark.sql.session.timeZone": args.timezone,  # call_date_time is SF local time, without a zone
         "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
@@ -81,15 +89,12 @@ def ship_package(spark, output: Path) -> None:
 
 
 def connector_available(spark) -> bool:
-    try:
-        spark._jvm.java.lang.Class.forName(KAFKA_PROVIDER_CLASS)
-        return True
-    except Exception:  # py4j wraps ClassNotFoundException
-        return False
+    """Asks Spark's own class loader: the connector's jars (spark.jars, --packages) are there, not in py4j's."""
+    return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER_CLASS))
 
 
 def open_source(spark, args, settings):
-    """Spark's Kafka connector when it is on the classpath (or asked for), else ours; the same options."""
+    """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options."""
     options = {
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "subscribe": settings.topic,
@@ -100,13 +105,12 @@ def open_source(spark, args, settings):
         options["maxOffsetsPerTrigger"] = str(args.max_offsets_per_trigger)
     for key, value in settings.properties.items():
         options[f"kafka.{key}"] = value
-    source = args.source
-    if source == "auto":
-        source = "kafka" if connector_available(spark) else "python"
-    if source == "kafka":
+    if args.source == "kafka":
         if not connector_available(spark):
-            raise UserError("Spark's Kafka connector is not on the classpath: run with spark-submit --packages "
-                            f"org.apache.spark:spark-sql-kafka-0-10_2.13:{spark.version}, or use --source python")
+            from ..local.jars import connector_coordinate
+
+            raise UserError("Spark's Kafka connector is not on the classpath: run `make setup`, or "
+                            f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
         fmt = "kafka"
     else:
         from .source import KafkaDataSource
@@ -118,7 +122,7 @@ def open_source(spark, args, settings):
     reader = spark.readStream.format(fmt)
     for key, value in options.items():
         reader = reader.option(key, value)
-    return reader.load(), source
+    return reader.load()
 
 
 def build_stream(raw, radio_codes, watermark: str):
@@ -264,7 +268,7 @@ def run(args) -> int:
     try:
         ship_package(spark, output)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
-        raw, source = open_source(spark, args, settings)
+        raw = open_source(spark, args, settings)
         radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes, args.watermark)
         listener = make_listener(store)

@@ -43,8 +43,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest",
                         help="where a new query starts (a restarted one resumes from its checkpoint)")
     parser.add_argument("--once", action="store_true", help="process everything available now, then exit 0")
-    parser.add_argument("--source", choices=("auto", "kafka", "python"), default="auto",
-                        help="kafka: Spark's own connector; python: ours on the Data Source API; auto: kafka if on the classpath")
+    parser.add_argument("--source", choices=("kafka", "python"), default="kafka",
+                        help="kafka: Spark's own connector (spark-sql-kafka-0-10, the default); "
+                             "python: ours on the Python Data Source API")
     parser.add_argument("--timezone", default="America/Los_Angeles",
                         help="session time zone: call_date_time is San Francisco local time")
     parser.add_argument("--master", help="Spark master (default: what spark-submit says, else local[*])")

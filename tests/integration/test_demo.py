@@ -18,22 +18,23 @@ CHART_TITLES = {
 }
 
 
-def tansu_processes() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "tansu.* broker --listener-url"], capture_output=True, text=True).stdout
+def kafka_processes() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "java.* kafka.Kafka "], capture_output=True, text=True).stdout
     return set(out.split())
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_running(sample_file, tmp_path):
     from PIL import Image
 
-    before = tansu_processes()
+    before = kafka_processes()
     output = tmp_path / "out"
     result = run_cli("demo", "--input", str(sample_file), "--output", str(output),
                      env={"KAFKA_BOOTSTRAP_SERVERS": ""}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verify: EXACT: expected 3,000, received 3,000" in result.stderr
+    assert "Kafka source: Spark's connector" in result.stderr
     assert "2,999 calls" in result.stdout and "Top crime types" in result.stdout
-    assert tansu_processes() <= before  # the embedded broker it started is gone
+    assert kafka_processes() <= before  # the broker it started is gone
 
     page = (output / "report" / "report.md").read_text()
     for name, title in CHART_TITLES.items():

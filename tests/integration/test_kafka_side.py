@@ -1,4 +1,4 @@
-"""The Kafka side against the real embedded broker: replay, read back independently, verify, interrupt."""
+"""The Kafka side against the real broker (Apache Kafka): replay, read back independently, verify, interrupt."""
 
 import json
 import signal
@@ -33,7 +33,7 @@ def test_replay_delivers_every_call_in_event_time_order(kafka, client, sample_fi
 
 
 def test_end_offsets_see_the_whole_last_batch(kafka):
-    """Tansu lists the base offset of the last batch + 1 as the end; our end_offsets must not."""
+    """The end offset is the offset after the last message, in the whole last batch."""
     produce_raw(kafka.bootstrap_servers, kafka.topic, [b"x"] * 50, partition=0)
     consumer = open_consumer(kafka)
     try:
@@ -131,7 +131,7 @@ def test_ctrl_c_flushes_what_was_sent_and_a_second_run_resumes(kafka, sample_fil
 @pytest.mark.parametrize("script", ["kafka_server.py", "consumer_server.py"])
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 def test_unreachable_broker_is_one_line_and_quick(script, client, sample_file):
-    from sfcrime.broker import free_port
+    from sfcrime.local.kafka import free_port
 
     address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()

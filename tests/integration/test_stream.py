@@ -157,7 +157,7 @@ def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_pa
 
 
 def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):
-    from sfcrime.broker import free_port
+    from sfcrime.local.kafka import free_port
 
     started = time.monotonic()
     result = run_cli("data_stream.py", "--once", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5",

@@ -1,0 +1,83 @@
+"""`make setup`'s Java half: a Java 17+, Apache Kafka and Spark's Kafka connector at pinned versions, and
+Kafka's own console tools on the venv's PATH. Run as `python -m sfcrime.local.setup`; a second run only
+checks. What it fetches and where: README, "Set-up".
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+from ..config import UserError
+from . import jars
+from .java import install_if_missing, java_executable
+
+# Kafka's own scripts (bin/*.sh in its tarball) and the classes they run.
+KAFKA_TOOLS = {
+    "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-console-producer.sh": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-consumer-groups.sh": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-get-offsets.sh": "org.apache.kafka.tools.GetOffsetShell",
+    "kafka-storage.sh": "kafka.tools.StorageTool",
+}
+
+TOOLS_LOG4J2 = """\
+# Kafka's tools-log4j2: warnings and errors to stderr, as its tarball's bin/ scripts do.
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+"""
+
+TOOL_SCRIPT = """\
+#!/bin/sh
+# Apache Kafka {version}'s {name}, from the jars `make setup` fetched (sfcrime/local/setup.py writes this).
+exec "{java}" ${{KAFKA_HEAP_OPTS:--Xmx256m}} $KAFKA_OPTS -Dlog4j2.configurationFile="{log4j}" \\
+  -cp "{classpath}" {main_class} "$@"
+"""
+
+
+def install_kafka_tools(bin_dir: Path) -> list[Path]:
+    """Kafka's console tools as scripts in bin_dir (the venv's bin, on PATH once it is activated)."""
+    log4j = jars.JARS_DIR / "tools-log4j2.properties"
+    log4j.write_text(TOOLS_LOG4J2)
+    written = []
+    for name, main_class in KAFKA_TOOLS.items():
+        script = bin_dir / name
+        script.write_text(TOOL_SCRIPT.format(version=jars.KAFKA_VERSION, name=name, java=java_executable(),
+                                             log4j=log4j, classpath=jars.kafka_classpath(), main_class=main_class))
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        written.append(script)
+    return written
+
+
+def main() -> int:
+    try:
+        print(install_if_missing(), flush=True)
+        jars.install(jars.kafka_jars(), f"Apache Kafka {jars.KAFKA_VERSION}")
+        connector = jars.connector_jars()
+        jars.install(connector, f"Spark's Kafka connector for Spark {jars.spark_version()}")
+        defaults = jars.install_spark_conf(connector)
+        if defaults:
+            print(f"Spark's Kafka connector is on spark-submit's classpath ({defaults})", flush=True)
+        else:
+            print("pyspark is outside this repo's .venv: pass the connector yourself, e.g. "
+                  f"spark-submit --packages {jars.connector_coordinate()} data_stream.py", flush=True)
+        bin_dir = Path(sys.prefix) / "bin"
+        if sys.prefix != sys.base_prefix and os.access(bin_dir, os.W_OK):
+            tools = install_kafka_tools(bin_dir)
+            print(f"Kafka's console tools ({', '.join(t.name for t in tools[:3])}, ...) are in {bin_dir}", flush=True)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
