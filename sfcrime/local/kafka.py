@@ -82,12 +82,17 @@ class KafkaNode:
     """`with KafkaNode(data_dir) as node: node.bootstrap_servers` — one KRaft broker+controller."""
 
     def __init__(self, data_dir: str | Path = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int = 0,
-                 heap: str = DEFAULT_HEAP, advertised_host: str | None = None) -> None:
+                 heap: str = DEFAULT_HEAP, advertised_host: str | None = None,
+                 scram_users: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
         self.advertised_host = advertised_host or ("localhost" if host in ("127.0.0.1", "0.0.0.0") else host)
         self.heap = heap
+        # With users, clients must log in with SCRAM-SHA-512 (SASL_PLAINTEXT). The users are created when the
+        # storage is formatted (--add-scram); SCRAM does not work on the KRaft controller listener, which
+        # stays PLAINTEXT on loopback. The first user is also the broker's own, for its inter-broker listener.
+        self.scram_users = dict(scram_users or {})
         self.process: subprocess.Popen | None = None
 
     @property
@@ -109,16 +114,24 @@ class KafkaNode:
 
     def server_properties(self, state: dict) -> str:
         controller = f"127.0.0.1:{state['controller_port']}"
+        protocol = "SASL_PLAINTEXT" if self.scram_users else "PLAINTEXT"
+        sasl = []
+        if self.scram_users:
+            user, password = next(iter(self.scram_users.items()))
+            sasl = ["sasl.enabled.mechanisms=SCRAM-SHA-512", "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                    "listener.name.client.scram-sha-512.sasl.jaas.config="
+                    f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";']
         return "\n".join([
             "# Written by sfcrime (local/kafka.py) at each start; the storage itself is in log/.",
             "process.roles=broker,controller",
             f"node.id={state['node_id']}",
             f"controller.quorum.bootstrap.servers={controller}",
-            f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{controller}",
-            f"advertised.listeners=PLAINTEXT://{self.advertised_host}:{self.port}",
+            f"listeners=CLIENT://{self.host}:{self.port},CONTROLLER://{controller}",
+            f"advertised.listeners=CLIENT://{self.advertised_host}:{self.port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=CLIENT",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:{protocol}",
+            *sasl,
             f"log.dirs={self.data_dir / 'log'}",
             "num.partitions=3",
             # the replay creates its topic with the partitions it wants; a typo'd topic name should fail, not appear
@@ -133,6 +146,7 @@ class KafkaNode:
         ])
 
     def _java(self, main_class: str, *args: str, log_level: str = "info") -> list[str]:
+        """The JVM command for one of Kafka's main classes, logging to the data folder's server.log."""
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(level=log_level, log_file=self.log_file))
         return [java_executable(), f"-Xmx{self.heap}", f"-Xms{min(256, _megabytes(self.heap))}m",
@@ -141,8 +155,10 @@ class KafkaNode:
                 "-cp", kafka_classpath(), main_class, *args]
 
     def _format_storage(self, state: dict, properties: Path) -> None:
+        users = [f"SCRAM-SHA-512=[name={user},password={password}]" for user, password in self.scram_users.items()]
         command = self._java("kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-                             "-t", state["cluster_id"], "-c", str(properties), log_level="warn")
+                             "-t", state["cluster_id"], "-c", str(properties),
+                             *[arg for user in users for arg in ("--add-scram", user)], log_level="warn")
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode:
             detail = (result.stderr or result.stdout).strip().splitlines()
@@ -171,6 +187,14 @@ class KafkaNode:
         log.info("Apache Kafka %s (KRaft) on %s, data in %s", KAFKA_VERSION, self.bootstrap_servers, self.data_dir)
         return self
 
+    def client_properties(self) -> dict[str, str]:
+        """What a client needs besides bootstrap.servers (librdkafka names), logged in as the first user."""
+        if not self.scram_users:
+            return {}
+        user, password = next(iter(self.scram_users.items()))
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": user, "sasl.password": password}
+
     def _wait_ready(self, timeout_s: float) -> None:
         """Listening is not ready: wait until the broker answers metadata with itself in it."""
         from confluent_kafka.admin import AdminClient
@@ -180,7 +204,8 @@ class KafkaNode:
             if self.process.poll() is not None:
                 raise UserError(f"Kafka exited with code {self.process.returncode} at start; see {self.log_file}")
             if port_open(self.host, self.port, 0.2):
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _LIBRDKAFKA})
+                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _LIBRDKAFKA,
+                                     **self.client_properties()})
                 try:
                     if admin.list_topics(timeout=2).brokers:
                         return

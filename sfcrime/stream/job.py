@@ -103,9 +103,10 @@ def open_source(spark, args, settings):
     }
     if args.max_offsets_per_trigger:
         options["maxOffsetsPerTrigger"] = str(args.max_offsets_per_trigger)
-    for key, value in settings.properties.items():
-        options[f"kafka.{key}"] = value
     if args.source == "kafka":
+        from ..clients import java_client_config
+
+        options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
         if not connector_available(spark):
             from ..local.jars import connector_coordinate
 
@@ -115,6 +116,7 @@ def open_source(spark, args, settings):
     else:
         from .source import KafkaDataSource
 
+        options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
         spark.dataSource.register(KafkaDataSource)
         fmt = PYTHON_SOURCE_NAME
         options["timeout"] = str(settings.timeout_s)

@@ -1,12 +1,15 @@
-"""The Spark job end to end: the real broker, real Spark, the real CLI; answers checked against an
-independent count of the file that was replayed."""
+"""The Spark job end to end: Apache Kafka, real Spark, the real CLI, on both sources (Spark's own Kafka
+connector and ours on the Python Data Source API); answers checked against an independent count of the
+file that was replayed."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from sfcrime.producer import Pacing, replay
 from tests.conftest import PYTHON, REPO, produce_raw, run_cli
 
 pytestmark = pytest.mark.slow
+SOURCES = ["kafka", "python"]
 
 
 def expected_answers(records):
@@ -50,23 +54,9 @@ def assert_answers_match(answers, expected, malformed=0):
     assert {(r["code"], r["description"]): r["count"] for r in answers["dispositions"]} == expected["dispositions"]
 
 
-def test_once_answers_equal_an_independent_count(kafka, sample_file, sample_records, tmp_path):
-    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
-    run = stream(kafka, tmp_path / "out", "--max-offsets-per-trigger", "1000")
-    answers = report(tmp_path / "out")
-    expected = expected_answers(sample_records)
-    assert expected["total_calls"] == 2999  # the sample holds one repeated call
-    assert_answers_match(answers, expected)
-    assert answers["late"] == 0  # replayed oldest-first: nothing is late
-    assert answers["batches"] >= 3  # 3,000 messages at most 1,000 per trigger
-    assert answers["windows"]["final"] > 0 and answers["windows"]["open"] >= 1
-    # calls whose disposition has no radio code are kept, with no description
-    assert any(r["description"] is None and r["count"] > 0 for r in answers["dispositions"])
-    assert "batch 0: " in run.stderr and "backlog" in run.stderr and "UI: http" in run.stderr
-    assert "top crime types, window from" in run.stdout
-
-
-def test_malformed_and_repeated_records_are_counted_exactly(kafka, sample_file, sample_records, tmp_path):
+@pytest.mark.parametrize("source", SOURCES)
+def test_answers_equal_an_independent_count_with_malformed_and_repeated_records(kafka, sample_file, sample_records,
+                                                                               tmp_path, source):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     hostile = [b"not json", b"", None, b"[1, 2]", b"42", b"{\"crime_id\": \"1\", \"call_date_time\": ",
                b"{\"original_crime_type_name\": \"x\", \"call_date_time\": \"2018-10-02T09:11:00.000\"}",
@@ -74,14 +64,24 @@ def test_malformed_and_repeated_records_are_counted_exactly(kafka, sample_file, 
                b"{\"crime_id\": \"79\", \"pad\": \"" + b"x" * 900_000 + b"\"}"]
     produce_raw(kafka.bootstrap_servers, kafka.topic, hostile)
     replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)  # at-least-once: 500 repeats
-    stream(kafka, tmp_path / "out")
+    run = stream(kafka, tmp_path / "out", "--source", source, "--max-offsets-per-trigger", "1000")
     answers = report(tmp_path / "out")
-    assert_answers_match(answers, expected_answers(sample_records), malformed=len(hostile))
+    expected = expected_answers(sample_records)
+    assert expected["total_calls"] == 2999  # the sample holds one repeated call
+    assert_answers_match(answers, expected, malformed=len(hostile))
     assert answers["malformed_reasons"] == {"not a JSON object": 5, "not valid JSON": 1, "missing crime_id": 1,
                                             "missing or unparseable call_date_time": 3}
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     kept = {bytes(v) if v is not None else None for (v,) in db.execute("SELECT value FROM dead_letters")}
     assert kept == {v if v else None for v in hostile} | ({b""} if b"" in kept else set())
+    assert answers["batches"] >= 4  # 3,510 messages at most 1,000 per trigger
+    assert answers["windows"]["final"] > 0 and answers["windows"]["open"] >= 1
+    # calls whose disposition has no radio code are kept, with no description
+    assert any(r["description"] is None and r["count"] > 0 for r in answers["dispositions"])
+    source_name = "Spark's connector" if source == "kafka" else "Python Data Source"
+    assert f"Kafka source: {source_name}" in run.stderr
+    assert "batch 0: " in run.stderr and "backlog" in run.stderr and "UI: http" in run.stderr
+    assert "top crime types, window from" in run.stdout
 
 
 def test_newest_first_replay_is_late_and_the_late_calls_are_counted(kafka, sample_file, tmp_path):
@@ -96,10 +96,12 @@ def test_newest_first_replay_is_late_and_the_late_calls_are_counted(kafka, sampl
     assert db.execute("SELECT SUM(late_rows) FROM progress").fetchone()[0] == answers["late"]
 
 
-def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafka, sample_file, sample_records, tmp_path):
+@pytest.mark.parametrize("source", SOURCES)
+def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafka, sample_file, sample_records,
+                                                                            tmp_path, source):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     output = tmp_path / "out"
-    command = [PYTHON, "data_stream.py", "--once", "--max-offsets-per-trigger", "300", "--console-top", "0",
+    command = [PYTHON, "data_stream.py", "--once", "--source", source, "--max-offsets-per-trigger", "300", "--console-top", "0",
                "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)]
     kills = 0
     for wait_for_batches in (2, 5):
@@ -119,7 +121,7 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
             process.wait()
             kills += 1
     assert kills >= 1
-    stream(kafka, output, "--max-offsets-per-trigger", "300")
+    stream(kafka, output, "--source", source, "--max-offsets-per-trigger", "300")
     assert_answers_match(report(output), expected_answers(sample_records))
 
 
@@ -129,7 +131,7 @@ def test_a_batch_counted_but_not_committed_before_a_kill_runs_again_and_counts_o
     removing the commit log's tail, which is all such a kill leaves behind."""
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     output = tmp_path / "out"
-    stream(kafka, output)  # 3,000 messages, at most 1,000 a batch
+    stream(kafka, output, "--max-offsets-per-trigger", "1000")  # 3,000 messages, 3 batches
     checkpoint = output / "checkpoint"
     for n in range(1, 100):
         for name in (f"commits/{n}", f"commits/.{n}.crc"):
@@ -137,23 +139,57 @@ def test_a_batch_counted_but_not_committed_before_a_kill_runs_again_and_counts_o
         if n > 1:
             for name in (f"offsets/{n}", f"offsets/.{n}.crc"):
                 (checkpoint / name).unlink(missing_ok=True)
-    again = stream(kafka, output)
+    again = stream(kafka, output, "--max-offsets-per-trigger", "1000")
     assert "batch 1 is already in the results" in again.stderr
     assert_answers_match(report(output), expected_answers(sample_records))
 
 
-def test_source_works_with_executors_in_separate_processes(kafka, sample_file, sample_records, tmp_path):
+@pytest.mark.parametrize("source", SOURCES)
+def test_sources_work_with_executors_in_separate_processes(kafka, sample_file, sample_records, tmp_path, source):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
-    stream(kafka, tmp_path / "out", "--master", "local-cluster[2,1,1024]", timeout=300)
+    stream(kafka, tmp_path / "out", "--source", source, "--master", "local-cluster[2,1,1024]", timeout=300)
     assert_answers_match(report(tmp_path / "out"), expected_answers(sample_records))
 
 
+def spark_submit(*args, env=None, timeout=240):
+    """`spark-submit ...` from the venv, as README's classic steps run it."""
+    command = [str(Path(PYTHON).parent / "spark-submit"), *args]
+    full_env = dict(os.environ, PYSPARK_PYTHON=PYTHON, PYSPARK_DRIVER_PYTHON=PYTHON, **(env or {}))
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def test_spark_submit_uses_the_connector_by_default_and_with_packages_offline(kafka, sample_file, sample_records,
+                                                                             tmp_path):
+    """The classic command, and the course's original form with --packages, resolved from the local Maven
+    cache that set-up filled (no network is needed: --packages looks there first)."""
+    from sfcrime.local.jars import connector_coordinate
+
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    target = ["--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--console-top", "0"]
+    plain = spark_submit("data_stream.py", "--once", "--output", str(tmp_path / "a"), *target)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "Kafka source: Spark's connector" in plain.stderr
+    assert_answers_match(report(tmp_path / "a"), expected_answers(sample_records))
+    # no defaults file: only --packages brings the connector
+    packages = spark_submit("--packages", connector_coordinate(), "data_stream.py", "--once", "--output",
+                            str(tmp_path / "b"), *target, env={"SPARK_CONF_DIR": str(tmp_path)})
+    assert packages.returncode == 0, packages.stderr[-2000:]
+    assert_answers_match(report(tmp_path / "b"), expected_answers(sample_records))
+
+
 def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_path):
+    from sfcrime.local.jars import connector_coordinate
+
     replay(load_calls(sample_file, limit=10), kafka, Pacing(), progress=False)
-    result = run_cli("data_stream.py", "--once", "--source", "kafka", "--bootstrap-servers", kafka.bootstrap_servers,
-                     "--topic", kafka.topic, "--output", str(tmp_path / "out"), timeout=180)
+    empty_conf = tmp_path / "conf"  # no spark-defaults.conf: spark-submit without the connector
+    empty_conf.mkdir()
+    result = spark_submit("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers,
+                          "--topic", kafka.topic, "--output", str(tmp_path / "out"), env={"SPARK_CONF_DIR": str(empty_conf)})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: Spark's Kafka connector is not on the classpath")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: Spark's Kafka connector is not on the classpath: run `make setup`, or spark-submit --packages "
+        f"{connector_coordinate()} data_stream.py; or use --source python")
+    assert "Traceback" not in result.stderr and "Failed to find data source" not in result.stderr
 
 
 def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):

@@ -1,0 +1,86 @@
+"""Apache Kafka's own tools on our broker, as the course's Step 1 runs them, and `python -m sfcrime broker`
+as a user runs it: ready with one line, Ctrl-C stops it and leaves no JVM behind, its data kept."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sfcrime.dataset import load_calls
+from sfcrime.local.kafka import free_port
+from sfcrime.producer import Pacing, replay
+from tests.conftest import PYTHON, REPO, read_topic
+
+BIN = Path(sys.executable).parent
+
+
+def kafka_tool(name, *args, input_text=None, timeout=90):
+    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, timeout=timeout, input=input_text)
+
+
+def test_console_consumer_reads_the_replay_from_the_beginning(kafka, sample_file, sample_records):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    result = kafka_tool("kafka-console-consumer.sh", "--bootstrap-server", kafka.bootstrap_servers,
+                        "--topic", kafka.topic, "--from-beginning", "--max-messages", "10")
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in result.stdout.splitlines()]
+    ids = {r["crime_id"] for r in sample_records}
+    assert len(calls) == 10 and all(c["crime_id"] in ids for c in calls)
+    assert "Processed a total of 10 messages" in result.stderr
+
+
+def test_topics_tool_describes_the_partitions_and_the_console_producer_writes(kafka, sample_file):
+    replay(load_calls(sample_file, limit=30), kafka, Pacing(), partitions=3, progress=False)
+    described = kafka_tool("kafka-topics.sh", "--bootstrap-server", kafka.bootstrap_servers, "--describe",
+                           "--topic", kafka.topic)
+    assert described.returncode == 0, described.stderr
+    assert f"PartitionCount: 3" in described.stdout
+    assert sorted(int(line.split("Partition: ")[1].split()[0]) for line in described.stdout.splitlines()
+                  if "\tPartition: " in line) == [0, 1, 2]
+
+    produced = kafka_tool("kafka-console-producer.sh", "--bootstrap-server", kafka.bootstrap_servers,
+                          "--topic", kafka.topic, input_text='{"crime_id": "a"}\n{"crime_id": "b"}\n')
+    assert produced.returncode == 0, produced.stderr
+    values = {m.value() for m in read_topic(kafka.bootstrap_servers, kafka.topic, 32)}
+    assert {b'{"crime_id": "a"}', b'{"crime_id": "b"}'} <= values and len(values) == 32
+
+
+def test_broker_command_prints_one_line_stops_on_ctrl_c_and_keeps_its_data(tmp_path):
+    port = free_port()
+    command = [PYTHON, "-m", "sfcrime", "broker", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+
+    def start():
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        while True:
+            line = process.stderr.readline()
+            assert line, f"broker exited: {lines}"
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                return process, lines
+
+    process, lines = start()  # how fast it gets ready is measured in `bench broker`, not here
+    try:
+        assert lines[-1].startswith(f"Kafka on localhost:{port}, data in {tmp_path / 'data'}, log ")
+        created = kafka_tool("kafka-topics.sh", "--bootstrap-server", f"localhost:{port}", "--create",
+                             "--topic", "kept", "--partitions", "2")
+        assert created.returncode == 0, created.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    assert not java_brokers_on(tmp_path)
+
+    process, _ = start()  # the topic is still there after a restart
+    try:
+        listed = kafka_tool("kafka-topics.sh", "--bootstrap-server", f"localhost:{port}", "--list")
+        assert "kept" in listed.stdout.split()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    assert not java_brokers_on(tmp_path)
+
+
+def java_brokers_on(data_dir: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"kafka.Kafka {data_dir}"], capture_output=True, text=True).stdout
+    return out.split()
