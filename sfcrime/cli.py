@@ -140,10 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_arguments(stream)
     stream.set_defaults(func=cmd_stream)
 
+    from .report import RECENT_WINDOWS
+
     report = commands.add_parser("report", help="print the answers and write the report with charts")
     report.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
     report.add_argument("--json", action="store_true", help="print the answers as JSON")
     report.add_argument("--top", type=positive_int, default=20, help="rows per table (default 20)")
+    report.add_argument("--windows", type=positive_int, default=RECENT_WINDOWS,
+                        help=f"latest windows in the top-5 series (default {RECENT_WINDOWS})")
     report.add_argument("--no-charts", action="store_true", help="print the tables only")
     report.set_defaults(func=cmd_report)
 
