@@ -131,7 +131,7 @@ def _pipeline(db, meta: dict) -> dict:
              "malformed", "latency_mean_s", "latency_max_s")
     last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
     return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id")),
-            "spark_ui_url": meta.get("spark_ui_url"),
+            "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
             "last_batch_written_at": last_written,  # epoch seconds
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
