@@ -142,7 +142,10 @@ function drawJob(pipeline) {
 }
 
 function drawHealth(batches) {
-  const last = batches[batches.length - 1] || {};
+  // Spark also runs batches with no data (to move the watermark on): the latest one with data says more
+  const withData = batches.filter((b) => b.input_rows > 0);
+  const last = withData[withData.length - 1] || {};
+  $("health-batch").textContent = last.batch_id == null ? "" : `(batch ${last.batch_id})`;
   $("health-input-rps").textContent = whole(last.input_rps);
   $("health-processed-rps").textContent = whole(last.processed_rps);
   $("health-duration").textContent = seconds(last.duration_ms == null ? null : last.duration_ms / 1000);
