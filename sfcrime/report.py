@@ -144,14 +144,36 @@ def job_state(ui_url: str | None, app_id: str | None) -> str:
     if not ui_url or not app_id:
         return "unknown"
     from urllib.error import HTTPError, URLError
+    from urllib.parse import urlsplit
     from urllib.request import ProxyHandler, build_opener
 
     opener = build_opener(ProxyHandler({}))  # the UI is on this machine or the driver's: never via a proxy
+    parts = urlsplit(ui_url)
+    if parts.hostname and parts.port and on_this_machine(parts.hostname):
+        ui_url = f"http://127.0.0.1:{parts.port}"  # Spark names the UI by the host's address; it listens on all
     try:
-        with opener.open(f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}", timeout=1) as response:
+        with opener.open(f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}", timeout=3) as response:
             return "running" if response.status == 200 else "stopped"
     except (HTTPError, URLError, OSError, ValueError):
         return "stopped"
+
+
+def on_this_machine(host: str) -> bool:
+    """Whether `host` is one of this machine's addresses (only those can be bound), so loopback reaches it."""
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address[0], 0))
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def _by_hour(db, names: list[str]) -> dict[str, list[int]]:
@@ -335,3 +357,4 @@ def run(args) -> int:
         page = write_markdown(result, charts, directory / "report.md")
         print(f"report: {page} ({len(charts)} charts)")
     return 0
+
