@@ -4,10 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-unit bench broker report clean
+.PHONY: setup setup-browser demo test test-unit bench broker report dashboard clean
 
 setup: $(STAMP)
+
+# The dashboard's browser tests drive Debian's chromium through chromium-driver: nothing is downloaded by a
+# test tool. Installs them only when missing.
+setup-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends chromium chromium-driver; }
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed, found " + sys.version.split()[0])'
@@ -20,7 +30,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 demo: setup
 	$(PY) -m sfcrime demo
 
-test: setup
+test: setup setup-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
@@ -34,6 +44,9 @@ broker: setup
 
 report: setup
 	$(PY) -m sfcrime report --output out
+
+dashboard: setup
+	$(PY) -m sfcrime dashboard --output out
 
 clean:
 	rm -rf out .pytest_cache spark-warehouse metastore_db derby.log

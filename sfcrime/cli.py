@@ -1,4 +1,4 @@
-"""`python -m sfcrime broker|produce|consume|stream|report|demo|bench`: every command's flags, in one place.
+"""`python -m sfcrime broker|produce|consume|stream|report|dashboard|demo|bench`: every command's flags, in one place.
 
 A bad flag exits 2 with a usage line; a problem the user can fix (a bad file, an unreachable broker)
 exits 1 with one line on stderr; Ctrl-C exits 130 after cleaning up.
@@ -62,11 +62,26 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     from .stream.job import run
 
-    return run(args)
+    if args.dashboard is None:
+        return run(args)
+    from .dashboard import start_in_background
+
+    url, stop = start_in_background(args.output, port=args.dashboard)
+    print(f"dashboard: {url}", file=sys.stderr, flush=True)
+    try:
+        return run(args)
+    finally:
+        stop()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import run
+
+    return run(args)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import run
 
     return run(args)
 
@@ -84,6 +99,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- parsers
+
+
+def port_number(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
+    return value
 
 
 def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,14 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", help="the Spark Structured Streaming job (as data_stream.py)")
     add_stream_arguments(stream)
+    stream.add_argument("--dashboard", type=port_number, nargs="?", const=8050, metavar="PORT",
+                        help="serve the live dashboard beside the job on 127.0.0.1:PORT (default 8050)")
     stream.set_defaults(func=cmd_stream)
+
+    from .report import RECENT_WINDOWS
 
     report = commands.add_parser("report", help="print the answers and write the report with charts")
     report.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
     report.add_argument("--json", action="store_true", help="print the answers as JSON")
     report.add_argument("--top", type=positive_int, default=20, help="rows per table (default 20)")
+    report.add_argument("--windows", type=positive_int, default=RECENT_WINDOWS,
+                        help=f"latest windows in the top-5 series (default {RECENT_WINDOWS})")
     report.add_argument("--no-charts", action="store_true", help="print the tables only")
     report.set_defaults(func=cmd_report)
+
+    dashboard = commands.add_parser("dashboard", help="the live page, drawn from the results the job writes")
+    dashboard.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: the page has no authentication)")
+    dashboard.add_argument("--port", type=port_number, default=8050, help="port (default 8050; 0: any free port)")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", help="broker + replay + streaming job + report, in one command")
     demo.add_argument("--output", default="out")
@@ -158,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
     demo.add_argument("--bootstrap-servers", help="use this broker if it answers (env KAFKA_BOOTSTRAP_SERVERS)")
     demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the one the demo starts")
+    demo.add_argument("--dashboard-port", type=non_negative_int, default=8050,
+                      help="port of the live dashboard (default 8050; 0: any free port)")
     demo.set_defaults(func=cmd_demo)
 
     bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             bootstrap = None
     output = Path(args.output)
     kafka_data = None
+    stop_dashboard = None
     try:
         if not bootstrap:
             kafka_data = tempfile.TemporaryDirectory(prefix="sfcrime-demo-kafka-")
@@ -81,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
             if not result.exact:
                 raise UserError("the topic does not hold exactly the source file")
 
+        from .dashboard import start_in_background
+
+        try:
+            url, stop_dashboard = start_in_background(output, port=args.dashboard_port)
+        except UserError:  # the port is taken (another dashboard?): any free one
+            url, stop_dashboard = start_in_background(output, port=0)
+        _step(f"live dashboard: {url}")
+
         _step("Spark Structured Streaming over the topic (data_stream.py --once)")
         stream_args = build_parser().parse_args([
             "stream", "--once", "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(output),
@@ -95,8 +105,16 @@ def run(args: argparse.Namespace) -> int:
         directory = output / "report"
         page = write_markdown(result, write_charts(result, directory / "charts"), directory / "report.md")
         print(f"\nreport with charts: {page}   ({time.monotonic() - started:.0f} s in all)")
+        print(f"dashboard: {url}" + ("   (Ctrl-C stops it)" if sys.stdout.isatty() else ""), flush=True)
+        if sys.stdout.isatty():  # a person keeps the page open; a pipe or a test goes on
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
         return 0
     finally:
+        if stop_dashboard is not None:
+            stop_dashboard()
         if broker is not None:
             broker.stop()
         if kafka_data is not None:

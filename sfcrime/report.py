@@ -19,6 +19,9 @@ from .results import connect, path_in, window_counts
 
 log = logging.getLogger(__name__)
 CHART_DIR = "charts"
+RECENT_WINDOWS = 24  # windows in the "how the top 5 moved" series
+RECENT_BATCHES = 60  # micro-batches in the pipeline's health
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def local_time(epoch_seconds: float) -> str:
@@ -26,32 +29,41 @@ def local_time(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).astimezone(SF_TZ).strftime("%Y-%m-%d %H:%M")
 
 
-def answers(output: str | Path, top: int = 20) -> dict:
-    """Every answer the report shows, as plain data (the `--json` output)."""
+def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) -> dict:
+    """Every answer the report and the dashboard show, as plain data (the `--json` output).
+
+    `windows` is how many of the latest windows the top-5 series covers.
+    """
     with connect(path_in(output), readonly=True) as db:
         try:
-            return _answers(db, top)
+            return _answers(db, top, windows)
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read the results in {output}: {error}") from None
 
 
-def _answers(db: sqlite3.Connection, top: int) -> dict:
+def _answers(db: sqlite3.Connection, top: int, recent: int) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
     watermark = one("SELECT MAX(watermark) FROM progress")
-    per_window = window_counts(db)
-    totals: dict[tuple[int, int], int] = {}
-    for start, end, _, count in per_window:
-        totals[(start, end)] = totals.get((start, end), 0) + count
-    windows = sorted((start, end, n) for (start, end), n in totals.items())
+    by_window: dict[tuple[int, int], list[tuple[str, int]]] = {}  # (start, end) -> [(crime type, calls)]
+    for start, end, name, count in window_counts(db):
+        by_window.setdefault((start, end), []).append((name, count))
+    windows = sorted((start, end, sum(n for _, n in rows)) for (start, end), rows in by_window.items())
     top_types = db.execute("SELECT crime_type, SUM(count) n FROM crime_type_panes GROUP BY crime_type "
                            "ORDER BY n DESC, crime_type LIMIT ?", (top,)).fetchall()
     top_names = [name for name, _ in top_types[:5]]
     latest_window = windows[-1] if windows else None
-    current_top = []
-    if latest_window:
-        current_top = sorted(((t, n) for s, e, t, n in per_window if (s, e) == latest_window[:2]),
-                             key=lambda r: (-r[1], r[0]))[:10]
+    final_windows = [w for w in windows if watermark is not None and w[1] <= watermark]
+
+    def window(start_end: tuple | None) -> dict | None:
+        """A window with its top crime types, and whether more calls may still count in it."""
+        if start_end is None:
+            return None
+        counts = sorted(by_window[start_end[:2]], key=lambda r: (-r[1], r[0]))
+        return {"start": local_time(start_end[0]), "end": local_time(start_end[1]),
+                "final": watermark is not None and start_end[1] <= watermark,
+                "top_crime_types": [{"crime_type": c, "count": n} for c, n in counts[:10]]}
+
     return {
         "total_calls": one("SELECT COALESCE(SUM(count), 0) FROM locations"),
         "malformed": one("SELECT COUNT(*) FROM dead_letters"),
@@ -68,16 +80,100 @@ def _answers(db: sqlite3.Connection, top: int) -> dict:
             "count": len(windows),
             "final": sum(1 for _, end, _ in windows if watermark is not None and end <= watermark),
             "open": sum(1 for _, end, _ in windows if watermark is None or end > watermark),
-            "latest": None if not latest_window else {
-                "start": local_time(latest_window[0]), "end": local_time(latest_window[1]),
-                "final": watermark is not None and latest_window[1] <= watermark,
-                "top_crime_types": [{"crime_type": c, "count": n} for c, n in current_top]},
+            "latest": window(latest_window),
+            "last_final": window(final_windows[-1] if final_windows else None),
+            "recent": _recent_windows(by_window, windows[-recent:], watermark),
         },
         "calls_by_hour": {name: [0] * 24 for name in top_names} | _by_hour(db, top_names),
         "calls_by_day": _by_day(db, top_names),
+        "calls_by_weekday_hour": _by_weekday_hour(db, int(meta.get("pane_seconds", 3600))),
         "batches": one("SELECT COUNT(*) FROM batches"),
         "event_time_range": _range(db),
+        "pipeline": _pipeline(db, meta),
     }
+
+
+def _recent_windows(by_window: dict, recent: list[tuple], watermark: float | None) -> dict:
+    """How the top 5 crime types of the latest windows moved, window by window."""
+    by_type: dict[str, int] = {}
+    for start, end, _ in recent:
+        for name, count in by_window[(start, end)]:
+            by_type[name] = by_type.get(name, 0) + count
+    names = [name for name, _ in sorted(by_type.items(), key=lambda r: (-r[1], r[0]))[:5]]
+    return {"crime_types": names, "windows": [
+        {"start": local_time(start), "end": local_time(end), "final": watermark is not None and end <= watermark,
+         "calls": total, "counts": [dict(by_window[(start, end)]).get(name, 0) for name in names]}
+        for start, end, total in recent]}
+
+
+def _by_weekday_hour(db, pane_seconds: int) -> list[list[int]] | None:
+    """Calls by day of week (Monday first) x hour of day, San Francisco time, summed from the window panes.
+
+    Exact when a pane lies within one clock hour (slides that divide an hour); None for coarser panes.
+    """
+    if 3600 % pane_seconds:
+        return None
+    matrix = [[0] * 24 for _ in WEEKDAYS]
+    for pane_start, count in db.execute("SELECT pane_start, SUM(count) FROM crime_type_panes GROUP BY pane_start"):
+        moment = datetime.fromtimestamp(pane_start, timezone.utc).astimezone(SF_TZ)
+        matrix[moment.weekday()][moment.hour] += count
+    return matrix
+
+
+def _pipeline(db, meta: dict) -> dict:
+    """The job's health per micro-batch (newest last), and whether it is running now."""
+    rows = db.execute(
+        "SELECT p.batch_id, p.at, p.input_rows, p.input_rps, p.processed_rps, p.duration_ms, p.backlog, "
+        "p.late_rows, b.malformed, b.written_at - b.kafka_ts_mean, b.written_at - b.kafka_ts_min "
+        "FROM progress p LEFT JOIN batches b USING (batch_id) ORDER BY p.batch_id DESC LIMIT ?",
+        (RECENT_BATCHES,)).fetchall()
+    names = ("batch_id", "at", "input_rows", "input_rps", "processed_rps", "duration_ms", "backlog", "late",
+             "malformed", "latency_mean_s", "latency_max_s")
+    last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
+    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id")),
+            "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
+            "last_batch_written_at": last_written,  # epoch seconds
+            "batches": [dict(zip(names, row)) for row in reversed(rows)]}
+
+
+def job_state(ui_url: str | None, app_id: str | None) -> str:
+    """running, stopped or unknown: the Spark UI lives exactly as long as the job's Spark session.
+
+    Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
+    """
+    if not ui_url or not app_id:
+        return "unknown"
+    from urllib.error import HTTPError, URLError
+    from urllib.parse import urlsplit
+    from urllib.request import ProxyHandler, build_opener
+
+    opener = build_opener(ProxyHandler({}))  # the UI is on this machine or the driver's: never via a proxy
+    parts = urlsplit(ui_url)
+    if parts.hostname and parts.port and on_this_machine(parts.hostname):
+        ui_url = f"http://127.0.0.1:{parts.port}"  # Spark names the UI by the host's address; it listens on all
+    try:
+        with opener.open(f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}", timeout=3) as response:
+            return "running" if response.status == 200 else "stopped"
+    except (HTTPError, URLError, OSError, ValueError):
+        return "stopped"
+
+
+def on_this_machine(host: str) -> bool:
+    """Whether `host` is one of this machine's addresses (only those can be bound), so loopback reaches it."""
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address[0], 0))
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def _by_hour(db, names: list[str]) -> dict[str, list[int]]:
@@ -249,7 +345,7 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
 
 
 def run(args) -> int:
-    result = answers(args.output, args.top)
+    result = answers(args.output, args.top, args.windows)
     if args.json:
         json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
         print()
@@ -261,3 +357,4 @@ def run(args) -> int:
         page = write_markdown(result, charts, directory / "report.md")
         print(f"report: {page} ({len(charts)} charts)")
     return 0
+

@@ -87,6 +87,12 @@ class ResultStore:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", settings.items())
             self._db.execute("COMMIT")
 
+    def set_meta(self, **values: str | None) -> None:
+        """Facts about the running job that readers want (the dashboard's Spark UI link); None is skipped."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, v) for k, v in values.items() if v is not None])
+
     def write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
         """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here."""
         with self._lock:

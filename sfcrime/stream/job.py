@@ -266,6 +266,7 @@ def run(args) -> int:
                           "watermark": args.watermark, "timezone": args.timezone,
                           "window_seconds": str(window_s), "pane_seconds": str(pane_s)})
     spark = build_session(args)
+    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
     try:
         ship_package(spark, output)

@@ -28,12 +28,13 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(sample_file, tmp_path):
 
     before = kafka_processes()
     output = tmp_path / "out"
-    result = run_cli("demo", "--input", str(sample_file), "--output", str(output),
+    result = run_cli("demo", "--input", str(sample_file), "--output", str(output), "--dashboard-port", "0",
                      env={"KAFKA_BOOTSTRAP_SERVERS": ""}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verify: EXACT: expected 3,000, received 3,000" in result.stderr
     assert "Kafka source: Spark's connector" in result.stderr
     assert "2,999 calls" in result.stdout and "Top crime types" in result.stdout
+    assert "live dashboard: http://127.0.0.1:" in result.stderr and "dashboard: http://127.0.0.1:" in result.stdout
     assert kafka_processes() <= before  # the broker it started is gone
 
     page = (output / "report" / "report.md").read_text()
@@ -51,7 +52,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(sample_file, tmp_path):
 
 def test_demo_uses_a_broker_that_answers(bootstrap_servers, sample_file, tmp_path):
     result = run_cli("demo", "--input", str(sample_file), "--output", str(tmp_path / "out"), "--limit", "300",
-                     "--bootstrap-servers", bootstrap_servers, timeout=300)
+                     "--bootstrap-servers", bootstrap_servers, "--dashboard-port", "0", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"using the Kafka at {bootstrap_servers}, topic sfcrime-demo-" in result.stderr
 

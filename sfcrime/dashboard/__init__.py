@@ -1,0 +1,10 @@
+"""The live dashboard: one page, drawn in the browser from one JSON endpoint, served from the job's results.
+
+The endpoint is `report.answers()`, so the page, `python -m sfcrime report --json` and any program agree.
+It reads the results read-only, so it works while the job writes and after it stopped. Standard library
+only (http.server); the page's one dependency, Chart.js, is vendored under static/ (no CDN).
+"""
+
+from .server import DEFAULT_PORT, make_server, run, start_in_background
+
+__all__ = ["DEFAULT_PORT", "make_server", "run", "start_in_background"]

@@ -1,0 +1,138 @@
+"""The dashboard's server without a browser: its endpoint is report.answers(), bad queries are one-line 400s,
+and it tells a running job from a stopped one. (The page itself: tests/integration/test_dashboard.py.)"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.error import HTTPError
+from urllib.request import ProxyHandler, build_opener
+
+import pytest
+
+from sfcrime.dashboard import start_in_background
+from sfcrime.dashboard.server import BadRequest, parse_query
+from sfcrime.report import answers, job_state
+from sfcrime.results import ResultStore
+from tests.conftest import run_cli
+
+OPENER = build_opener(ProxyHandler({}))  # local servers only
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with OPENER.open(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def write_batch(store: ResultStore, batch_id: int, pane_start: int, crime_type: str, n: int) -> None:
+    store.write_batch(batch_id, {
+        "crime_type_windows": [{"window_start": pane_start, "crime_type": crime_type, "count": n}],
+        "locations": [{"address": "800 Block Of Bryant St", "count": n}],
+        "dispositions": [{"disposition": "HAN", "description": "Handled", "count": n}],
+        "total": [{"count": n, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15}]})
+
+
+@pytest.fixture
+def results(tmp_path):
+    store = ResultStore(tmp_path)
+    store.check_settings({"window": "1 hour", "slide": "1 hour", "window_seconds": "3600", "pane_seconds": "3600"})
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def dashboard(results, tmp_path):
+    url, stop = start_in_background(tmp_path, port=0)
+    yield url
+    stop()
+
+
+def test_the_endpoint_gives_the_answers_of_report_json_and_follows_new_batches(results, dashboard, tmp_path):
+    write_batch(results, 0, 1538470800, "Traffic Stop", 3)  # 2018-10-02 02:00 in San Francisco, a Tuesday
+    status, body = get(dashboard + "api/answers")
+    assert status == 200 and json.loads(body) == json.loads(json.dumps(answers(tmp_path)))
+    assert json.loads(body)["calls_by_weekday_hour"][1][2] == 3
+    write_batch(results, 1, 1538470800, "Traffic Stop", 4)
+    status, body = get(dashboard + "api/answers?top=5&windows=2")
+    assert json.loads(body)["top_crime_types"] == [{"crime_type": "Traffic Stop", "count": 7}]
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("top=abc", "top must be a whole number from 1 to 1000, got 'abc'"),
+    ("top=0", "top must be a whole number from 1 to 1000, got '0'"),
+    ("windows=-3", "windows must be a whole number from 1 to 1000, got '-3'"),
+    ("top=5&top=6", "query parameter 'top' given more than once"),
+    ("colour=red", "unknown query parameter 'colour' (known: top, windows)"),
+])
+def test_a_bad_query_is_a_400_with_one_line(dashboard, query, reason):
+    for path in ("api/answers", ""):  # the page passes its query on to the endpoint: it is checked there too
+        status, body = get(f"{dashboard}{path}?{query}")
+        assert (status, body) == (400, f"bad request: {reason}\n")
+    with pytest.raises(BadRequest):
+        parse_query(query)
+
+
+def test_unknown_paths_are_404_and_no_file_outside_static_is_served(dashboard):
+    assert get(dashboard + "nothing")[0] == 404
+    assert get(dashboard + "static/../server.py")[0] == 404
+    assert get(dashboard + "static/%2E%2E%2Fserver.py")[0] == 404
+    status, body = get(dashboard + "static/chart.umd.min.js")
+    assert status == 200 and body.startswith("/*!\n * Chart.js v4.6.1")
+
+
+def test_before_the_first_results_the_endpoint_says_what_it_waits_for(tmp_path):
+    url, stop = start_in_background(tmp_path / "not-yet", port=0)
+    try:
+        status, body = get(url + "api/answers")
+        page_status, page = get(url)
+    finally:
+        stop()
+    assert status == 503 and json.loads(body)["error"].startswith("no results at ")
+    assert page_status == 200 and "/static/dashboard.js" in page
+
+
+def fake_spark_ui(app_id: str):
+    """Answers /api/v1/applications/<app_id> as Spark's UI does for its own application, 404 otherwise."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == f"/api/v1/applications/{app_id}" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_job_is_running_while_its_spark_ui_knows_its_application():
+    server = fake_spark_ui("local-1")
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert job_state(url, "local-1") == "running"
+        assert job_state(url, "local-2") == "stopped"  # another Spark job took the port
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert job_state(url, "local-1") == "stopped"
+    assert job_state(None, None) == "unknown"
+
+
+def test_the_spark_ui_address_is_kept_in_the_results(results, tmp_path):
+    results.set_meta(spark_ui_url="http://127.0.0.1:9", spark_app_id="local-1", unset=None)
+    pipeline = answers(tmp_path)["pipeline"]
+    assert (pipeline["spark_ui_url"], pipeline["spark_app_id"], pipeline["job"]) == ("http://127.0.0.1:9", "local-1",
+                                                                                     "stopped")
+
+
+def test_a_host_other_than_loopback_is_warned_about_and_a_bind_failure_is_one_line(tmp_path):
+    result = run_cli("dashboard", "--output", str(tmp_path), "--host", "192.0.2.1", "--port", "0")  # not ours
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "warning: the dashboard on 192.0.2.1 has no authentication: anyone who can reach 192.0.2.1:0 can read the results",
+        "error: cannot serve the dashboard on 192.0.2.1:0: Cannot assign requested address"]
+    bad = run_cli("dashboard", "--port", "70000")
+    assert bad.returncode == 2 and "a port is 0 to 65535" in bad.stderr and "Traceback" not in bad.stderr
