@@ -22,7 +22,7 @@ log = logging.getLogger("sfcrime")
 def cmd_broker(args: argparse.Namespace) -> int:
     from .local.kafka import run_foreground
 
-    return run_foreground(args.host, args.port, args.data_dir, args.heap)
+    return run_foreground(args.host, args.port, args.data_dir, args.heap, args.nodes, args.secure)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=positive_int, default=9092, help="client port (default 9092)")
     broker.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                         help="where Kafka keeps its data across restarts (default kafka-data/ in the repo)")
-    broker.add_argument("--heap", default=DEFAULT_HEAP, help=f"the broker JVM's maximum heap (default {DEFAULT_HEAP})")
+    broker.add_argument("--heap", default=DEFAULT_HEAP, help=f"each broker JVM's maximum heap (default {DEFAULT_HEAP})")
+    broker.add_argument("--nodes", type=positive_int, default=1,
+                        help="KRaft nodes on consecutive ports from --port; topics get one copy per node (default 1)")
+    broker.add_argument("--secure", action="store_true",
+                        help="SASL_SSL with SCRAM-SHA-512 and a local CA; writes a client properties file")
     broker.set_defaults(func=cmd_broker)
 
     produce = commands.add_parser("produce", help="replay the calls file into the topic")

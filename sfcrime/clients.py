@@ -141,8 +141,14 @@ def _any_port_open(bootstrap_servers: str) -> bool:
     return False
 
 
+# librdkafka's own log lines (a connection refused, a handshake cut) come many a second while a broker is
+# away; our one-line error says what they mean. They go to this logger, shown with -v (config.setup_logging).
+LIBRDKAFKA_LOG = logging.getLogger("sfcrime.librdkafka")
+LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)  # also on executors, where nobody configures logging
+
+
 def _confluent_base(settings: KafkaSettings) -> dict:
-    config = {"bootstrap.servers": settings.bootstrap_servers}
+    config = {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG}
     config.update(settings.properties)
     return config
 
@@ -226,7 +232,7 @@ def ensure_topic(settings: KafkaSettings, partitions: int) -> int:
 
         admin = _kafka_python_admin(settings)
         try:
-            admin.create_topics([NewTopic(settings.topic, partitions, 1)])
+            admin.create_topics([NewTopic(settings.topic, partitions, -1)])  # -1: the broker's default replication
         except TopicAlreadyExistsError:
             pass
         finally:
@@ -236,7 +242,7 @@ def ensure_topic(settings: KafkaSettings, partitions: int) -> int:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient(_confluent_base(settings))
-        future = admin.create_topics([NewTopic(settings.topic, partitions, 1)])[settings.topic]
+        future = admin.create_topics([NewTopic(settings.topic, partitions, -1)])[settings.topic]  # -1: broker's default
         try:
             future.result(timeout=settings.timeout_s)
         except KafkaException as error:

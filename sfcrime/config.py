@@ -80,6 +80,52 @@ def parse_properties(pairs: list[str] | None) -> dict[str, str]:
     return properties
 
 
+_JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def read_properties_file(path: str) -> dict[str, str]:
+    """A Kafka client properties file (Java format: key=value, # comments), in librdkafka's names.
+
+    It is what Kafka's own tools take (`--command-config`, `--consumer.config`), so one file serves both:
+    sasl.jaas.config becomes sasl.username/sasl.password, a PEM truststore becomes ssl.ca.location.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot read --kafka-config-file {path}: {error.strerror or error}") from None
+    raw: dict[str, str] = {}
+    pending = ""
+    for line in text.splitlines():
+        line = pending + line.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1]
+            continue
+        if not line or line[0] in "#!":
+            continue
+        match = re.match(r"([^=:\s]+)\s*[=:]\s*(.*)$", line)
+        if not match:
+            raise UserError(f"{path}: expected key=value, got {line.split()[0]!r}")
+        key, value = match.groups()
+        raw[key] = value
+    properties = dict(raw)
+    jaas = properties.pop("sasl.jaas.config", None)
+    if jaas is not None:
+        fields = {name: value.replace('\\"', '"').replace("\\\\", "\\") for name, value in _JAAS_FIELD.findall(jaas)}
+        if "username" not in fields:
+            raise UserError(f"{path}: sasl.jaas.config has no username=\"...\"")
+        properties["sasl.username"] = fields["username"]
+        properties["sasl.password"] = fields.get("password", "")
+    store_type = properties.pop("ssl.truststore.type", "PEM").upper()
+    truststore = properties.pop("ssl.truststore.location", None)
+    if truststore is not None:
+        if store_type != "PEM":
+            raise UserError(f"{path}: only a PEM truststore (ssl.truststore.type=PEM) works for every client here, "
+                            f"got {store_type}")
+        properties["ssl.ca.location"] = truststore
+    return properties
+
+
 def env_name(prop: str) -> str:
     return "KAFKA_" + prop.upper().replace(".", "_")
 
@@ -87,14 +133,19 @@ def env_name(prop: str) -> str:
 def kafka_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> KafkaSettings:
     """Resolve Kafka settings: flag > environment > default, for every field."""
     env = os.environ if environ is None else environ
-    properties = {p: env[env_name(p)] for p in SECURITY_PROPERTIES if env.get(env_name(p))}
+    config_file = getattr(args, "kafka_config_file", None) or env.get("KAFKA_CONFIG_FILE")
+    from_file = read_properties_file(config_file) if config_file else {}
+    file_bootstrap = from_file.pop("bootstrap.servers", None)
+    properties = dict(from_file)
+    properties.update({p: env[env_name(p)] for p in SECURITY_PROPERTIES if env.get(env_name(p))})
     properties.update(parse_properties(getattr(args, "kafka_config", None)))
     for prop in SECURITY_PROPERTIES:
         value = getattr(args, prop.replace(".", "_"), None)
         if value:
             properties[prop] = value
     return KafkaSettings(
-        bootstrap_servers=args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP,
+        bootstrap_servers=(args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or file_bootstrap
+                           or DEFAULT_BOOTSTRAP),
         topic=args.topic or env.get("KAFKA_TOPIC") or DEFAULT_TOPIC,
         client=getattr(args, "client", None) or env.get("SFCRIME_CLIENT") or "confluent",
         properties=properties,
@@ -109,6 +160,9 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, client: bool = True) ->
     group.add_argument("--topic", help=f"env KAFKA_TOPIC, default {DEFAULT_TOPIC}")
     if client:
         group.add_argument("--client", choices=CLIENTS, help="Kafka client library (env SFCRIME_CLIENT, default confluent)")
+    group.add_argument("--kafka-config-file", metavar="FILE",
+                       help="a Kafka client properties file, as Kafka's tools take (env KAFKA_CONFIG_FILE); "
+                            "flags and the environment win over it")
     group.add_argument(
         "--kafka-config", action="append", metavar="KEY=VALUE", type=_property_pair,
         help="any Kafka client property, repeatable (e.g. security.protocol=SASL_SSL)",
@@ -164,3 +218,4 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("kafka", "py4j", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    logging.getLogger("sfcrime.librdkafka").setLevel(logging.DEBUG if verbose else logging.CRITICAL)

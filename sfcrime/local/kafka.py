@@ -13,6 +13,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from ..config import REPO_DIR, UserError
 from .java import java_executable
 from .jars import KAFKA_VERSION, kafka_classpath
+from .tls import CA_FILE, make_certificates, write_private
 
 log = logging.getLogger(__name__)
 _LIBRDKAFKA = logging.getLogger(__name__ + ".librdkafka")  # its lines while the broker starts are not news
@@ -73,26 +75,38 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C in the terminal reaches us only, and we stop the broker in order
 
 
+def _jaas(user: str, password: str) -> str:
+    return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+
+
 def _cluster_id() -> str:
     """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 class KafkaNode:
-    """`with KafkaNode(data_dir) as node: node.bootstrap_servers` — one KRaft broker+controller."""
+    """`with KafkaNode(data_dir) as node: node.bootstrap_servers` — one KRaft broker+controller.
+
+    Security of the client listener: PLAINTEXT by default; with `scram_users`, SASL_PLAINTEXT demanding
+    SCRAM-SHA-512; with `tls`, SASL_SSL (a user and password are generated and kept in the data folder if
+    none are given). Users are created when the storage is formatted (`--add-scram`). SCRAM does not work on
+    the KRaft controller listener, so that one stays PLAINTEXT on loopback. In a cluster (`voters`), each node
+    is one of a static controller quorum and topics default to `replication` copies.
+    """
 
     def __init__(self, data_dir: str | Path = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int = 0,
                  heap: str = DEFAULT_HEAP, advertised_host: str | None = None,
-                 scram_users: dict[str, str] | None = None) -> None:
+                 scram_users: dict[str, str] | None = None, tls: bool = False,
+                 node_id: int = 1, voters: dict[int, int] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
         self.advertised_host = advertised_host or ("localhost" if host in ("127.0.0.1", "0.0.0.0") else host)
         self.heap = heap
-        # With users, clients must log in with SCRAM-SHA-512 (SASL_PLAINTEXT). The users are created when the
-        # storage is formatted (--add-scram); SCRAM does not work on the KRaft controller listener, which
-        # stays PLAINTEXT on loopback. The first user is also the broker's own, for its inter-broker listener.
         self.scram_users = dict(scram_users or {})
+        self.tls = tls
+        self.node_id = node_id
+        self.voters = voters  # {node id: controller port}; None for a single node (--standalone)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -103,47 +117,64 @@ class KafkaNode:
     def log_file(self) -> Path:
         return self.data_dir / "server.log"
 
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT" if self.scram_users else "PLAINTEXT"
+
     # --------------------------------------------------------------------------------- configuration
 
     def _state(self) -> dict:
-        """The cluster id and controller port, chosen once: the formatted storage records them."""
+        """The cluster id, controller port and users, chosen once: the formatted storage records them."""
         path = self.data_dir / STATE_FILE
         if path.exists():
-            return json.loads(path.read_text())
-        return {"cluster_id": _cluster_id(), "controller_port": free_port("127.0.0.1"), "node_id": 1}
+            state = json.loads(path.read_text())
+        else:
+            controller_port = (self.voters or {}).get(self.node_id) or free_port("127.0.0.1")
+            state = {"cluster_id": _cluster_id(), "controller_port": controller_port, "node_id": self.node_id}
+        if self.tls and not self.scram_users:
+            state.setdefault("users", {"sfcrime": secrets.token_urlsafe(18)})
+        self.scram_users = self.scram_users or state.get("users", {})
+        return state
+
+    def _write_state(self, state: dict) -> None:
+        write_private(self.data_dir / STATE_FILE, json.dumps(state))  # it may hold a generated password
 
     def server_properties(self, state: dict) -> str:
         controller = f"127.0.0.1:{state['controller_port']}"
-        protocol = "SASL_PLAINTEXT" if self.scram_users else "PLAINTEXT"
-        sasl = []
-        if self.scram_users:
-            user, password = next(iter(self.scram_users.items()))
-            sasl = ["sasl.enabled.mechanisms=SCRAM-SHA-512", "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-                    "listener.name.client.scram-sha-512.sasl.jaas.config="
-                    f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";']
-        return "\n".join([
+        nodes = len(self.voters or {1: 0})
+        lines = [
             "# Written by sfcrime (local/kafka.py) at each start; the storage itself is in log/.",
             "process.roles=broker,controller",
             f"node.id={state['node_id']}",
-            f"controller.quorum.bootstrap.servers={controller}",
+            (f"controller.quorum.voters={','.join(f'{n}@127.0.0.1:{p}' for n, p in sorted(self.voters.items()))}"
+             if self.voters else f"controller.quorum.bootstrap.servers={controller}"),
             f"listeners=CLIENT://{self.host}:{self.port},CONTROLLER://{controller}",
             f"advertised.listeners=CLIENT://{self.advertised_host}:{self.port}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=CLIENT",
-            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:{protocol}",
-            *sasl,
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENT:{self.protocol}",
             f"log.dirs={self.data_dir / 'log'}",
             "num.partitions=3",
             # the replay creates its topic with the partitions it wants; a typo'd topic name should fail, not appear
             "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"default.replication.factor={nodes}",
+            f"min.insync.replicas={min(2, nodes)}",
+            f"offsets.topic.replication.factor={nodes}",
+            f"transaction.state.log.replication.factor={nodes}",
+            f"transaction.state.log.min.isr={min(2, nodes)}",
+            f"share.coordinator.state.topic.replication.factor={nodes}",
+            f"share.coordinator.state.topic.min.isr={min(2, nodes)}",
             "group.initial.rebalance.delay.ms=0",
-            "",
-        ])
+        ]
+        if self.scram_users:
+            user, password = next(iter(self.scram_users.items()))  # the broker's own login, between brokers
+            lines += ["sasl.enabled.mechanisms=SCRAM-SHA-512", "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                      "listener.name.client.scram-sha-512.sasl.jaas.config=" + _jaas(user, password)]
+        if self.tls:
+            ca, keystore = make_certificates(self.data_dir, [self.advertised_host, "localhost", "127.0.0.1", self.host])
+            lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
+                      "ssl.truststore.type=PEM", f"ssl.truststore.location={ca}"]
+        return "\n".join(lines) + "\n"
 
     def _java(self, main_class: str, *args: str, log_level: str = "info") -> list[str]:
         """The JVM command for one of Kafka's main classes, logging to the data folder's server.log."""
@@ -156,18 +187,42 @@ class KafkaNode:
 
     def _format_storage(self, state: dict, properties: Path) -> None:
         users = [f"SCRAM-SHA-512=[name={user},password={password}]" for user, password in self.scram_users.items()]
-        command = self._java("kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-                             "-t", state["cluster_id"], "-c", str(properties),
+        command = self._java("kafka.tools.StorageTool", "format", *([] if self.voters else ["--standalone"]),
+                             "--ignore-formatted", "-t", state["cluster_id"], "-c", str(properties),
                              *[arg for user in users for arg in ("--add-scram", user)], log_level="warn")
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode:
-            detail = (result.stderr or result.stdout).strip().splitlines()
+            detail = [line for line in (result.stderr or result.stdout).strip().splitlines() if "password" not in line]
             raise UserError(f"formatting Kafka's storage in {self.data_dir} failed: {detail[-1] if detail else result.returncode}")
-        (self.data_dir / STATE_FILE).write_text(json.dumps(state))
+        self._write_state(state)
+
+    def client_properties(self) -> dict[str, str]:
+        """What a client needs besides bootstrap.servers (librdkafka names), logged in as the first user."""
+        if not self.scram_users:
+            return {}
+        user, password = next(iter(self.scram_users.items()))
+        properties = {"security.protocol": self.protocol, "sasl.mechanism": "SCRAM-SHA-512",
+                      "sasl.username": user, "sasl.password": password}
+        if self.tls:
+            properties["ssl.ca.location"] = str(self.data_dir / CA_FILE)
+        return properties
+
+    def write_client_config(self) -> Path:
+        """A client properties file in Kafka's own format (what `kafka-console-consumer.sh --consumer.config`
+        and our `--kafka-config-file` take), readable by its owner only."""
+        from ..clients import java_client_config
+
+        path = self.data_dir / "client.properties"
+        lines = ["# Written by `python -m sfcrime broker`: log in to this broker. Keep it private.",
+                 f"bootstrap.servers={self.bootstrap_servers}"]
+        lines += [f"{key}={value}" for key, value in java_client_config(self.client_properties()).items()]
+        write_private(path, "\n".join(lines) + "\n")
+        return path
 
     # ------------------------------------------------------------------------------------------ process
 
-    def start(self, timeout_s: float = 60.0) -> "KafkaNode":
+    def launch(self) -> None:
+        """Start the JVM (formatting the storage on first start) without waiting for it to be ready."""
         if port_open(self.host, self.port):
             raise UserError(f"port {self.port} on {self.host} is already in use (another broker? pick one with --port)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,38 +231,34 @@ class KafkaNode:
             raise UserError(f"the controller port {state['controller_port']} of {self.data_dir} is in use: "
                             "is a broker already running on this data folder?")
         properties = self.data_dir / "server.properties"
-        properties.write_text(self.server_properties(state))
+        write_private(properties, self.server_properties(state))
         if not (self.data_dir / "log" / "meta.properties").exists():
             self._format_storage(state, properties)
         with open(self.data_dir / "console.out", "ab") as console:
             self.process = subprocess.Popen(self._java("kafka.Kafka", str(properties)), stdout=console,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             preexec_fn=_die_with_parent)
-        self._wait_ready(timeout_s)
+
+    def start(self, timeout_s: float = 60.0) -> "KafkaNode":
+        self.launch()
+        self.wait_ready(timeout_s)
         log.info("Apache Kafka %s (KRaft) on %s, data in %s", KAFKA_VERSION, self.bootstrap_servers, self.data_dir)
         return self
 
-    def client_properties(self) -> dict[str, str]:
-        """What a client needs besides bootstrap.servers (librdkafka names), logged in as the first user."""
-        if not self.scram_users:
-            return {}
-        user, password = next(iter(self.scram_users.items()))
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
-                "sasl.username": user, "sasl.password": password}
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        """Listening is not ready: wait until the broker answers metadata with itself in it."""
+    def wait_ready(self, timeout_s: float, brokers: int = 1) -> None:
+        """Listening is not ready: wait until the broker answers metadata with `brokers` brokers in it."""
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.process.poll() is not None:
-                raise UserError(f"Kafka exited with code {self.process.returncode} at start; see {self.log_file}")
+            if self.process is None or self.process.poll() is not None:
+                code = self.process.returncode if self.process else None
+                raise UserError(f"Kafka exited with code {code} at start; see {self.log_file}")
             if port_open(self.host, self.port, 0.2):
                 admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _LIBRDKAFKA,
                                      **self.client_properties()})
                 try:
-                    if admin.list_topics(timeout=2).brokers:
+                    if len(admin.list_topics(timeout=2).brokers) >= brokers:
                         return
                 except Exception:  # not ready yet: KafkaException, or a timeout
                     pass
@@ -250,20 +301,95 @@ def _megabytes(heap: str) -> int:
     return int(number) * (1024 if unit == "g" else 1)
 
 
-def run_foreground(host: str, port: int, data_dir: str | Path, heap: str) -> int:
-    """`python -m sfcrime broker`: run until Ctrl-C, then stop the broker cleanly and return 0."""
-    node = KafkaNode(data_dir, host=host, port=port, heap=heap)
-    print(f"starting Apache Kafka {KAFKA_VERSION} (KRaft) ...", file=sys.stderr, flush=True)
-    node.start()
-    print(f"Kafka on {node.bootstrap_servers}, data in {node.data_dir}, log {node.log_file}; Ctrl-C to stop.",
+class KafkaCluster:
+    """`with KafkaCluster(data_dir, nodes=3) as cluster: cluster.bootstrap_servers` — KRaft nodes on this
+    machine, each broker and controller (a quorum of all of them), on consecutive ports from `port`, each
+    with its own data folder; topics default to one copy per node and `min.insync.replicas=2`."""
+
+    def __init__(self, data_dir: str | Path, nodes: int = 3, host: str = "127.0.0.1", port: int = 0,
+                 heap: str = DEFAULT_HEAP, **security) -> None:
+        data_dir = Path(data_dir).resolve()
+        ports = [port + i for i in range(nodes)] if port else [free_port(host) for _ in range(nodes)]
+        voters = self._controller_ports(data_dir, nodes)
+        self.nodes = [KafkaNode(data_dir / f"node-{i + 1}", host, ports[i], heap, node_id=i + 1, voters=voters,
+                                **security) for i in range(nodes)]
+
+    @staticmethod
+    def _controller_ports(data_dir: Path, nodes: int) -> dict[int, int]:
+        """Chosen once for the cluster and kept in each node's state: the quorum is part of the storage."""
+        states = [data_dir / f"node-{i + 1}" / STATE_FILE for i in range(nodes)]
+        if all(path.exists() for path in states):
+            return {json.loads(p.read_text())["node_id"]: json.loads(p.read_text())["controller_port"] for p in states}
+        return {i + 1: free_port("127.0.0.1") for i in range(nodes)}
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def start(self, timeout_s: float = 90.0) -> "KafkaCluster":
+        cluster_id = next((json.loads((n.data_dir / STATE_FILE).read_text())["cluster_id"]
+                           for n in self.nodes if (n.data_dir / STATE_FILE).exists()), _cluster_id())
+        try:
+            for node in self.nodes:  # all at once: a quorum needs a majority up before any node is ready
+                node.data_dir.mkdir(parents=True, exist_ok=True)
+                if not (node.data_dir / STATE_FILE).exists():
+                    write_private(node.data_dir / STATE_FILE, json.dumps(
+                        {"cluster_id": cluster_id, "controller_port": node.voters[node.node_id], "node_id": node.node_id}))
+                node.launch()
+            for node in self.nodes:
+                node.wait_ready(timeout_s, brokers=len(self.nodes))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
+        for node in self.nodes:
+            node.stop()
+
+    def client_properties(self) -> dict[str, str]:
+        return self.nodes[0].client_properties()
+
+    def write_client_config(self) -> Path:
+        path = self.nodes[0].write_client_config()
+        text = path.read_text().replace(f"bootstrap.servers={self.nodes[0].bootstrap_servers}",
+                                        f"bootstrap.servers={self.bootstrap_servers}")
+        write_private(path, text)
+        return path
+
+    def __enter__(self) -> "KafkaCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_foreground(host: str, port: int, data_dir: str | Path, heap: str, nodes: int = 1, secure: bool = False) -> int:
+    """`python -m sfcrime broker`: run until Ctrl-C, then stop the broker(s) cleanly and return 0."""
+    what = f"{nodes} nodes" if nodes > 1 else "one node"
+    print(f"starting Apache Kafka {KAFKA_VERSION} (KRaft, {what}{', SASL_SSL' if secure else ''}) ...",
           file=sys.stderr, flush=True)
+    broker = (KafkaCluster(data_dir, nodes, host, port, heap, tls=secure) if nodes > 1
+              else KafkaNode(data_dir, host=host, port=port, heap=heap, tls=secure))
+    broker.start()
+    members = broker.nodes if nodes > 1 else [broker]
+    logs = ", ".join(str(node.log_file) for node in members)
+    print(f"Kafka on {broker.bootstrap_servers}, data in {Path(data_dir).resolve()}, log {logs}; Ctrl-C to stop.",
+          file=sys.stderr, flush=True)
+    if secure:
+        print(f"clients log in with the properties in {broker.write_client_config()} (--kafka-config-file, "
+              "or kafka-console-consumer.sh --consumer.config)", file=sys.stderr, flush=True)
     try:
-        while node.process is not None and node.process.poll() is None:
+        while all(node.process is not None and node.process.poll() is None for node in members):
             time.sleep(0.5)
-        code = node.process.returncode if node.process else 0
-        raise UserError(f"Kafka exited unexpectedly with code {code}; see {node.log_file}")
+        down = next(node for node in members if node.process is None or node.process.poll() is not None)
+        code = down.process.returncode if down.process else None
+        raise UserError(f"Kafka exited unexpectedly with code {code}; see {down.log_file}")
     except KeyboardInterrupt:
         print("stopping Kafka", file=sys.stderr, flush=True)
         return 0
     finally:
-        node.stop()
+        broker.stop()

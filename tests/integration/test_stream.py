@@ -168,7 +168,7 @@ def test_spark_submit_uses_the_connector_by_default_and_with_packages_offline(ka
     target = ["--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--console-top", "0"]
     plain = spark_submit("data_stream.py", "--once", "--output", str(tmp_path / "a"), *target)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    assert "Kafka source: Spark's connector" in plain.stderr
+    assert "Kafka source: Spark's connector" in plain.stdout  # spark-submit sends the driver's stderr to stdout
     assert_answers_match(report(tmp_path / "a"), expected_answers(sample_records))
     # no defaults file: only --packages brings the connector
     packages = spark_submit("--packages", connector_coordinate(), "data_stream.py", "--once", "--output",
@@ -186,10 +186,12 @@ def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_pa
     result = spark_submit("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers,
                           "--topic", kafka.topic, "--output", str(tmp_path / "out"), env={"SPARK_CONF_DIR": str(empty_conf)})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+    # spark-submit sends the driver's stderr to stdout
+    assert result.stdout.strip().splitlines()[-1] == (
         "error: Spark's Kafka connector is not on the classpath: run `make setup`, or spark-submit --packages "
         f"{connector_coordinate()} data_stream.py; or use --source python")
-    assert "Traceback" not in result.stderr and "Failed to find data source" not in result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "Failed to find data source" not in output
 
 
 def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):
