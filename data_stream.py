@@ -6,7 +6,7 @@ dispositions, counting each call exactly once; results persist under --output (d
 Usage:
     spark-submit data_stream.py --once                    # everything in the topic now, then exit
     python data_stream.py --trigger "10 seconds"          # run live until Ctrl-C
-    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.3.0 data_stream.py  # Spark's connector
+    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 data_stream.py  # the classic form
 
 Expected output: a progress line per micro-batch (rows, rates, watermark, late rows, backlog) and the
 top crime types of the current window; then `python -m sfcrime report --output out` prints the answers.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import config
@@ -139,13 +140,15 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sfcrime", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="sfcrime", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # -v after the command too, and in each script
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     from .local.kafka import DEFAULT_DATA_DIR, DEFAULT_HEAP
 
-    broker = commands.add_parser("broker", help="run Apache Kafka (KRaft, one node) in the foreground")
+    broker = commands.add_parser("broker", allow_abbrev=False, parents=[common], help="run Apache Kafka (KRaft, one node) in the foreground")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     broker.add_argument("--port", type=positive_int, default=9092, help="client port (default 9092)")
     broker.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
@@ -157,17 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SASL_SSL with SCRAM-SHA-512 and a local CA; writes a client properties file")
     broker.set_defaults(func=cmd_broker)
 
-    produce = commands.add_parser("produce", help="replay the calls file into the topic")
+    produce = commands.add_parser("produce", allow_abbrev=False, parents=[common], help="replay the calls file into the topic")
     add_produce_arguments(produce)
     produce.set_defaults(func=cmd_produce)
 
-    consume = commands.add_parser("consume", help="print the topic, or --verify it against the source")
+    consume = commands.add_parser("consume", allow_abbrev=False, parents=[common], help="print the topic, or --verify it against the source")
     add_consume_arguments(consume)
     consume.set_defaults(func=cmd_consume)
 
     from .stream.options import add_stream_arguments
 
-    stream = commands.add_parser("stream", help="the Spark Structured Streaming job (as data_stream.py)")
+    stream = commands.add_parser("stream", allow_abbrev=False, parents=[common], help="the Spark Structured Streaming job (as data_stream.py)")
     add_stream_arguments(stream)
     stream.add_argument("--dashboard", type=port_number, nargs="?", const=8050, metavar="PORT",
                         help="serve the live dashboard beside the job on 127.0.0.1:PORT (default 8050)")
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .report import RECENT_WINDOWS
 
-    report = commands.add_parser("report", help="print the answers and write the report with charts")
+    report = commands.add_parser("report", allow_abbrev=False, parents=[common], help="print the answers and write the report with charts")
     report.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
     report.add_argument("--json", action="store_true", help="print the answers as JSON")
     report.add_argument("--top", type=positive_int, default=20, help="rows per table (default 20)")
@@ -184,14 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-charts", action="store_true", help="print the tables only")
     report.set_defaults(func=cmd_report)
 
-    dashboard = commands.add_parser("dashboard", help="the live page, drawn from the results the job writes")
+    dashboard = commands.add_parser("dashboard", allow_abbrev=False, parents=[common], help="the live page, drawn from the results the job writes")
     dashboard.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: the page has no authentication)")
     dashboard.add_argument("--port", type=port_number, default=8050, help="port (default 8050; 0: any free port)")
     dashboard.set_defaults(func=cmd_dashboard)
 
-    demo = commands.add_parser("demo", help="broker + replay + streaming job + report, in one command")
+    demo = commands.add_parser("demo", allow_abbrev=False, parents=[common], help="broker + replay + streaming job + report, in one command")
     demo.add_argument("--output", default="out")
     demo.add_argument("--input", default=str(config.DEFAULT_INPUT))
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
@@ -201,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="port of the live dashboard (default 8050; 0: any free port)")
     demo.set_defaults(func=cmd_demo)
 
-    bench = commands.add_parser("bench", help="side-by-side benchmarks and the tuning grid; writes bench/results/")
+    bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
                        help="any of: broker producer consumer stream tuning latency memory soak all (default all; soak is not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
@@ -222,14 +225,22 @@ def _exit_past_stuck_threads(code: int) -> None:
         os._exit(code)
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
 def main(argv: list[str] | None = None, command: str | None = None) -> int:
     """Run a command; `command` lets the top-level scripts be `sfcrime <command>` with their own argv."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if command is not None:
-        argv = [command] + argv
     parser = build_parser()
-    args = parser.parse_args(argv)
-    config.setup_logging(args.verbose)
+    if command is None:
+        args = parser.parse_args(argv)
+    else:  # a script (kafka_server.py, data_stream.py, ...): its own usage line, as if it were the command
+        script = _subcommand(parser, command)
+        script.prog = os.path.basename(sys.argv[0]) or command
+        args = script.parse_args(argv)
+    config.setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except UserError as error:
