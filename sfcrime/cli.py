@@ -251,7 +251,5 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head` stopped reading: not an error of ours
-        try:
-            sys.stdout = None
-        finally:
-            return 0
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush must not fail on it
+        return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -40,7 +41,7 @@ def print_messages(settings: KafkaSettings, from_beginning: bool, max_messages: 
                    group_id: str | None, pretty: bool, idle_timeout_s: float | None, out=sys.stdout) -> int:
     """Print messages until max_messages, an idle timeout or Ctrl-C; return how many were printed."""
     consumer = open_consumer(settings, group_id, from_beginning)
-    printed = 0
+    printed, interrupted = 0, False
     try:
         partitions = consumer.partitions()
         if group_id:
@@ -62,12 +63,16 @@ def print_messages(settings: KafkaSettings, from_beginning: bool, max_messages: 
                     break
             out.flush()
     except KeyboardInterrupt:
-        pass
-    except BrokenPipeError:  # `| head` closed the pipe: a normal way to stop reading
-        sys.stderr.close()
+        interrupted = True
+    except BrokenPipeError:
+        # `| head` closed the pipe: a normal way to stop reading. What is still buffered for stdout can never be
+        # written; point stdout at /dev/null so the interpreter's last flush doesn't fail on it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         consumer.close()
     print(f"Processed a total of {printed} messages", file=sys.stderr)
+    if interrupted:
+        raise KeyboardInterrupt  # exit 130, as kafka-console-consumer does
     return printed
 
 
@@ -92,7 +97,7 @@ class Verification:
 
     def lines(self) -> list[str]:
         verdict = "EXACT" if self.exact else "NOT EXACT"
-        parts = ", ".join(f"p{p}={n:,}" for p, n in sorted(self.per_partition.items()))
+        parts = ", ".join(f"p{p}={n:,}" for p, n in sorted(self.per_partition.items()) if n) or "the topic is empty"
         out = [
             f"verify: {verdict}: expected {self.expected:,}, received {self.received:,} ({parts}) in {self.seconds:.2f} s "
             f"(topic read in {self.read_seconds:.2f} s)",

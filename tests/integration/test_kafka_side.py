@@ -155,3 +155,26 @@ def test_bad_input_file_is_one_line_and_nonzero(tmp_path, content, bootstrap_ser
 def test_missing_input_file(bootstrap_servers):
     result = run_cli("kafka_server.py", "--input", "/no/such/file.json", "--bootstrap-servers", bootstrap_servers)
     assert result.returncode == 1 and result.stderr.strip() == "error: input file not found: /no/such/file.json"
+
+
+def test_consumer_piped_into_head_stops_quietly_and_ctrl_c_exits_130(kafka, sample_file):
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    target = f"--bootstrap-servers {kafka.bootstrap_servers} --topic {kafka.topic}"
+    piped = subprocess.run(f"{PYTHON} consumer_server.py --from-beginning {target} | head -3", shell=True, cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert len(piped.stdout.splitlines()) == 3 and all(json.loads(line) for line in piped.stdout.splitlines())
+    assert "lost sys.stderr" not in piped.stderr and "Traceback" not in piped.stderr and "error" not in piped.stderr
+
+    watching = subprocess.Popen([PYTHON, "consumer_server.py", "--from-beginning", *target.split()], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watching.stdout.readline()  # reading
+    watching.send_signal(signal.SIGINT)
+    _, err = watching.communicate(timeout=60)
+    assert watching.returncode == 130 and "Processed a total of" in err
+
+
+def test_verify_of_an_empty_topic_says_so(kafka, sample_file):
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [])
+    result = run_cli("consumer_server.py", "--verify", "--input", str(sample_file), "--quiet",
+                     "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
+    assert result.returncode == 1 and "received 0 (the topic is empty)" in result.stderr
