@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
 
     import os
 
-    from ..java import ensure_java
+    from ..local.java import ensure_java
 
     ensure_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
