@@ -331,6 +331,9 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
         if meta.get("query_id", query_id) != query_id:
             raise UserError(f"{where} holds results of query {meta['query_id']}, but the checkpoint {checkpoint} "
                             f"is query {query_id}; {hint}")
+    elif any((checkpoint / "commits").glob("[0-9]*")):
+        raise UserError(f"the checkpoint {checkpoint} has counted batches that the results in {where} do not "
+                        f"hold (results deleted?): resuming would skip them; {hint}")
     clash = identity_clash(meta, identity)
     if clash:
         raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "

@@ -143,6 +143,15 @@ def test_results_refuse_another_checkpoint_or_a_recreated_topic_and_start_over_o
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert "is new or empty" in result.stderr.strip().splitlines()[-1]
     shutil.move(tmp_path / "kept", output / "checkpoint")
+    for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm"):
+        if (output / name).exists():
+            shutil.move(output / name, tmp_path / name)
+    results_gone = stream(kafka, output, source, expect_ok=False)
+    assert results_gone.returncode == 1 and "do not hold" in results_gone.stderr.strip().splitlines()[-1]
+    for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm"):
+        (output / name).unlink(missing_ok=True)
+        if (tmp_path / name).exists():
+            shutil.move(tmp_path / name, output / name)
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     admin.delete_topics([kafka.topic])[kafka.topic].result(30)
