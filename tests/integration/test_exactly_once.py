@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -155,6 +156,9 @@ def test_results_refuse_another_checkpoint_or_a_recreated_topic_and_start_over_o
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     admin.delete_topics([kafka.topic])[kafka.topic].result(30)
+    deadline = time.monotonic() + 30  # Apache Kafka deletes a topic asynchronously: wait until it is gone
+    while kafka.topic in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.5)
     replay(load_calls(write_calls(tmp_path / "second", second)), kafka, Pacing(), progress=False)
     recreated = stream(kafka, output, source, expect_ok=False)
     last = recreated.stderr.strip().splitlines()[-1]
