@@ -398,7 +398,8 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     db = sqlite3.connect(output / "results.sqlite")
     processed = db.execute("SELECT SUM(input_rows) FROM progress").fetchone()[0]
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
-    late = db.execute("SELECT COALESCE(SUM(late_rows), 0) FROM progress").fetchone()[0]
+    late = db.execute("SELECT COALESCE(SUM(calls), 0) FROM revisions").fetchone()[0]  # late, yet counted
+    state_keys = db.execute("SELECT MAX(state_rows) FROM progress").fetchone()[0]
     expected_calls = len({key for key, _, _ in _first_calls(input_path, limit)})
     steady = samples[len(samples) // 4:] or samples
     growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
@@ -407,9 +408,9 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
         growth["jvm_live_heap_mb"] = round(heaps[-1] - heaps[0], 1)
     result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, "sent": limit, "processed": processed, "counted_calls": counted,
               "expected_calls": expected_calls, "late": late, "lost": expected_calls - counted,
-              "rss_growth_after_warmup_mb": growth, "samples": samples}
+              "dedupe_state_keys": state_keys, "rss_growth_after_warmup_mb": growth, "samples": samples}
     print(f"soak: sent {limit:,}, processed {processed:,}, counted {counted:,} of {expected_calls:,} calls, "
-          f"late {late}, memory growth after warm-up {growth}")
+          f"late (counted) {late}, dedupe state {state_keys} keys, memory growth after warm-up {growth}")
     return result
 
 

@@ -136,6 +136,31 @@ def parse_event_time(text: object) -> datetime | None:
 
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
+REPEATED_HOUR_JUMP_S = 30 * 60
+
+
+def _crime_id_order(crime_id: str) -> tuple:
+    return (len(crime_id), crime_id) if crime_id.isdigit() else (float("inf"), crime_id)
+
+
+def second_occurrence(calls) -> set[str]:
+    """The calls of an hour that a fall-back change repeats which happened in its second occurrence.
+
+    `calls` are (crime_id, epoch seconds read as the first occurrence) for one such hour. call_date_time
+    has no offset, so the time alone can't tell; the crime_ids can. They are numbered in the order calls
+    come in (YYDDD + a daily sequence), so, in crime_id order, the clock goes back from about :59 to
+    about :00 where the second occurrence starts (2018-11-04: 183080262 at 01:56, then 183080266 at 01:01).
+    The rule: walking in crime_id order, the first call more than 30 minutes earlier than the latest time
+    so far starts the second occurrence; it and every later crime_id belong to it. Without such a jump,
+    every call is taken as the first occurrence (what Spark and java.time do).
+    """
+    ordered = sorted(calls, key=lambda c: _crime_id_order(str(c[0])))
+    latest = None
+    for i, (crime_id, seconds) in enumerate(ordered):
+        if latest is not None and seconds < latest - REPEATED_HOUR_JUMP_S:
+            return {str(c[0]) for c in ordered[i:]}
+        latest = seconds if latest is None else max(latest, seconds)
+    return set()
 
 
 class EventClock:
@@ -143,6 +168,8 @@ class EventClock:
 
     def __init__(self) -> None:
         self._offsets: dict[tuple, float] = {}
+        self._repeated: dict[tuple, bool] = {}
+        self.repeated_hour: tuple | None = None  # the local hour of the last time read, if a fall-back repeats it
 
     def epoch_seconds(self, text: object) -> float | None:
         if not isinstance(text, str):
@@ -153,12 +180,17 @@ class EventClock:
             moment = parse_event_time(text)
             if moment is None:
                 return None
+        self.repeated_hour = None
         if moment.tzinfo is not None:  # an explicit zone in the string
             return moment.timestamp()
         hour = (moment.year, moment.month, moment.day, moment.hour)
         offset = self._offsets.get(hour)
         if offset is None:
-            offset = self._offsets[hour] = moment.replace(tzinfo=SF_TZ).utcoffset().total_seconds()
+            local = moment.replace(tzinfo=SF_TZ)  # fold 0: the first occurrence of a repeated hour
+            offset = self._offsets[hour] = local.utcoffset().total_seconds()
+            self._repeated[hour] = tz.datetime_ambiguous(local)
+        if self._repeated[hour]:
+            self.repeated_hour = hour
         return (moment - _NAIVE_EPOCH).total_seconds() - offset
 
 
@@ -196,6 +228,7 @@ def load_calls(path: str | Path, order: str = "event-time", limit: int | None = 
     times = array("d")
     missing_time = 0
     clock = EventClock()
+    repeated: dict[tuple, list[tuple[str, float, int]]] = {}
     for record in iter_records(path):
         key = record.get(KEY_FIELD)
         keys.append(str(key).encode("utf-8") if key is not None else b"")
@@ -205,7 +238,14 @@ def load_calls(path: str | Path, order: str = "event-time", limit: int | None = 
             missing_time += 1
             times.append(float("nan"))
         else:
+            if clock.repeated_hour is not None and key is not None:
+                repeated.setdefault(clock.repeated_hour, []).append((str(key).strip(), seconds, len(times)))
             times.append(seconds)
+    for calls in repeated.values():  # a fall-back night: the job places these calls by the same rule
+        second = second_occurrence((crime_id, seconds) for crime_id, seconds, _ in calls)
+        for crime_id, seconds, index in calls:
+            if crime_id in second:
+                times[index] = seconds + 3600
     if not values:
         raise UserError(f"{path}: the array holds no call records")
     indices = list(range(len(values)))

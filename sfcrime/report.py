@@ -1,7 +1,9 @@
 """The answers, from the streaming job's results: tables on the terminal, JSON, and a Markdown page with charts.
 
 It reads the results read-only, so it can run at any time, also while the job writes. A window whose end
-is at or before the watermark is final (no later call can count in it); a later one is still open.
+is at or before the job's watermark (the latest event time so far minus --watermark) is final; a later one
+is still open. A call that arrives after its window was final still counts in it, and the window is
+reported as revised.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) ->
 def _answers(db: sqlite3.Connection, top: int, recent: int) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
-    watermark = one("SELECT MAX(watermark) FROM progress")
+    front = meta.get("event_time_max")
+    watermark = None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
     by_window: dict[tuple[int, int], list[tuple[str, int]]] = {}  # (start, end) -> [(crime type, calls)]
     for start, end, name, count in window_counts(db):
         by_window.setdefault((start, end), []).append((name, count))
@@ -67,7 +70,10 @@ def _answers(db: sqlite3.Connection, top: int, recent: int) -> dict:
     return {
         "total_calls": one("SELECT COALESCE(SUM(count), 0) FROM locations"),
         "malformed": one("SELECT COUNT(*) FROM dead_letters"),
-        "late": one("SELECT COALESCE(SUM(late_rows), 0) FROM progress"),
+        "late": one("SELECT COALESCE(SUM(calls), 0) FROM revisions"),  # late calls, counted all the same
+        "late_calls_counted": one("SELECT COALESCE(SUM(calls), 0) FROM revisions"),
+        "revised_windows": _revised_windows(db, meta),
+        "duplicates": one("SELECT COALESCE(SUM(duplicates), 0) FROM progress"),
         "top_crime_types": [{"crime_type": name, "count": n} for name, n in top_types],
         "top_locations": [{"address": a, "count": n} for a, n in db.execute(
             "SELECT address, count FROM locations ORDER BY count DESC, address LIMIT ?", (top,))],
@@ -176,6 +182,18 @@ def on_this_machine(host: str) -> bool:
     return False
 
 
+def _revised_windows(db, meta: dict) -> int:
+    """Windows that were final when a late call was counted into them."""
+    window_s, pane_s = int(meta.get("window_seconds", 3600)), int(meta.get("pane_seconds", 3600))
+    revised = set()
+    for pane, watermark in db.execute("SELECT pane_start, watermark FROM revisions"):
+        for j in range(max(1, window_s // pane_s)):
+            start = pane - j * pane_s
+            if start + window_s <= watermark:
+                revised.add(start)
+    return len(revised)
+
+
 def _by_hour(db, names: list[str]) -> dict[str, list[int]]:
     result = {name: [0] * 24 for name in names}
     for hour, name, count in db.execute(
@@ -212,7 +230,9 @@ def print_tables(result: dict, out=None) -> None:
     span = result["event_time_range"] or {}
     console.print(f"[bold]{result['total_calls']:,} calls[/bold] counted once each "
                   f"({span.get('from', '-')} to {span.get('to', '-')}, San Francisco time); "
-                  f"{result['malformed']:,} malformed records kept aside; {result['late']:,} too late for the watermark.")
+                  f"{result['malformed']:,} malformed records kept aside; {result['duplicates']:,} duplicates "
+                  f"dropped; {result['late_calls_counted']:,} late calls counted, revising "
+                  f"{result['revised_windows']:,} final windows.")
     windows = result["windows"]
     console.print(f"{windows['count']:,} windows of {windows['length']}: {windows['final']:,} final, "
                   f"{windows['open']:,} still open (watermark {result['watermark'] or '-'}).")
@@ -316,7 +336,8 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
     rel = {name: p.relative_to(path.parent).as_posix() for name, p in charts.items()}
     lines = ["# SF police calls for service: the answers", "",
              f"{result['total_calls']:,} calls counted once each; {result['malformed']:,} malformed records kept "
-             f"in the dead letters; {result['late']:,} calls arrived too late for the watermark.",
+             f"in the dead letters; {result['duplicates']:,} duplicates dropped; {result['late_calls_counted']:,} "
+             f"calls arrived after their window was final: counted, revising {result['revised_windows']:,} windows.",
              f"Windows: {result['windows']['count']:,} of {result['windows']['length']} "
              f"({result['windows']['final']:,} final, {result['windows']['open']:,} open; watermark "
              f"{result['watermark'] or '-'}).", ""]

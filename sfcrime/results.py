@@ -1,8 +1,11 @@
 """The job's durable output: one SQLite file under --output, written exactly once per micro-batch.
 
-Each micro-batch adds its counts in one transaction together with its batch id. Spark re-runs a batch
-after a crash with the same offsets (its offset log), and a batch id already here is skipped, so a job
-killed at any moment and started again ends with exactly the counts of an uninterrupted run.
+Each micro-batch adds its counts in one transaction together with its batch id, the job's event-time
+watermark (the latest event time so far, which decides which windows are final) and the identity of
+the query and topic it read. Spark re-runs a batch after a crash with the same offsets (its offset log),
+and a batch id already here is skipped, so a job killed at any moment and started again ends with exactly
+the counts of an uninterrupted run. Batch ids mean something only for one query: results of another query,
+topic or broker are refused (identity keys in `meta`).
 SQLite in WAL mode lets the report read while the job writes; it is in the standard library.
 """
 
@@ -15,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 from .config import UserError
+from .dataset import second_occurrence
 
 FILE_NAME = "results.sqlite"
 
@@ -25,7 +29,12 @@ CREATE TABLE IF NOT EXISTS batches (
     kafka_ts_min REAL, kafka_ts_max REAL, kafka_ts_mean REAL);
 CREATE TABLE IF NOT EXISTS progress (
     batch_id INTEGER PRIMARY KEY, at TEXT, input_rows INTEGER, input_rps REAL, processed_rps REAL,
-    duration_ms INTEGER, watermark REAL, late_rows INTEGER, state_rows INTEGER, backlog INTEGER);
+    duration_ms INTEGER, watermark REAL, late_rows INTEGER, state_rows INTEGER, backlog INTEGER,
+    duplicates INTEGER);
+CREATE TABLE IF NOT EXISTS revisions (
+    batch_id INTEGER, pane_start INTEGER, watermark INTEGER, calls INTEGER, PRIMARY KEY (batch_id, pane_start));
+CREATE TABLE IF NOT EXISTS repeated_hour_calls (
+    crime_id TEXT PRIMARY KEY, first_time INTEGER, crime_type TEXT, counted_time INTEGER);
 CREATE TABLE IF NOT EXISTS crime_type_panes (
     pane_start INTEGER, crime_type TEXT, count INTEGER, PRIMARY KEY (pane_start, crime_type));
 CREATE TABLE IF NOT EXISTS locations (address TEXT PRIMARY KEY, count INTEGER);
@@ -62,7 +71,21 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.executescript(SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(progress)")}
+        if "duplicates" not in columns:  # results written before duplicates were counted
+            connection.execute("ALTER TABLE progress ADD COLUMN duplicates INTEGER")
     return connection
+
+
+IDENTITY_KEYS = {"query_id": "query (checkpoint)", "cluster_id": "Kafka cluster", "topic_id": "topic id"}
+
+
+def identity_clash(meta: dict[str, str], identity: dict[str, str]) -> str | None:
+    """How `identity` (query, cluster, topic ids) differs from what these results were made from, or None."""
+    for key, what in IDENTITY_KEYS.items():
+        if key in identity and key in meta and meta[key] != identity[key]:
+            return f"{what} {meta[key]} (now {identity[key]})"
+    return None
 
 
 class ResultStore:
@@ -93,30 +116,69 @@ class ResultStore:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                  [(k, v) for k, v in values.items() if v is not None])
 
-    def write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
-        """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here."""
+    def meta(self) -> dict[str, str]:
         with self._lock:
-            return self._write_batch(batch_id, counts)
+            return dict(self._db.execute("SELECT key, value FROM meta"))
 
-    def _write_batch(self, batch_id: int, counts: dict[str, list[dict]]) -> bool:
+    def has_batches(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+
+    def event_time_max(self) -> float | None:
+        """The latest plausible event time of every batch so far (epoch seconds): the stream's front."""
+        value = self.meta().get("event_time_max")
+        return None if value is None else float(value)
+
+    def write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str] | None = None) -> bool:
+        """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here.
+
+        `identity` (query, cluster and topic ids) is checked and kept in the same transaction: a batch id
+        of another query must never be taken for one of ours.
+        """
+        with self._lock:
+            return self._write_batch(batch_id, counts, identity or {})
+
+    def _write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str]) -> bool:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+            clash = identity_clash(meta, identity)
+            if clash:
+                raise UserError(f"{self.path.parent} holds results of another {clash}; pass --start-over to "
+                                "discard them, or use another --output")
             if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
                 db.execute("ROLLBACK")
                 return False
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", identity.items())
             for name, (table, columns, fields) in _COUNTED.items():
                 keys = ", ".join(columns[:1] if table == "dispositions" else columns)
                 db.executemany(
                     f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
                     f"ON CONFLICT ({keys}) DO UPDATE SET count = count + excluded.count",
                     [tuple(row[f] for f in fields) + (row["count"],) for row in counts.get(name, [])])
+            pane_s = int(meta.get("pane_seconds", 3600))
+            latest = self._place_repeated_hour(counts.get("repeated_hour", []), pane_s)
+            # Late calls: counted all the same, into panes a final window already covered (its end at or
+            # before the watermark of the batches before this one). Kept per pane, to say which windows changed.
+            front = meta.get("event_time_max")
+            watermark = None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
+            if watermark is not None:
+                late: dict[int, int] = {}
+                for row in counts.get("crime_type_windows", []):
+                    if row["window_start"] + pane_s <= watermark:
+                        late[row["window_start"]] = late.get(row["window_start"], 0) + row["count"]
+                db.executemany("INSERT INTO revisions VALUES (?, ?, ?, ?)",
+                               [(batch_id, pane, watermark, n) for pane, n in sorted(late.items())])
             dead = counts.get("dead_letters", [])
             db.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
                            [(r["dl_partition"], r["dl_offset"], r["dl_timestamp"] / 1e6, r["reason"], r["value"],
                              batch_id) for r in dead])
             total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
-                                              "kafka_us_avg": None}])[0]
+                                              "kafka_us_avg": None, "event_s_max": None}])[0]
+            fronts = [float(x) for x in (front, total.get("event_s_max"), latest) if x is not None]
+            if fronts:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('event_time_max', ?)", (str(max(fronts)),))
             stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
             db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))
@@ -126,9 +188,36 @@ class ResultStore:
             db.execute("ROLLBACK")
             raise
 
+    def _place_repeated_hour(self, rows: list[dict], pane_s: int) -> float | None:
+        """Calls in an hour a fall-back change repeats were counted in its first occurrence: move those that
+        belong to the second one (dataset.second_occurrence decides, over every call of that hour seen so
+        far, so the answer does not depend on the order calls arrive in). Returns the latest time placed."""
+        if not rows:
+            return None
+        db = self._db
+        db.executemany("INSERT OR IGNORE INTO repeated_hour_calls VALUES (?, ?, ?, ?)",
+                       [(r["rh_crime_id"], r["rh_time"], r["rh_type"], r["rh_time"]) for r in rows])
+        latest = None
+        for (hour,) in db.execute("SELECT DISTINCT first_time / 3600 FROM repeated_hour_calls WHERE crime_id IN "
+                                  f"({','.join('?' * len(rows))})", [r["rh_crime_id"] for r in rows]).fetchall():
+            calls = db.execute("SELECT crime_id, first_time, crime_type, counted_time FROM repeated_hour_calls "
+                               "WHERE first_time / 3600 = ?", (hour,)).fetchall()
+            second = second_occurrence((c[0], c[1]) for c in calls)
+            for crime_id, first_time, crime_type, counted_time in calls:
+                wanted = first_time + 3600 if crime_id in second else first_time
+                latest = wanted if latest is None else max(latest, wanted)
+                if wanted == counted_time:
+                    continue
+                for when, delta in ((counted_time, -1), (wanted, 1)):
+                    db.execute("INSERT INTO crime_type_panes VALUES (?, ?, ?) ON CONFLICT (pane_start, crime_type) "
+                               "DO UPDATE SET count = count + excluded.count", (when - when % pane_s, crime_type, delta))
+                db.execute("UPDATE repeated_hour_calls SET counted_time = ? WHERE crime_id = ?", (wanted, crime_id))
+        db.execute("DELETE FROM crime_type_panes WHERE count = 0")
+        return latest
+
     def write_progress(self, row: tuple) -> None:
         with self._lock, closing(self._db.cursor()) as cursor:
-            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def top_current_window(self, limit: int) -> tuple[int | None, list[tuple[str, int]]]:
         """The latest window's top crime types, for the console view."""

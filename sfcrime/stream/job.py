@@ -1,8 +1,10 @@
 """The streaming job's wiring: Spark session, Kafka source, the query, its sink and progress listener.
 
-Plan: source -> parse_calls -> watermark + dedupe by crime_id (malformed records pass through keyed by
-their offset) -> broadcast left join with the radio codes -> foreachBatch: per-batch counts added to the
-SQLite results (exactly once per batch id), malformed records to the dead letters.
+Plan: source -> parse_calls (strict JSON) -> dedupe by crime_id for good (malformed records pass through
+keyed by their offset) -> broadcast left join with the radio codes -> foreachBatch: implausible event
+times set aside, per-batch counts added to the SQLite results (exactly once per batch id, with the job's
+own event-time watermark), malformed records to the dead letters. No Spark watermark: nothing is dropped
+for being late.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 import time
 import zipfile
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import UserError, kafka_settings
@@ -127,17 +129,54 @@ def open_source(spark, args, settings):
     return reader.load()
 
 
-def build_stream(raw, radio_codes, watermark: str):
-    """The streaming plan: every message comes out once, as a call to count or as a malformed record."""
-    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw), watermark), radio_codes)
+def build_stream(raw, radio_codes):
+    """The streaming plan: every message comes out once, as a call to count or as a malformed record;
+    a call sent again, however much later, comes out once."""
+    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), radio_codes)
+
+
+_BATCH_COLUMNS = ("value", "partition", "offset", "kafka_timestamp", "crime_id", "crime_type", "event_time",
+                  "disposition", "description", "address", "malformed")
+
+
+def plausible_until(panes: list[tuple[int, int]], front: float | None, max_ahead_s: int, pane_s: int,
+                    now: float) -> int | None:
+    """The start of the first pane whose calls are implausibly far ahead of the stream, or None.
+
+    The rule (README, "Implausible event times"): start from the later of the stream's front (the latest
+    plausible event time of earlier batches) and this batch's median event time; walk up this batch's
+    panes in time order; the first pane more than `max_ahead_s` past everything accepted so far, or more
+    than `max_ahead_s` past the wall clock, and every pane after it, are implausible. A long replay in one
+    batch, or a stream that resumes after days, moves on in steps no larger than a pane and stays plausible;
+    one call a year ahead is a jump, and would otherwise end every window.
+    """
+    if not panes:
+        return None
+    panes = sorted(panes)
+    total, seen, median = sum(n for _, n in panes), 0, panes[-1][0]
+    for start, n in panes:
+        seen += n
+        if 2 * seen >= total:
+            median = start
+            break
+    reach = median + pane_s if front is None else max(front, median + pane_s)
+    for start, _ in panes:
+        if start > now + max_ahead_s or start > reach + max_ahead_s:
+            return start
+        reach = max(reach, start + pane_s)
+    return None
 
 
 class BatchWriter:
-    """foreachBatch: count one micro-batch in one Spark action and add it to the results, once per batch id."""
+    """foreachBatch: count one micro-batch and add it to the results, once per batch id."""
 
-    def __init__(self, store, pane_seconds: int, console_top: int, strict: bool) -> None:
+    def __init__(self, store, pane_seconds: int, console_top: int, strict: bool, max_ahead_s: int = 86400,
+                 identity: dict[str, str] | None = None, checkpoint: Path | None = None) -> None:
         self.store, self.pane_seconds = store, pane_seconds
         self.console_top, self.strict = console_top, strict
+        self.max_ahead_s = max_ahead_s
+        self.identity = dict(identity or {})
+        self.checkpoint = checkpoint
         self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
 
     def __call__(self, batch, batch_id: int) -> None:
@@ -145,17 +184,38 @@ class BatchWriter:
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
+        if self.checkpoint is not None and "query_id" not in self.identity:
+            from .identity import checkpoint_query_id
+
+            query_id = checkpoint_query_id(self.checkpoint)
+            if query_id:
+                self.identity["query_id"] = query_id
         # Always run the whole batch, even one already in the results (a re-run after a restart): its
         # stateful dedupe must commit every partition, or Spark fails the query
         # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
-        counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
+        # Two actions (event times per pane, then the counts) read the batch once: it is cached between them.
+        batch = batch.select(*_BATCH_COLUMNS).persist()
+        try:
+            panes = [(r["pane_start"], r["count"]) for r in T.pane_counts(batch, self.pane_seconds).collect()]
+            ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
+                                         time.time())
+            if ahead_from is not None:
+                log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
+                            batch_id, datetime.fromtimestamp(ahead_from).isoformat())
+            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
+        finally:
+            batch.unpersist()
         dead_letters = counts["dead_letters"]
         if dead_letters and self.strict:
             first = min(dead_letters, key=lambda r: (r["dl_partition"], r["dl_offset"]))
             self.failure = (f"malformed record at partition {first['dl_partition']} offset {first['dl_offset']}: "
                             f"{first['reason']} (--strict)")
             raise UserError(self.failure)
-        written = self.store.write_batch(batch_id, counts)
+        try:
+            written = self.store.write_batch(batch_id, counts, self.identity)
+        except UserError as error:
+            self.failure = str(error)
+            raise
         if not written:
             log.info("batch %d is already in the results (a re-run after a restart): not counted again", batch_id)
         elif self.console_top and counts["crime_type_windows"]:
@@ -171,16 +231,24 @@ class BatchWriter:
               + "; ".join(f"{name} {count}" for name, count in rows), flush=True)
 
 
-def progress_row(progress, backlog: int | None) -> tuple:
-    """A StreamingQueryProgress as a row of the results' progress table."""
-    late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
+def duplicates_of(progress) -> int:
+    """Messages the dedupe dropped as a crime_id already counted (Spark's numDroppedDuplicateRows)."""
+    total = 0
+    for op in progress.stateOperators:
+        try:
+            total += int((op.customMetrics or {}).get("numDroppedDuplicateRows", 0))
+        except (TypeError, ValueError, AttributeError):
+            pass
+    return total
+
+
+def progress_row(progress, backlog: int | None, watermark_s: float | None = None) -> tuple:
+    """A StreamingQueryProgress as a row of the results' progress table. late_rows is always 0: nothing is
+    dropped for being late any more (late calls are counted; results.revisions says where)."""
     state_rows = sum(op.numRowsTotal for op in progress.stateOperators)
-    watermark = progress.eventTime.get("watermark")
-    watermark_s = None
-    if watermark:
-        watermark_s = datetime.fromisoformat(watermark.replace("Z", "+00:00")).timestamp()
     return (progress.batchId, progress.timestamp, progress.numInputRows, progress.inputRowsPerSecond,
-            progress.processedRowsPerSecond, progress.batchDuration, watermark_s, late, state_rows, backlog)
+            progress.processedRowsPerSecond, progress.batchDuration, watermark_s, 0, state_rows, backlog,
+            duplicates_of(progress))
 
 
 def backlog_of(progress) -> int | None:
@@ -197,6 +265,11 @@ def backlog_of(progress) -> int | None:
     return sum(max(0, int(v) - int(end.get(k, 0))) for k, v in latest.items())
 
 
+def job_watermark(store) -> float | None:
+    front = store.event_time_max()
+    return None if front is None else front - int(store.meta().get("watermark_seconds", 3600))
+
+
 def make_listener(store):
     from pyspark.sql.streaming import StreamingQueryListener
 
@@ -209,13 +282,15 @@ def make_listener(store):
         def onQueryProgress(self, event) -> None:
             progress = event.progress
             backlog = backlog_of(progress)
-            row = progress_row(progress, backlog)
+            watermark = job_watermark(store)
+            row = progress_row(progress, backlog, watermark)
             store.write_progress(row)
-            watermark = progress.eventTime.get("watermark", "-")
+            shown = "-" if watermark is None else datetime.fromtimestamp(watermark, timezone.utc).isoformat()
             print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
                   f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
-                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {watermark}, late {row[7]:,}, "
-                  f"backlog {'-' if backlog is None else f'{backlog:,}'}", file=sys.stderr, flush=True)
+                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
+                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
+                  file=sys.stderr, flush=True)
 
         def onQueryIdle(self, event) -> None:
             pass
@@ -241,13 +316,53 @@ def first_line(error) -> str:
     return line[:500]
 
 
+def check_results_belong(store, checkpoint: Path, identity: dict[str, str], settings) -> None:
+    """Results are added to only by the query, topic and broker they were made from: one line otherwise.
+
+    The query is its checkpoint's id: a new checkpoint numbers its batches from 0 again, and every batch id
+    the results already hold would be skipped. The topic is its id where the broker has topic ids, and
+    otherwise its offsets: a partition ending before what the checkpoint has read was recreated.
+    """
+    from ..clients import open_consumer
+    from ..results import identity_clash
+    from .identity import checkpoint_offsets, checkpoint_query_id, offsets_gone_back
+
+    meta, where = store.meta(), store.path.parent
+    hint = "pass --start-over to discard the results and the checkpoint, or use another --output"
+    query_id = checkpoint_query_id(checkpoint)
+    if store.has_batches():
+        if query_id is None:
+            raise UserError(f"{where} holds results, but the checkpoint {checkpoint} is new or empty: its batch "
+                            f"ids would start again at 0 and be skipped as counted; {hint}")
+        if meta.get("query_id", query_id) != query_id:
+            raise UserError(f"{where} holds results of query {meta['query_id']}, but the checkpoint {checkpoint} "
+                            f"is query {query_id}; {hint}")
+    elif any((checkpoint / "commits").glob("[0-9]*")):
+        raise UserError(f"the checkpoint {checkpoint} has counted batches that the results in {where} do not "
+                        f"hold (results deleted?): resuming would skip them; {hint}")
+    clash = identity_clash(meta, identity)
+    if clash:
+        raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "
+                        f"{settings.bootstrap_servers}, recreated or another broker); {hint}")
+    if query_id is not None and checkpoint_offsets(checkpoint):
+        consumer = open_consumer(settings)
+        try:
+            gone_back = offsets_gone_back(checkpoint, consumer.end_offsets())
+        finally:
+            consumer.close()
+        if gone_back:
+            raise UserError(f"topic {settings.topic!r} at {settings.bootstrap_servers} was recreated or lost data: "
+                            f"{gone_back}; {hint}")
+
+
 def run(args) -> int:
     """Run the job until Ctrl-C, or with --once until everything available now is processed."""
     from pyspark.errors import StreamingQueryException
 
     from ..clients import check_reachable
     from ..dataset import load_radio_codes
-    from ..results import ResultStore
+    from ..results import ResultStore, path_in
+    from .identity import start_over, topic_identity
 
     settings = kafka_settings(args)
     output = Path(args.output)
@@ -261,10 +376,19 @@ def run(args) -> int:
     if window_s % pane_s:
         raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
     output.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "start_over", False):
+        start_over(output, checkpoint, path_in(output))
+    identity = topic_identity(settings)
     store = ResultStore(output)
-    store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
-                          "watermark": args.watermark, "timezone": args.timezone,
-                          "window_seconds": str(window_s), "pane_seconds": str(pane_s)})
+    try:
+        check_results_belong(store, checkpoint, identity, settings)
+        store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
+                              "watermark": args.watermark, "timezone": args.timezone,
+                              "window_seconds": str(window_s), "pane_seconds": str(pane_s),
+                              "watermark_seconds": str(duration_seconds(args.watermark))})
+    except BaseException:
+        store.close()
+        raise
     spark = build_session(args)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
@@ -273,10 +397,12 @@ def run(args) -> int:
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, args, settings)
         radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
-        stream = build_stream(raw, radio_codes, args.watermark)
+        stream = build_stream(raw, radio_codes)
         listener = make_listener(store)
         spark.streams.addListener(listener)
-        batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict)
+        batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
+                                   duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
+                                   checkpoint.resolve())
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", str(checkpoint.resolve())))
@@ -297,7 +423,7 @@ def run(args) -> int:
         if error is not None:
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
-            store.write_progress(progress_row(progress, backlog_of(progress)))
+            store.write_progress(progress_row(progress, backlog_of(progress), job_watermark(store)))
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)
         return 0
     finally:

@@ -36,12 +36,17 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=duration, default="1 hour", help="event-time window length (default 1 hour)")
     parser.add_argument("--slide", type=duration, help="window slide (default: the window length, i.e. tumbling)")
     parser.add_argument("--watermark", type=duration, default="1 hour",
-                        help="how late a call may arrive and still count (default 1 hour)")
+                        help="a window is final once the stream is this far past its end (default 1 hour); "
+                             "a call arriving later still counts, and marks the window revised")
+    parser.add_argument("--max-ahead", type=duration, default="1 day",
+                        help="an event time this far ahead of the stream is a dead letter, not a call (default 1 day)")
     parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
                         help="at most N messages per micro-batch (default: all available)")
     parser.add_argument("--trigger", type=duration, default="10 seconds", help="micro-batch interval (default 10 seconds)")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest",
                         help="where a new query starts (a restarted one resumes from its checkpoint)")
+    parser.add_argument("--start-over", action="store_true",
+                        help="delete the results and the checkpoint in --output first (to count a new topic or query)")
     parser.add_argument("--once", action="store_true", help="process everything available now, then exit 0")
     parser.add_argument("--source", choices=("kafka", "python"), default="kafka",
                         help="kafka: Spark's own connector (spark-sql-kafka-0-10, the default); "

@@ -69,6 +69,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.starting_offsets = self.options.get("startingoffsets", "earliest").lower()
         max_offsets = self.options.get("maxoffsetspertrigger")
         self.max_offsets = int(max_offsets) if max_offsets else None
+        self.fail_on_data_loss = self.options.get("failondataloss", "true").lower() != "false"
         self._consumer = None
         self._target: dict[str, int] | None = None
         self._latest: dict[str, int] | None = None
@@ -106,9 +107,18 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def latestOffset(self, start: dict, limit) -> dict:
         latest = dict(self._target) if self._target is not None else self._end_offsets()
+        if self.fail_on_data_loss and data_lost(start, latest):
+            # Read once more (Tansu's ListOffsets can answer short when its fetch probe gets no answer);
+            # still behind where the query has read: the topic was recreated or truncated.
+            latest = self._end_offsets()
+            if self._target is not None:
+                self._target = dict(latest)
+            lost = data_lost(start, latest)
+            if lost:
+                raise RuntimeError(f"topic {self.settings.topic!r} lost data (recreated?): {lost} "
+                                   "(failOnDataLoss=true)")
         start = {p: start.get(p, 0) for p in latest}  # a partition added since start is read from 0
-        # Offsets never go back: an end offset read short (Tansu's ListOffsets when the fetch probe gets no
-        # answer, or a target taken before a restart) must not end a batch before where it starts.
+        # With failOnDataLoss=false, offsets never go back: a batch never ends before where it starts.
         latest = {p: max(o, start[p]) for p, o in latest.items()}
         if isinstance(limit, ReadMaxRows):
             return cap_offsets(start, latest, limit.max_rows)
@@ -154,6 +164,16 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+def data_lost(start: dict, latest: dict) -> str | None:
+    """A partition the query has read that is gone or now ends before where the query has read, or None."""
+    for p, offset in sorted(start.items(), key=lambda kv: int(kv[0])):
+        if p not in latest:
+            return f"partition {p} is gone (read to offset {offset})"
+        if latest[p] < offset:
+            return f"partition {p} ends at offset {latest[p]}, but the query has read it to {offset}"
+    return None
 
 
 def cap_offsets(start: dict[str, int], latest: dict[str, int], max_rows: int) -> dict[str, int]:

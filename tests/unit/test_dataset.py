@@ -125,3 +125,17 @@ def test_missing_file_and_directory(tmp_path):
 def test_radio_codes_are_read_as_a_pretty_printed_array():
     codes = load_radio_codes(REPO / "radio_code.json")
     assert len(codes) == 19 and codes["HAN"] == "Handled" and codes["GOA"] == "Gone on Arrival"
+
+
+def test_the_repeated_hour_of_the_fall_back_night_is_placed_by_crime_id_order(tmp_path):
+    """2018-11-04 01:00-02:00 happened twice in San Francisco; the clock goes back in crime_id order."""
+    records = [{"crime_id": cid, "call_date_time": f"2018-11-04T{hm}:00.000"} for cid, hm in [
+        ("183080138", "00:57"), ("183080143", "01:03"), ("183080262", "01:56"), ("183080266", "01:01"),
+        ("183080365", "01:59"), ("183080400", "02:05")]]
+    calls = load_calls(write_calls(tmp_path / "dst", records[::-1]))
+    got = {calls.keys[i].decode(): calls.event_times[i] for i in calls.order}
+    pdt_1am = 1541318400  # 01:00 PDT = 08:00 UTC; 01:00 PST is an hour later
+    assert got == {"183080138": pdt_1am - 180, "183080143": pdt_1am + 180, "183080262": pdt_1am + 56 * 60,
+                   "183080266": pdt_1am + 3600 + 60, "183080365": pdt_1am + 3600 + 59 * 60,
+                   "183080400": pdt_1am + 7200 + 300}
+    assert [calls.keys[i].decode() for i in calls.order] == [r["crime_id"] for r in records]  # event-time order

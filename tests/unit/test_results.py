@@ -40,3 +40,47 @@ def test_sliding_windows_are_sums_of_panes(tmp_path):
     windows = window_counts(sqlite3.connect(store.path))
     # panes [0, 1800) and [1800, 3600): windows starting at -1800, 0 and 1800
     assert windows == [(-1800, 1800, "Theft", 1), (0, 3600, "Theft", 11), (1800, 5400, "Theft", 10)]
+
+
+def test_a_late_call_is_counted_and_marks_its_final_window_revised(tmp_path):
+    from sfcrime.report import answers
+
+    store = ResultStore(tmp_path)
+    store.check_settings({"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600",
+                          "window": "1 hour", "slide": "1 hour"})
+    batch = counts(36000, "Theft", 4)
+    batch["total"][0]["event_s_max"] = 36000 + 3 * 3600  # the stream is 3 hours past the first pane's end
+    assert store.write_batch(0, batch)
+    assert store.write_batch(1, counts(0, "Theft", 2))  # 10 hours behind: late, counted all the same
+    result = answers(tmp_path)
+    assert result["total_calls"] == 6 and result["late_calls_counted"] == 2 and result["revised_windows"] == 1
+
+
+def test_results_of_another_query_are_refused_in_the_batch_transaction(tmp_path):
+    import pytest
+
+    from sfcrime.config import UserError
+
+    store = ResultStore(tmp_path)
+    store.check_settings({"window_seconds": "3600", "pane_seconds": "3600"})
+    assert store.write_batch(0, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "t1"})
+    with pytest.raises(UserError, match="another query"):
+        store.write_batch(1, counts(0, "Theft", 1), {"query_id": "b", "topic_id": "t1"})
+    with pytest.raises(UserError, match="another topic id t1 \\(now t2\\)"):
+        store.write_batch(1, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "t2"})
+
+
+def test_calls_of_a_repeated_hour_move_to_its_second_occurrence_whatever_the_arrival_order(tmp_path):
+    # 2018-11-04 01:xx read as PDT (first occurrence): 08:xx UTC. 183080266 at "01:01" comes after 01:56.
+    first = 1541318400  # 01:00 PDT
+    calls = [("183080143", first + 3 * 60), ("183080262", first + 56 * 60), ("183080266", first + 60),
+             ("183080365", first + 59 * 60)]
+    for order in (calls, calls[::-1]):
+        store = ResultStore(tmp_path / str(id(order)))
+        store.check_settings({"window_seconds": "3600", "pane_seconds": "3600"})
+        for batch_id, (crime_id, t) in enumerate(order):
+            batch = counts(first, "Theft", 1)
+            batch["repeated_hour"] = [{"rh_crime_id": crime_id, "rh_time": t, "rh_type": "Theft"}]
+            store.write_batch(batch_id, batch)
+        panes = dict(sqlite3.connect(store.path).execute("SELECT pane_start, count FROM crime_type_panes"))
+        assert panes == {first: 2, first + 3600: 2}

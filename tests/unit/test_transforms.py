@@ -36,17 +36,37 @@ HOSTILE = [
     (b"{\"crime_id\": \"3\"}", T.BAD_EVENT_TIME),
     (b"{\"crime_id\": \"4\", \"call_date_time\": null}", T.BAD_EVENT_TIME),
     (b"{\"crime_id\": \"5\", \"call_date_time\": \"yesterday\"}", T.BAD_EVENT_TIME),
-    (b"\xff\xfe{", T.NOT_AN_OBJECT),
+    (b"\xff\xfe{", T.NOT_UTF8),
+    (good("10")[:-1] + b", \"x\": \"\xe9t\xe9\"}", T.NOT_UTF8),  # Latin-1 inside an object
+    (good("11") + b" trailing", T.NOT_JSON),
+    (good("12") + b"}", T.NOT_JSON),
+    (good("13") + good("14"), T.NOT_JSON),
+    (b"{'crime_id': '15', 'call_date_time': '2018-10-02T09:11:00.000'}", T.NOT_JSON),
+    (b"{\"crime_id\": \"16\", \"call_date_time\": \"2018-10-02T09:11:00.000\", \"n\": NaN}", T.NOT_JSON),
+    (b"\xef\xbb\xbf" + good("17"), T.NOT_AN_OBJECT),  # a byte-order mark is not JSON whitespace
 ]
+VALID_WITH_WHITESPACE = b"\n\t " + good("18") + b" \r\n\t"
 
 
 def test_parse_calls_marks_every_kind_of_malformed_record(spark):
-    values = [good("1"), good(12345)] + [v for v, _ in HOSTILE]
+    values = [good("1"), good(12345), VALID_WITH_WHITESPACE] + [v for v, _ in HOSTILE]
     rows = T.parse_calls(kafka_rows(spark, values)).orderBy("offset").collect()
-    assert [r.malformed for r in rows] == [None, None] + [reason for _, reason in HOSTILE]
+    assert [r.malformed for r in rows] == [None, None, None] + [reason for _, reason in HOSTILE]
     assert rows[1].crime_id == "12345"  # a numeric id is still an id
-    assert all(r.event_time is None for r in rows[2:])  # malformed rows never move the watermark
-    assert [r.value for r in rows[2:]] == [v for v, _ in HOSTILE]  # kept raw for the dead letters
+    assert rows[2].crime_id == "18"  # JSON whitespace around the object is fine (RFC 8259)
+    assert all(r.event_time is None for r in rows[3:])  # malformed rows have no event time
+    assert [r.value for r in rows[3:]] == [v for v, _ in HOSTILE]  # kept raw for the dead letters
+
+
+def test_json_object_reason_is_exactly_rfc_8259_objects():
+    assert T.json_object_reason(b" {\"a\": [1, 2.5e3, true, null, \"\\u00e9\"]}\n") is None
+    for value, reason in HOSTILE:
+        if value is not None and reason in (T.NOT_UTF8, T.NOT_JSON, T.NOT_AN_OBJECT):
+            assert T.json_object_reason(value) == reason, value
+    assert T.json_object_reason(b"{\"a\": Infinity}") == T.NOT_JSON
+    assert T.json_object_reason(b"{\"a\": \"tab\there\"}") == T.NOT_JSON  # control characters must be escaped
+    assert T.json_object_reason(b"[" * 100_000) == T.NOT_AN_OBJECT
+    assert T.json_object_reason(b"{\"a\":" * 100_000) == T.NOT_JSON
 
 
 def test_event_time_is_san_francisco_local_time(spark):
@@ -112,9 +132,34 @@ def test_a_short_end_offset_never_moves_a_batch_backwards():
 
     from sfcrime.stream.source import KafkaStreamReader
 
-    reader = KafkaStreamReader({"kafka.bootstrap.servers": "unused:1", "subscribe": "calls"})
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": "unused:1", "subscribe": "calls", "failOnDataLoss": "false"})
     reader._target = {"0": 90, "1": 500}  # partition 0 read short, below where the next batch starts
     start = {"0": 100, "1": 200}
     assert reader.latestOffset(start, ReadAllAvailable()) == {"0": 100, "1": 500}
     assert reader.latestOffset(start, ReadMaxRows(50)) == {"0": 100, "1": 250}
     assert reader.partitions(start, {"0": 100, "1": 250})[0].value == (1, 200, 250)
+
+
+def test_offsets_going_back_fail_the_python_source_as_failOnDataLoss_says():
+    from pyspark.sql.streaming.datasource import ReadAllAvailable
+
+    from sfcrime.stream.source import KafkaStreamReader
+
+    reader = KafkaStreamReader({"kafka.bootstrap.servers": "unused:1", "subscribe": "calls"})
+    reader._end_offsets = lambda: {"0": 40, "1": 500}  # the topic was recreated: partition 0 starts again
+    with pytest.raises(RuntimeError, match="partition 0 ends at offset 40, but the query has read it to 100"):
+        reader.latestOffset({"0": 100, "1": 200}, ReadAllAvailable())
+
+
+def test_an_absurd_event_time_is_implausible_but_a_long_batch_or_a_gap_between_batches_is_not():
+    from sfcrime.stream.job import plausible_until
+
+    hour, day, now = 3600, 86400, 2e9
+    replay = [(1538352000 + i * hour, 10) for i in range(24 * 90)]  # 90 days in one batch, no gap
+    assert plausible_until(replay, None, day, hour, now) is None
+    absurd = replay[-1][0] + 365 * day
+    assert plausible_until(replay + [(absurd, 1)], None, day, hour, now) == absurd
+    later = [(replay[-1][0] + 3 * day + i * hour, 10) for i in range(5)]  # the stream resumes 3 days on
+    assert plausible_until(later, replay[-1][0], day, hour, now) is None
+    assert plausible_until(later + [(absurd, 1)], replay[-1][0], day, hour, now) == absurd
+    assert plausible_until([(int(now) + 2 * day, 5)], None, day, hour, now) == int(now) + 2 * day  # ahead of now

@@ -1,0 +1,91 @@
+"""Which query, topic and broker a job's results belong to, so that results are never added to across them.
+
+Batch ids number a query's micro-batches from 0: results kept for one checkpoint mean nothing for another.
+A topic that was deleted and created again (or a broker that lost it) starts its offsets again: what the
+checkpoint says was read is not what the topic holds. Each is one clear error, unless `--start-over`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from ..config import KafkaSettings, UserError
+
+log = logging.getLogger(__name__)
+
+
+def topic_identity(settings: KafkaSettings) -> dict[str, str]:
+    """The broker's cluster id and the topic's id (Kafka topic ids; Tansu has them too), where the broker says."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    config = {"bootstrap.servers": settings.bootstrap_servers, **settings.properties}
+    admin = AdminClient(config)
+    identity: dict[str, str] = {}
+    try:
+        identity["cluster_id"] = str(admin.list_topics(timeout=settings.timeout_s).cluster_id or "")
+    except Exception as error:  # the job checked the broker already; an identity it can't read is only logged
+        log.warning("could not read the cluster id: %s", error)
+    try:
+        description = admin.describe_topics(TopicCollection([settings.topic]))[settings.topic].result(settings.timeout_s)
+        topic_id = str(description.topic_id or "")
+        if topic_id and topic_id.strip("A=") != "":  # an all-zero id means the broker has none
+            identity["topic_id"] = topic_id
+    except Exception as error:
+        log.warning("could not read the topic id of %s: %s", settings.topic, error)
+    return {k: v for k, v in identity.items() if v}
+
+
+def checkpoint_query_id(checkpoint: Path) -> str | None:
+    """The query id Spark wrote in the checkpoint's metadata file when the query first started."""
+    try:
+        return json.loads((checkpoint / "metadata").read_text().splitlines()[0]).get("id")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def checkpoint_offsets(checkpoint: Path) -> dict[int, int] | None:
+    """The end offsets of the latest batch in the checkpoint's offset log, per partition (either source's shape)."""
+    directory = checkpoint / "offsets"
+    batches = sorted((int(p.name) for p in directory.glob("[0-9]*") if p.name.isdigit()), reverse=True) \
+        if directory.is_dir() else []
+    for batch_id in batches:
+        try:
+            lines = (directory / str(batch_id)).read_text().splitlines()
+            offsets = json.loads(lines[2])  # v1, the batch's metadata, then one line per source
+        except (OSError, ValueError, IndexError):
+            continue
+        if isinstance(offsets, dict) and offsets and isinstance(next(iter(offsets.values())), dict):
+            offsets = next(iter(offsets.values()))  # Spark's connector: {topic: {partition: offset}}
+        if isinstance(offsets, dict):
+            return {int(p): int(o) for p, o in offsets.items()}
+    return None
+
+
+def offsets_gone_back(checkpoint: Path, end_offsets: dict[int, int]) -> str | None:
+    """A partition that now ends before where the checkpoint says the query has read: the topic was recreated."""
+    read = checkpoint_offsets(checkpoint)
+    if not read:
+        return None
+    for partition, offset in sorted(read.items()):
+        end = end_offsets.get(partition)
+        if end is None:
+            return f"partition {partition} is gone (the query read it to offset {offset})"
+        if end < offset:
+            return f"partition {partition} ends at offset {end}, but the query already read it to {offset}"
+    return None
+
+
+def start_over(output: Path, checkpoint: Path, results_file: Path) -> None:
+    """--start-over: remove the results and the checkpoint, nothing else."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{results_file}{suffix}").unlink(missing_ok=True)
+    if checkpoint.is_dir():
+        if any(checkpoint.iterdir()) and not (checkpoint / "metadata").exists():
+            raise UserError(f"--start-over: {checkpoint} does not look like a Spark checkpoint (no metadata file); "
+                            "not deleting it")
+        shutil.rmtree(checkpoint)
+    log.warning("--start-over: removed the results in %s and the checkpoint %s", output, checkpoint)
