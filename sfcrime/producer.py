@@ -11,8 +11,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from .clients import DeliveryReport, ensure_topic, open_producer
-from .config import KafkaSettings
+from .clients import DeliveryReport, check_reachable, ensure_topic, open_consumer, open_producer
+from .config import KafkaSettings, UserError
 from .dataset import Calls
 from .progress import Progress
 
@@ -90,10 +90,32 @@ class ReplaySummary:
         return out
 
 
+def messages_in(settings: KafkaSettings) -> int:
+    """How many messages the topic holds now: end minus beginning offsets, over its partitions."""
+    consumer = open_consumer(settings)
+    try:
+        partitions = consumer.partitions()
+        ends, beginnings = consumer.listed_end_offsets(partitions), consumer.beginning_offsets(partitions)
+        return sum(max(0, ends[p] - beginnings.get(p, 0)) for p in partitions)
+    finally:
+        consumer.close()
+
+
 def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: int = 3,
-           progress: bool = True, flush_timeout_s: float = 60.0) -> ReplaySummary:
-    """Send every call once, in order; on Ctrl-C stop handing over, flush what was sent and report it."""
+           progress: bool = True, flush_timeout_s: float = 60.0, append: bool = False) -> ReplaySummary:
+    """Send every call once, in order; on Ctrl-C stop handing over, flush what was sent and report it.
+
+    A topic that already holds messages is refused unless `append`: a second replay would silently double
+    every call (the job counts each once, but `--verify` and anyone else reading the topic would not).
+    """
+    existed = not append and settings.topic in check_reachable(settings)
     ensure_topic(settings, partitions)
+    held = messages_in(settings) if existed else 0  # a topic created just now is empty (and may lack leaders)
+    if held:
+        raise UserError(f"topic {settings.topic!r} already holds {held:,} messages: sending the calls again would "
+                        "duplicate them; pass --append to add them anyway, or delete the topic first "
+                        f"(kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --delete --topic "
+                        f"{settings.topic})")
     report = DeliveryReport()
     producer = open_producer(settings, report)
     pacer = Pacer(pacing)

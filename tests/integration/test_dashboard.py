@@ -162,7 +162,7 @@ def test_the_numbers_grow_on_the_page_while_the_job_runs_without_a_reload(kafka,
         browser.execute_script("window.sameDocument = true")  # gone if the page reloads
         refreshes = int(browser.find_element("tag name", "body").get_attribute("data-refreshes"))
 
-        replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False)
+        replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False, append=True)
         wait_for("the rest counted", lambda: page_number(browser, "total-calls"), lambda n: n == 2999, timeout=120)
         assert browser.execute_script("return window.sameDocument") is True
         assert int(browser.find_element("tag name", "body").get_attribute("data-refreshes")) > refreshes

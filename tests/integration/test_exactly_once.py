@@ -104,7 +104,7 @@ def test_one_hostile_topic_gives_the_answers_of_an_independent_count(kafka, all_
     ensure_topic(kafka, 3)
     absurd = call("990000001", "2019-11-04T12:00:00.000")  # a year ahead, sent first: must not end every window
     produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(absurd).encode()], partition=0)
-    replay(load_calls(write_calls(tmp_path / "main", main, "gz")), kafka, Pacing(), progress=False)
+    replay(load_calls(write_calls(tmp_path / "main", main, "gz")), kafka, Pacing(), progress=False, append=True)
     produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in late[::-1]], partition=1)
     spaced = call("990000002", "2018-11-04T10:00:00.000")
     good = json.dumps(call("990000003", "2018-11-04T10:00:00.000")).encode()
@@ -112,7 +112,8 @@ def test_one_hostile_topic_gives_the_answers_of_an_independent_count(kafka, all_
                good + b" trailing", good + b"}", good.replace(b'"', b"'"),
                good[:-1] + b', "note": "caf\xe9"}', b"[]"]
     produce_raw(kafka.bootstrap_servers, kafka.topic, hostile, partition=2)
-    replay(load_calls(write_calls(tmp_path / "again", main, "gz"), limit=400), kafka, Pacing(), progress=False)
+    replay(load_calls(write_calls(tmp_path / "again", main, "gz"), limit=400), kafka, Pacing(), progress=False,
+           append=True)
 
     output = tmp_path / "out"
     stream(kafka, output, source, "--max-offsets-per-trigger", "700")
@@ -187,9 +188,11 @@ def test_answers_never_depend_on_tuning_partitions_duplicates_or_late_calls(
     replay(load_calls(path, order="file" if newest_first else "event-time"), kafka, Pacing(),
            partitions=partitions, progress=False)
     if older:
-        replay(load_calls(write_calls(tmp / "older", older)), kafka, Pacing(), partitions=partitions, progress=False)
+        replay(load_calls(write_calls(tmp / "older", older)), kafka, Pacing(), partitions=partitions, progress=False,
+               append=True)
     if repeats:
-        replay(load_calls(path, limit=repeats), kafka, Pacing(), partitions=partitions, progress=False)
+        replay(load_calls(path, limit=repeats), kafka, Pacing(), partitions=partitions, progress=False,
+               append=True)
     output = tmp / "out"
     stream(kafka, output, source, "--max-offsets-per-trigger", str(max_offsets))
     answers = assert_every_answer(output, expected_answers(calls + older))

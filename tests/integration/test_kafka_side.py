@@ -178,3 +178,18 @@ def test_verify_of_an_empty_topic_says_so(kafka, sample_file):
     result = run_cli("consumer_server.py", "--verify", "--input", str(sample_file), "--quiet",
                      "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic)
     assert result.returncode == 1 and "received 0 (the topic is empty)" in result.stderr
+
+
+def test_a_second_replay_is_refused_unless_appended_and_verify_then_names_the_copies(kafka, sample_file):
+    target = ["--input", str(sample_file), "--quiet", "--bootstrap-servers", kafka.bootstrap_servers,
+              "--topic", kafka.topic]
+    assert run_cli("kafka_server.py", *target).returncode == 0
+    again = run_cli("kafka_server.py", *target)
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.strip().splitlines() == [
+        f"error: topic {kafka.topic!r} already holds 3,000 messages: sending the calls again would duplicate them; "
+        f"pass --append to add them anyway, or delete the topic first (kafka-topics.sh --bootstrap-server "
+        f"{kafka.bootstrap_servers} --delete --topic {kafka.topic})"]
+    appended = run_cli("kafka_server.py", *target, "--append", "--limit", "10")
+    assert appended.returncode == 0, appended.stderr
+    assert verify(kafka, sample_file, progress=False).duplicated == 10
