@@ -15,6 +15,7 @@ from . import config
 from .config import UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("sfcrime")
+DEMO_OUTPUT = "out/demo"
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -36,7 +37,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
                     calls.without_event_time)
     summary = replay(calls, settings, Pacing(rate=args.rate, speedup=args.speedup), partitions=args.partitions,
-                     progress=not args.quiet)
+                     progress=not args.quiet, append=args.append or args.skip > 0)  # --skip resumes: appends
     for line in summary.lines(skip=args.skip):
         print(line, file=sys.stderr)
     if summary.interrupted:
@@ -121,6 +122,9 @@ def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=non_negative_int, metavar="N", help="send at most N calls")
     parser.add_argument("--skip", type=non_negative_int, default=0, metavar="N",
                         help="skip the first N calls of the replay order (resume an interrupted replay)")
+    parser.add_argument("--append", action="store_true",
+                        help="send even if the topic already holds messages (by default that is refused: it "
+                             "would duplicate them); --skip implies it")
     parser.add_argument("--partitions", type=positive_int, default=3, help="partitions if the topic is created (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     add_kafka_arguments(parser)
@@ -195,8 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(func=cmd_dashboard)
 
     demo = commands.add_parser("demo", allow_abbrev=False, parents=[common], help="broker + replay + streaming job + report, in one command")
-    demo.add_argument("--output", default="out")
-    demo.add_argument("--input", default=str(config.DEFAULT_INPUT))
+    demo.add_argument("--output", default=DEMO_OUTPUT,
+                      help=f"the demo's own results folder, emptied each run; refused while a job uses it "
+                           f"(default {DEMO_OUTPUT}/)")
+    demo.add_argument("--input", default=str(config.DEFAULT_INPUT),
+                      help="calls file to replay (default: the bundled dataset)")
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
     demo.add_argument("--bootstrap-servers", help="use this broker if it answers (env KAFKA_BOOTSTRAP_SERVERS)")
     demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the one the demo starts")

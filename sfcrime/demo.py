@@ -1,6 +1,7 @@
 """`make demo`: broker -> replay -> verify -> streaming job -> answers and report, in one command.
 
-Uses the broker at --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS when one answers (with a fresh topic,
+Writes to a folder of its own (out/demo/ by default), starting over each time; a folder that a running job
+holds is refused. Uses the broker at --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS when one answers (with a fresh topic,
 so nothing already there is counted), otherwise starts Apache Kafka on a free port with its data in a
 temporary folder; stops and removes whatever it started.
 """
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from .producer import Pacing, replay
     from .report import answers, print_tables, write_charts, write_markdown
     from .local.kafka import KafkaNode
+    from .results import OutputLock
     from .stream.job import run as run_stream
 
     started = time.monotonic()
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     kafka_data = None
     stop_dashboard = None
+    # The demo starts over in a folder of its own; one a running job holds is refused, never deleted under it.
+    output_lock = OutputLock(output).acquire()
     try:
         if not bootstrap:
             kafka_data = tempfile.TemporaryDirectory(prefix="sfcrime-demo-kafka-")
@@ -59,13 +63,8 @@ def run(args: argparse.Namespace) -> int:
             bootstrap, topic = broker.bootstrap_servers, topic or DEFAULT_TOPIC
             print(f"Kafka on {bootstrap}, log {broker.log_file}", file=sys.stderr)
         settings = KafkaSettings(bootstrap_servers=bootstrap, topic=topic)
-
-        for stale in (output / "checkpoint", output / "results.sqlite", output / "results.sqlite-wal",
-                      output / "results.sqlite-shm", output / "report"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+        if (output / "report").is_dir():
+            shutil.rmtree(output / "report")  # the results and the checkpoint go with the job's --start-over
 
         _step(f"replaying {args.input} in event-time order")
         calls = load_calls(args.input, limit=args.limit)
@@ -93,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
         _step("Spark Structured Streaming over the topic (data_stream.py --once)")
         stream_args = build_parser().parse_args([
-            "stream", "--once", "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(output),
+            "stream", "--once", "--start-over", "--bootstrap-servers", bootstrap, "--topic", topic,
+            "--output", str(output),
             "--max-offsets-per-trigger", "100000", "--console-top", "5"])
         code = run_stream(stream_args)
         if code:
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 pass
         return 0
     finally:
+        output_lock.release()
         if stop_dashboard is not None:
             stop_dashboard()
         if broker is not None:

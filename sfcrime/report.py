@@ -26,9 +26,10 @@ RECENT_BATCHES = 60  # micro-batches in the pipeline's health
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def local_time(epoch_seconds: float) -> str:
-    """San Francisco local time, as the calls are recorded."""
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).astimezone(SF_TZ).strftime("%Y-%m-%d %H:%M")
+def local_time(epoch_seconds: float, named: bool = False) -> str:
+    """San Francisco local time, as the calls are recorded; `named` adds the zone (PST or PDT) for people."""
+    moment = datetime.fromtimestamp(epoch_seconds, timezone.utc).astimezone(SF_TZ)
+    return moment.strftime("%Y-%m-%d %H:%M %Z" if named else "%Y-%m-%d %H:%M")
 
 
 def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) -> dict:

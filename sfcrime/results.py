@@ -11,6 +11,8 @@ SQLite in WAL mode lets the report read while the job writes; it is in the stand
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -21,6 +23,7 @@ from .config import UserError
 from .dataset import second_occurrence
 
 FILE_NAME = "results.sqlite"
+LOCK_NAME = ".lock"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -88,12 +91,77 @@ def identity_clash(meta: dict[str, str], identity: dict[str, str]) -> str | None
     return None
 
 
+class OutputLock:
+    """OUTPUT/.lock, held (flock) for as long as a job or the demo uses the folder, with the holder's pid.
+
+    Another process that would delete or add to the results refuses with one line instead; the lock goes
+    with the process, so a killed job leaves nothing to clean up. Within one process it is shared (the demo
+    holds it and then runs the job).
+    """
+
+    _held: dict[Path, list] = {}  # resolved folder -> [open file, users]
+    _guard = threading.Lock()
+
+    def __init__(self, output: str | Path) -> None:
+        self.output = Path(output)
+        self._key: Path | None = None
+
+    def acquire(self) -> "OutputLock":
+        self.output.mkdir(parents=True, exist_ok=True)
+        key = self.output.resolve()
+        with OutputLock._guard:
+            held = OutputLock._held.get(key)
+            if held is None:
+                handle = open(key / LOCK_NAME, "a+")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    handle.close()
+                    raise UserError(f"{self.output} is in use by a running job (pid {holder}): stop it first, "
+                                    "or use another --output") from None
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                held = OutputLock._held[key] = [handle, 0]
+            held[1] += 1
+        self._key = key
+        return self
+
+    def release(self) -> None:
+        if self._key is None:
+            return
+        with OutputLock._guard:
+            held = OutputLock._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del OutputLock._held[self._key]
+                held[0].close()  # closing the file lets the lock go
+        self._key = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class ResultStore:
-    """The writer side, used by the job's foreachBatch sink (on the driver) and its progress listener."""
+    """The writer side, used by the job's foreachBatch sink (on the driver) and its progress listener.
+
+    Holds the output folder's lock (OutputLock) until closed: one job writes a results folder at a time.
+    """
 
     def __init__(self, output: str | Path) -> None:
         self.path = path_in(output)
-        self._db = connect(self.path)
+        self._output_lock = OutputLock(output).acquire()
+        try:
+            self._db = connect(self.path)
+        except BaseException:
+            self._output_lock.release()
+            raise
         self._lock = threading.Lock()  # the sink and the progress listener run on different threads
         self._window_s = 3600
 
@@ -219,19 +287,31 @@ class ResultStore:
         with self._lock, closing(self._db.cursor()) as cursor:
             cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
-    def top_current_window(self, limit: int) -> tuple[int | None, list[tuple[str, int]]]:
-        """The latest window's top crime types, for the console view."""
+    def top_windows(self, limit: int, watermark: float | None) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+        """For the console view: the top crime types of the last final window (its end at or before the
+        watermark) and of the latest, still open, one: {"final": (start, rows), "open": (start, rows)}."""
         with self._lock:
             latest, = self._db.execute("SELECT MAX(pane_start) FROM crime_type_panes").fetchone()
-            windows = [] if latest is None else window_counts(self._db, since=latest - 2 * self._window_s)
-        if not windows:
-            return None, []
-        start = max(w[0] for w in windows)
-        rows = sorted(((t, n) for s, _, t, n in windows if s == start), key=lambda r: (-r[1], r[0]))
-        return start, rows[:limit]
+            if latest is None:
+                return {}
+            since = latest - 2 * self._window_s
+            if watermark is not None:
+                since = min(since, int(watermark) - 2 * self._window_s)
+            windows = window_counts(self._db, since=since)
+        chosen: dict[str, int] = {}
+        final = [w[0] for w in windows if watermark is not None and w[1] <= watermark]
+        if final:
+            chosen["final"] = max(final)
+        still_open = [w[0] for w in windows if watermark is None or w[1] > watermark]
+        if still_open:
+            chosen["open"] = max(still_open)
+        return {label: (start, sorted(((t, n) for s, _, t, n in windows if s == start),
+                                      key=lambda r: (-r[1], r[0]))[:limit])
+                for label, start in chosen.items()}
 
     def close(self) -> None:
         self._db.close()
+        self._output_lock.release()
 
 
 def window_counts(db: sqlite3.Connection, since: int | None = None) -> list[tuple[int, int, str, int]]:

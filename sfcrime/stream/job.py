@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from ..config import UserError, kafka_settings
@@ -178,6 +178,8 @@ class BatchWriter:
         self.identity = dict(identity or {})
         self.checkpoint = checkpoint
         self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
+        self._shown_final: int | None = None  # the console view's last final window, and when it was printed
+        self._shown_at = float("-inf")
 
     def __call__(self, batch, batch_id: int) -> None:
         # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
@@ -200,8 +202,10 @@ class BatchWriter:
             ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
                                          time.time())
             if ahead_from is not None:
+                from ..report import local_time
+
                 log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
-                            batch_id, datetime.fromtimestamp(ahead_from).isoformat())
+                            batch_id, local_time(ahead_from, named=True))
             counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
         finally:
             batch.unpersist()
@@ -219,16 +223,23 @@ class BatchWriter:
         if not written:
             log.info("batch %d is already in the results (a re-run after a restart): not counted again", batch_id)
         elif self.console_top and counts["crime_type_windows"]:
-            self.print_current_window()
+            self.print_windows()
 
-    def print_current_window(self) -> None:
-        start, rows = self.store.top_current_window(self.console_top)
-        if start is None:
+    def print_windows(self, every_s: float = 30.0) -> None:
+        """The top crime types of the last final window and of the open one, labelled. Printed when a new
+        window becomes final, else at most every `every_s`: a 1-second trigger must not scroll the screen."""
+        windows = self.store.top_windows(self.console_top, job_watermark(self.store))
+        final = windows.get("final", (None, []))[0]
+        now = time.monotonic()
+        if final == self._shown_final and now - self._shown_at < every_s:
             return
+        self._shown_final, self._shown_at = final, now
         from ..report import local_time
 
-        print(f"top crime types, window from {local_time(start)}: "
-              + "; ".join(f"{name} {count}" for name, count in rows), flush=True)
+        for label, (start, rows) in windows.items():
+            what = "final" if label == "final" else "open, counts may still grow"
+            print(f"top crime types, {label} window {local_time(start, named=True)} ({what}): "
+                  + "; ".join(f"{name} {count:,}" for name, count in rows), flush=True)
 
 
 def duplicates_of(progress) -> int:
@@ -270,11 +281,17 @@ def job_watermark(store) -> float | None:
     return None if front is None else front - int(store.meta().get("watermark_seconds", 3600))
 
 
-def make_listener(store):
+def make_listener(store, topic: str, heartbeat_s: float = 60.0):
     from pyspark.sql.streaming import StreamingQueryListener
 
+    from ..report import local_time
+
     class ProgressReporter(StreamingQueryListener):
-        """The course project's progress reporter: one line per micro-batch, also kept in the results."""
+        """The course project's progress reporter: one line per micro-batch, also kept in the results, and a
+        heartbeat while the topic has nothing new."""
+
+        last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
+        _last_line = time.monotonic()
 
         def onQueryStarted(self, event) -> None:
             log.info("query started: id %s run %s", event.id, event.runId)
@@ -285,15 +302,20 @@ def make_listener(store):
             watermark = job_watermark(store)
             row = progress_row(progress, backlog, watermark)
             store.write_progress(row)
-            shown = "-" if watermark is None else datetime.fromtimestamp(watermark, timezone.utc).isoformat()
+            shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
             print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
                   f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
                   f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
                   f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
                   file=sys.stderr, flush=True)
+            ProgressReporter.last_batch, ProgressReporter._last_line = progress.batchId, time.monotonic()
 
         def onQueryIdle(self, event) -> None:
-            pass
+            now = time.monotonic()
+            if now - ProgressReporter._last_line >= heartbeat_s:
+                ProgressReporter._last_line = now
+                print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {topic!r} "
+                      f"(last batch {ProgressReporter.last_batch})", file=sys.stderr, flush=True)
 
         def onQueryTerminated(self, event) -> None:
             pass  # run() reports how the query ended, in one line
@@ -355,33 +377,72 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
                             f"{gone_back}; {hint}")
 
 
+def resume_point(checkpoint: Path) -> str | None:
+    """Where a restarted query picks up: its last committed batch and the offsets read so far."""
+    from .identity import checkpoint_offsets
+
+    committed = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not committed:
+        return None
+    offsets = checkpoint_offsets(checkpoint) or {}
+    shown = ", ".join(f"partition {p} at {o:,}" for p, o in sorted(offsets.items()))
+    return f"resuming after batch {max(committed)} (offsets read: {shown or 'unknown'})"
+
+
 def run(args) -> int:
     """Run the job until Ctrl-C, or with --once until everything available now is processed."""
-    from pyspark.errors import StreamingQueryException
-
     from ..clients import check_reachable
     from ..dataset import load_radio_codes
-    from ..results import ResultStore, path_in
-    from .identity import start_over, topic_identity
+    from ..results import OutputLock
 
     settings = kafka_settings(args)
     output = Path(args.output)
     checkpoint = Path(args.checkpoint) if args.checkpoint else output / "checkpoint"
     load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
-    if settings.topic not in topics:
-        raise UserError(f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
-                        "(replay the calls first: python kafka_server.py)")
     window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
     if window_s % pane_s:
         raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
-    output.mkdir(parents=True, exist_ok=True)
+    missing = (f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
+               "(replay the calls first: python kafka_server.py)")
+    if settings.topic not in topics and args.once:
+        raise UserError(missing)
+    with OutputLock(output):  # before --start-over deletes anything: never under a running job
+        if settings.topic not in topics:
+            wait_for_topic(settings, missing)
+        return _run(args, settings, output, checkpoint, window_s, pane_s)
+
+
+def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
+    """A live job started before the producer waits for its topic, saying so, rather than fail."""
+    from ..clients import check_reachable
+
+    print(f"waiting: {why}; Ctrl-C stops", file=sys.stderr, flush=True)
+    started = last = time.monotonic()
+    while settings.topic not in check_reachable(settings):
+        time.sleep(every_s)
+        if time.monotonic() - last >= heartbeat_s:
+            last = time.monotonic()
+            print(f"still waiting for topic {settings.topic!r} ({time.monotonic() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+    print(f"topic {settings.topic!r} is there: starting", file=sys.stderr, flush=True)
+
+
+def _run(args, settings, output: Path, checkpoint: Path, window_s: int, pane_s: int) -> int:
+    from pyspark.errors import StreamingQueryException
+
+    from ..results import ResultStore, path_in
+    from .identity import start_over, topic_identity
+
     if getattr(args, "start_over", False):
         start_over(output, checkpoint, path_in(output))
     identity = topic_identity(settings)
     store = ResultStore(output)
     try:
         check_results_belong(store, checkpoint, identity, settings)
+        resuming = resume_point(checkpoint)
+        if resuming:
+            print(resuming, file=sys.stderr, flush=True)
         store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
                               "watermark": args.watermark, "timezone": args.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
@@ -398,7 +459,7 @@ def run(args) -> int:
         raw = open_source(spark, args, settings)
         radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes)
-        listener = make_listener(store)
+        listener = make_listener(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
                                    duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
@@ -412,7 +473,8 @@ def run(args) -> int:
         try:
             query.awaitTermination()
         except KeyboardInterrupt:
-            log.warning("stopping the query (Ctrl-C); the checkpoint lets the next run resume")
+            print(f"stopping (Ctrl-C); every finished batch is kept: resume with the same --output {output}"
+                  + (f" --checkpoint {checkpoint}" if args.checkpoint else ""), file=sys.stderr, flush=True)
             query.stop()
             return 130
         except StreamingQueryException:
@@ -424,6 +486,11 @@ def run(args) -> int:
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
             store.write_progress(progress_row(progress, backlog_of(progress), job_watermark(store)))
+        last = query.lastProgress
+        deadline = time.monotonic() + 5  # let the listener print the last batch's line before ours
+        last_id = None if last is None else last["batchId"] if isinstance(last, dict) else last.batchId
+        while last_id is not None and listener.last_batch < last_id and time.monotonic() < deadline:
+            time.sleep(0.05)
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)
         return 0
     finally:

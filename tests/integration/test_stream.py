@@ -4,6 +4,7 @@ file that was replayed."""
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -63,7 +64,7 @@ def test_answers_equal_an_independent_count_with_malformed_and_repeated_records(
                b"{\"crime_id\": \"77\", \"call_date_time\": null}", b"{\"crime_id\": \"78\", \"call_date_time\": \"soon\"}",
                b"{\"crime_id\": \"79\", \"pad\": \"" + b"x" * 900_000 + b"\"}"]
     produce_raw(kafka.bootstrap_servers, kafka.topic, hostile)
-    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)  # at-least-once: 500 repeats
+    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False, append=True)  # at-least-once: 500 repeats
     run = stream(kafka, tmp_path / "out", "--source", source, "--max-offsets-per-trigger", "1000")
     answers = report(tmp_path / "out")
     expected = expected_answers(sample_records)
@@ -81,7 +82,8 @@ def test_answers_equal_an_independent_count_with_malformed_and_repeated_records(
     source_name = "Spark's connector" if source == "kafka" else "Python Data Source"
     assert f"Kafka source: {source_name}" in run.stderr
     assert "batch 0: " in run.stderr and "backlog" in run.stderr and "UI: http" in run.stderr
-    assert "top crime types, window from" in run.stdout
+    assert "top crime types, final window " in run.stdout and " (open, counts may still grow): " in run.stdout
+    assert re.search(r"watermark 2018-\d\d-\d\d \d\d:\d\d P[SD]T", run.stderr)  # SF time, named
 
 
 def test_newest_first_replay_counts_every_late_call_and_marks_the_windows_revised(kafka, sample_file,
