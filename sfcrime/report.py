@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import UserError
 from .dataset import SF_TZ
+from .glossary import MEANINGS, labelled, meaning
 from .results import connect, path_in, window_counts
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,22 @@ CHART_DIR = "charts"
 RECENT_WINDOWS = 24  # windows in the "how the top 5 moved" series
 RECENT_BATCHES = 60  # micro-batches in the pipeline's health
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _pyplot():
+    """matplotlib's pyplot without a display (the report runs in terminals, tests and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _thousands():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
 
 
 def local_time(epoch_seconds: float, named: bool = False) -> str:
@@ -239,25 +256,30 @@ def print_tables(result: dict, out=None) -> None:
                   f"{windows['open']:,} still open (watermark {result['watermark'] or '-'}).")
 
     def table(title, columns, rows):
-        t = Table(title=title, title_justify="left")
+        t = Table(title=title, title_justify="left") if title else Table()
         for name, justify in columns:
             t.add_column(name, justify=justify)
         for row in rows:
             t.add_row(*[f"{v:,}" if isinstance(v, int) else ("" if v is None else str(v)) for v in row])
         console.print(t)
 
-    table("Top crime types", [("#", "right"), ("crime type", "left"), ("calls", "right")],
-          [(i + 1, r["crime_type"], r["count"]) for i, r in enumerate(result["top_crime_types"])])
+    table("Top crime types", [("#", "right"), ("crime type", "left"), ("calls", "right"), ("code meaning", "left")],
+          [(i + 1, r["crime_type"], r["count"], meaning(r["crime_type"])) for i, r in enumerate(result["top_crime_types"])])
     table("Crime density by location (top addresses)", [("#", "right"), ("address", "left"), ("calls", "right")],
           [(i + 1, r["address"], r["count"]) for i, r in enumerate(result["top_locations"])])
     table("Dispositions", [("code", "left"), ("description", "left"), ("calls", "right")],
           [(r["code"], r["description"] or "(no radio code)", r["count"]) for r in result["dispositions"]])
-    latest = windows.get("latest")
-    if latest:
-        state = "final" if latest["final"] else "open: counts may still grow"
-        table(f"Latest window {latest['start']} to {latest['end']} ({state})",
-              [("crime type", "left"), ("calls", "right")],
-              [(r["crime_type"], r["count"]) for r in latest["top_crime_types"]])
+    shown = []
+    for key, name in (("last_final", "Last final window"), ("latest", "Latest window")):
+        window = windows.get(key)
+        if not window or window["start"] in shown:
+            continue
+        shown.append(window["start"])
+        state = "final" if window["final"] else "open: counts may still grow"
+        # the heading on its own line: as a table title it wrapped to the table's narrow width
+        console.print(f"[bold]{name}[/bold], {window['start']} to {window['end']} San Francisco time ({state})")
+        table(None, [("crime type", "left"), ("calls", "right"), ("code meaning", "left")],
+              [(r["crime_type"], r["count"], meaning(r["crime_type"])) for r in window["top_crime_types"]])
 
 
 # -------------------------------------------------------------------------------------------- charts
@@ -265,11 +287,7 @@ def print_tables(result: dict, out=None) -> None:
 
 def write_charts(result: dict, directory: Path) -> dict[str, Path]:
     """PNG charts with titles and labelled axes; returns {name: path}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     charts: dict[str, Path] = {}
 
@@ -287,6 +305,7 @@ def write_charts(result: dict, directory: Path) -> dict[str, Path]:
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_formatter(_thousands())
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:,}", va="center", fontsize=7)
         fig.suptitle(title)
@@ -294,7 +313,7 @@ def write_charts(result: dict, directory: Path) -> dict[str, Path]:
 
     types = result["top_crime_types"]
     barh("top_crime_types", "Top crime types (SF police calls for service)",
-         [r["crime_type"] for r in types], [r["count"] for r in types], "calls", "crime type")
+         [labelled(r["crime_type"]) for r in types], [r["count"] for r in types], "calls", "crime type")
     places = result["top_locations"]
     barh("top_locations", "Crime density by location: the busiest addresses",
          [r["address"] for r in places], [r["count"] for r in places], "calls", "address")
@@ -303,34 +322,71 @@ def write_charts(result: dict, directory: Path) -> dict[str, Path]:
          [f"{r['code']} - {r['description'] or 'no radio code'}" for r in dispositions],
          [r["count"] for r in dispositions], "calls", "disposition")
 
-    by_hour = result["calls_by_hour"]
-    if by_hour:
-        import numpy as np
-
-        names = list(by_hour)
-        fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2))
-        image = ax.imshow(np.array([by_hour[n] for n in names]), aspect="auto", cmap="viridis")
-        ax.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.set_xlabel("hour of day (San Francisco time)")
-        ax.set_ylabel("crime type")
-        fig.colorbar(image, ax=ax, label="calls")
-        fig.suptitle("Calls by hour of day for the top crime types")
-        save(fig, "calls_by_hour")
+    if result["calls_by_hour"]:
+        save(calls_by_hour_figure(result["calls_by_hour"]), "calls_by_hour")
+    if result["windows"]["recent"]["windows"]:
+        save(windows_figure(result["windows"]), "calls_by_window")
 
     by_day = result["calls_by_day"]
     if by_day:
         fig, ax = plt.subplots(figsize=(10, 4.5))
         for name, days in by_day.items():
             xs = [datetime.strptime(d, "%Y-%m-%d") for d in days]
-            ax.plot(xs, list(days.values()), label=name, linewidth=1.2)
-        ax.set_xlabel("day")
+            ax.plot(xs, list(days.values()), label=labelled(name), linewidth=1.2)
+        ax.set_xlabel("day (San Francisco time)")
         ax.set_ylabel("calls per day")
+        ax.yaxis.set_major_formatter(_thousands())
         ax.legend(fontsize=8)
         fig.autofmt_xdate()
         fig.suptitle("Calls over time for the top crime types")
         save(fig, "calls_over_time")
     return charts
+
+
+def calls_by_hour_figure(by_hour: dict[str, list[int]]):
+    """Calls by hour of day, one row per crime type, each row scaled to its own busiest hour: on one
+    scale the busiest type set the colours and every other row was one flat colour."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(by_hour)
+    counts = np.array([by_hour[n] for n in names], dtype=float)
+    peaks = counts.max(axis=1, keepdims=True)
+    shares = np.divide(counts, peaks, out=np.zeros_like(counts), where=peaks > 0)
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2.2))
+    image = ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
+    ax.set_yticks(range(len(names)), [f"{labelled(n)}\n(peak {int(p):,} calls)" for n, p in zip(names, peaks[:, 0])],
+                  fontsize=7)
+    ax.set_xlabel("hour of day (San Francisco time)")
+    ax.set_ylabel("crime type")
+    fig.colorbar(image, ax=ax, label="calls, as a share of the row's busiest hour")
+    fig.suptitle("Calls by hour of day for the top crime types")
+    return fig
+
+
+def windows_figure(windows: dict):
+    """The main answer over time: the top crime types' calls per event-time window, open windows marked."""
+    plt = _pyplot()
+    recent = windows["recent"]
+    starts = [datetime.strptime(w["start"], "%Y-%m-%d %H:%M") for w in recent["windows"]]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for i, name in enumerate(recent["crime_types"]):
+        ax.plot(starts, [w["counts"][i] for w in recent["windows"]], marker="o", markersize=3, linewidth=1.2,
+                label=labelled(name))
+    if len(starts) > 1:
+        step = starts[1] - starts[0]
+        opened = [start for start, w in zip(starts, recent["windows"]) if not w["final"]]
+        for n, start in enumerate(opened):
+            ax.axvspan(start, start + step, color="#f2c14e", alpha=0.3, label="open: counts may still grow" if n == 0 else None)
+    ax.set_xlabel(f"window start (San Francisco time); windows of {windows['length']}"
+                  + (f", sliding by {windows['slide']}" if windows.get("slide") not in (None, windows["length"]) else ""))
+    ax.set_ylabel("calls in the window")
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.suptitle(f"Top crime types per event-time window (the latest {len(starts)})")
+    return fig
 
 
 def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
@@ -352,16 +408,23 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
         lines.extend("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |" for row in rows)
         lines.append("")
 
-    section("Top crime types", "top_crime_types", ["crime type", "calls"],
-            [(r["crime_type"], r["count"]) for r in result["top_crime_types"]])
+    section("Top crime types", "top_crime_types", ["crime type", "calls", "code meaning"],
+            [(r["crime_type"], r["count"], meaning(r["crime_type"]) or "") for r in result["top_crime_types"]])
+    recent = result["windows"]["recent"]
+    section("Top crime types per event-time window", "calls_by_window",
+            ["window start (San Francisco time)", "state", *recent["crime_types"]],
+            [(w["start"], "final" if w["final"] else "open", *w["counts"]) for w in recent["windows"]])
     section("Crime density by location", "top_locations", ["address", "calls"],
             [(r["address"], r["count"]) for r in result["top_locations"]])
     section("Dispositions", "dispositions", ["code", "description", "calls"],
             [(r["code"], r["description"] or "(no radio code)", r["count"]) for r in result["dispositions"]])
-    section("Calls by hour of day", "calls_by_hour", ["crime type"] + [f"{h:02d}" for h in range(24)],
+    section("Calls by hour of day (San Francisco time; each chart row scaled to its own busiest hour)",
+            "calls_by_hour", ["crime type"] + [f"{h:02d}" for h in range(24)],
             [(name, *hours) for name, hours in result["calls_by_hour"].items()])
     section("Calls over time", "calls_over_time", ["crime type", "days", "calls"],
             [(name, len(days), sum(days.values())) for name, days in result["calls_by_day"].items()])
+    lines.extend(["Codes among the crime types: " + "; ".join(f"{code}: {text}" for code, text in MEANINGS.items())
+                  + " (sources: sfcrime/glossary.py).", ""])
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
