@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -61,6 +62,30 @@ class Pacer:
             self._sleep(due - now)
 
 
+def about(seconds: float) -> str:
+    """A duration for people: `45 s`, `31 minutes`, `2.5 hours`, `90 days`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.0f} days"
+
+
+def replay_plan(calls: Calls, pacing: Pacing) -> str | None:
+    """How long a paced replay will take, said before it starts (`--speedup 3600` on the whole file takes
+    half an hour, which nothing said); None at max speed."""
+    if pacing.rate:
+        return f"replaying {len(calls):,} calls at {pacing.rate:g} a second: about {about(len(calls) / pacing.rate)}"
+    if not pacing.speedup:
+        return None
+    times = [t for t in (calls.event_times[i] for i in calls.order) if not math.isnan(t)]
+    span = max(times) - min(times) if times else 0.0
+    return (f"replaying {about(span)} of calls at {pacing.speedup:g}x event time: about "
+            f"{about(span / pacing.speedup)}")
+
+
 @dataclass
 class ReplaySummary:
     total: int
@@ -101,6 +126,18 @@ def messages_in(settings: KafkaSettings) -> int:
         consumer.close()
 
 
+def replay_note(event_time: float, last_event: float | None, pacing: Pacing) -> str | None:
+    """Where a paced replay is in event time and, with --speedup, how long it has left."""
+    if not (pacing.rate or pacing.speedup) or math.isnan(event_time):
+        return None
+    from .report import local_time
+
+    note = f"at {local_time(event_time, named=True)}"
+    if pacing.speedup and last_event is not None and not math.isnan(last_event):
+        note += f", {about(max(0.0, last_event - event_time) / pacing.speedup)} left"
+    return note
+
+
 def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: int = 3,
            progress: bool = True, flush_timeout_s: float = 60.0, append: bool = False) -> ReplaySummary:
     """Send every call once, in order; on Ctrl-C stop handing over, flush what was sent and report it.
@@ -121,11 +158,15 @@ def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: in
     pacer = Pacer(pacing)
     summary = ReplaySummary(total=len(calls))
     log.info("replaying %s calls to %s at %s", f"{len(calls):,}", settings.describe(), pacing.describe())
+    plan = replay_plan(calls, pacing)
+    if plan and progress:
+        print(plan, file=sys.stderr, flush=True)
+    last_event = max((t for t in calls.event_times if not math.isnan(t)), default=math.nan) if pacing.speedup else None
     started = time.monotonic()
     try:
         with Progress("sending", len(calls), enabled=progress) as bar:
             send, poll, advance = producer.send, getattr(producer, "poll", None), bar.advance
-            step = 1000
+            step = 1000 if not (pacing.rate or pacing.speedup) else 100  # paced: a bar that moves
             for index, (key, value, event_time) in enumerate(calls):
                 pacer.wait(index, event_time)
                 send(key, value)
@@ -133,7 +174,7 @@ def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: in
                 if summary.handed % step == 0:
                     if poll:
                         poll()
-                    advance(step)
+                    advance(step, replay_note(event_time, last_event, pacing))
             advance(summary.handed % step)
     except KeyboardInterrupt:
         summary.interrupted = True

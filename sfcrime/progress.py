@@ -16,6 +16,7 @@ class Progress:
                  enabled: bool = True) -> None:
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
         self.done = 0
+        self.note = ""
         self._bar = None
         self._enabled = enabled
         self._started = self._last_log = time.monotonic()
@@ -35,16 +36,22 @@ class Progress:
             self._task = self._bar.add_task(self.label, total=self.total, rate="")
         return self
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        """`note` says where the work is (a replay's event time and time left), beside the rate."""
         self.done += n
+        if note is not None:
+            self.note = note
         now = time.monotonic()
         if self._bar is not None:
             if now - self._last_log >= 0.2:
                 self._last_log = now
-                self._bar.update(self._task, completed=self.done, rate=f"{self.rate():,.0f} {self.unit}/s")
+                self._bar.update(self._task, completed=self.done, rate=self._rate_text())
         elif self._enabled and now - self._last_log >= self.every_s:
             self._last_log = now
             self._log_line()
+
+    def _rate_text(self) -> str:
+        return f"{self.rate():,.0f} {self.unit}/s" + (f", {self.note}" if self.note else "")
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self._started
@@ -54,12 +61,13 @@ class Progress:
         if self.total:
             rate = self.rate()
             eta = (self.total - self.done) / rate if rate else float("inf")
-            log.info("%s: %s/%s %s (%.0f%%), %,.0f %s/s, ETA %.0fs", self.label, f"{self.done:,}",
-                     f"{self.total:,}", self.unit, 100 * self.done / self.total, rate, self.unit, eta)
+            log.info("%s: %s/%s %s (%.0f%%), %s/s, ETA %.0fs%s", self.label, f"{self.done:,}",
+                     f"{self.total:,}", self.unit, 100 * self.done / self.total, f"{rate:,.0f} {self.unit}",
+                     eta, f", {self.note}" if self.note else "")
         else:
-            log.info("%s: %s %s, %,.0f %s/s", self.label, f"{self.done:,}", self.unit, self.rate(), self.unit)
+            log.info("%s: %s %s, %s %s/s", self.label, f"{self.done:,}", self.unit, f"{self.rate():,.0f}", self.unit)
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, rate=f"{self.rate():,.0f} {self.unit}/s")
+            self._bar.update(self._task, completed=self.done, rate=self._rate_text())
             self._bar.stop()
