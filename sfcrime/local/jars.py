@@ -174,7 +174,8 @@ def _fetch_with_ivy(coordinates: tuple[str, ...], workdir: Path, staging: Path) 
 SPARK_LOG4J2 = """\
 # Written by `make setup`: spark-submit and the job print their own progress; Spark's INFO lines would bury it.
 # Raise the level here, or with SFCRIME_SPARK_LOG_LEVEL=INFO for the job, to see them.
-rootLogger.level = warn
+# error, as Spark's own loggers below: when the root level differs, pyspark prints "Setting default log level".
+rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console
 appender.console.type = Console
 appender.console.name = console
