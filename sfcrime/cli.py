@@ -144,7 +144,12 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sfcrime", description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="sfcrime", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="San Francisco police calls: replay them into Kafka, count them with Spark Structured "
+                    "Streaming, and read the answers.",
+        epilog="The classic scripts are these commands: kafka_server.py = produce, consumer_server.py = consume,\n"
+               "data_stream.py = stream. 'python -m sfcrime COMMAND --help' shows a command's flags.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)  # -v after the command too, and in each script
@@ -204,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default {DEMO_OUTPUT}/)")
     demo.add_argument("--input", default=str(config.DEFAULT_INPUT),
                       help="calls file to replay (default: the bundled dataset)")
-    demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls")
-    demo.add_argument("--bootstrap-servers", help="use this broker if it answers (env KAFKA_BOOTSTRAP_SERVERS)")
+    demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls (default: all)")
+    demo.add_argument("--bootstrap-servers",
+                      help="use this broker if it answers (default: env KAFKA_BOOTSTRAP_SERVERS, else start one)")
     demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the one the demo starts")
     demo.add_argument("--dashboard-port", type=non_negative_int, default=8050,
                       help="port of the live dashboard (default 8050; 0: any free port)")
@@ -216,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any of: broker producer consumer stream tuning latency memory soak all (default all; soak is not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
-    bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"))
+    bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"),
+                       help="where the JSON results and charts go (default bench/results/ in the repo)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
