@@ -379,13 +379,13 @@ def windows_figure(windows: dict):
         opened = [start for start, w in zip(starts, recent["windows"]) if not w["final"]]
         for n, start in enumerate(opened):
             ax.axvspan(start, start + step, color="#f2c14e", alpha=0.3, label="open: counts may still grow" if n == 0 else None)
-    ax.set_xlabel(f"window start (San Francisco time); windows of {windows['length']}"
+    ax.set_xlabel(f"window start (San Francisco time); the latest {len(starts)} windows of {windows['length']}"
                   + (f", sliding by {windows['slide']}" if windows.get("slide") not in (None, windows["length"]) else ""))
     ax.set_ylabel("calls in the window")
     ax.yaxis.set_major_formatter(_thousands())
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
-    fig.suptitle(f"Top crime types per event-time window (the latest {len(starts)})")
+    fig.suptitle("Top crime types per event-time window")
     return fig
 
 

@@ -15,6 +15,7 @@ CHART_TITLES = {
     "dispositions": "Dispositions of calls (radio code and description)",
     "calls_by_hour": "Calls by hour of day for the top crime types",
     "calls_over_time": "Calls over time for the top crime types",
+    "calls_by_window": "Top crime types per event-time window",
 }
 
 
