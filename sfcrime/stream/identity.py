@@ -48,11 +48,12 @@ def checkpoint_query_id(checkpoint: Path) -> str | None:
         return None
 
 
-def checkpoint_offsets(checkpoint: Path) -> dict[int, int] | None:
-    """The end offsets of the latest batch in the checkpoint's offset log, per partition (either source's shape)."""
+def checkpoint_offsets(checkpoint: Path, upto: int | None = None) -> dict[int, int] | None:
+    """The end offsets of the latest batch (at most `upto`) in the checkpoint's offset log, per partition
+    (either source's shape)."""
     directory = checkpoint / "offsets"
-    batches = sorted((int(p.name) for p in directory.glob("[0-9]*") if p.name.isdigit()), reverse=True) \
-        if directory.is_dir() else []
+    batches = sorted((int(p.name) for p in directory.glob("[0-9]*") if p.name.isdigit()
+                      and (upto is None or int(p.name) <= upto)), reverse=True) if directory.is_dir() else []
     for batch_id in batches:
         try:
             lines = (directory / str(batch_id)).read_text().splitlines()
@@ -64,6 +65,16 @@ def checkpoint_offsets(checkpoint: Path) -> dict[int, int] | None:
         if isinstance(offsets, dict):
             return {int(p): int(o) for p, o in offsets.items()}
     return None
+
+
+def resume_point(checkpoint: Path) -> str | None:
+    """Where a restarted query picks up: its last committed batch and the offsets read so far."""
+    committed = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not committed:
+        return None
+    offsets = checkpoint_offsets(checkpoint, upto=max(committed)) or {}
+    shown = ", ".join(f"partition {p} at {o:,}" for p, o in sorted(offsets.items()))
+    return f"resuming after batch {max(committed)} (offsets read: {shown or 'unknown'})"
 
 
 def offsets_gone_back(checkpoint: Path, end_offsets: dict[int, int]) -> str | None:

@@ -57,6 +57,7 @@ def build_session(args):
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.python.worker.reuse": "true",
         "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
+        "spark.sql.streaming.stopTimeout": "30s",  # a source stuck on a lost broker must not hold Ctrl-C for ever
     }
     for key, value in defaults.items():
         if not submitted.contains(key):
@@ -377,16 +378,50 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
                             f"{gone_back}; {hint}")
 
 
-def resume_point(checkpoint: Path) -> str | None:
-    """Where a restarted query picks up: its last committed batch and the offsets read so far."""
-    from .identity import checkpoint_offsets
+LOST_BROKER_S = 30
 
-    committed = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]
-    if not committed:
-        return None
-    offsets = checkpoint_offsets(checkpoint) or {}
-    shown = ", ".join(f"partition {p} at {o:,}" for p, o in sorted(offsets.items()))
-    return f"resuming after batch {max(committed)} (offsets read: {shown or 'unknown'})"
+
+def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> str | None:
+    """Wait for the query to end: None when it did, "interrupted" on Ctrl-C, "lost broker" when no broker
+    address has taken a connection for LOST_BROKER_S.
+
+    Our own SIGINT handler only sets a flag: pyspark's cancels jobs over py4j from inside the signal
+    handler, re-entering a py4j call in progress, and a Ctrl-C ended in pages of tracebacks. Spark's Kafka
+    connector retries a vanished broker for minutes and then fails in a hundred lines; a closed port says it
+    in one.
+    """
+    import signal
+    import threading
+
+    from ..clients import _any_port_open
+
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        last_check, down_since = time.monotonic(), None
+        while not interrupted.is_set():
+            if query.awaitTermination(1):
+                return None
+            now = time.monotonic()
+            if now - last_check >= check_every_s:
+                last_check = now
+                if _any_port_open(bootstrap_servers):
+                    down_since = None
+                elif down_since is None:
+                    down_since = now
+                elif now - down_since >= LOST_BROKER_S:
+                    return "lost broker"
+        return "interrupted"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_query(query) -> None:
+    """Stop the query; a source stuck on a vanished broker may not stop in time (spark.sql.streaming.stopTimeout)."""
+    try:
+        query.stop()
+    except Exception as error:  # noqa: BLE001 - we are leaving anyway; say why it was not clean
+        log.info("the query did not stop cleanly: %s", str(error).splitlines()[0] if str(error) else error)
 
 
 def run(args) -> int:
@@ -440,6 +475,8 @@ def _run(args, settings, output: Path, checkpoint: Path, window_s: int, pane_s: 
     store = ResultStore(output)
     try:
         check_results_belong(store, checkpoint, identity, settings)
+        from .identity import resume_point
+
         resuming = resume_point(checkpoint)
         if resuming:
             print(resuming, file=sys.stderr, flush=True)
@@ -470,15 +507,19 @@ def _run(args, settings, output: Path, checkpoint: Path, window_s: int, pane_s: 
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()
         query = writer.start()
+        resume = f"resume with the same --output {output}" + (f" --checkpoint {checkpoint}" if args.checkpoint else "")
         try:
-            query.awaitTermination()
-        except KeyboardInterrupt:
-            print(f"stopping (Ctrl-C); every finished batch is kept: resume with the same --output {output}"
-                  + (f" --checkpoint {checkpoint}" if args.checkpoint else ""), file=sys.stderr, flush=True)
-            query.stop()
-            return 130
+            ended = await_query(query, settings.bootstrap_servers)
         except StreamingQueryException:
-            pass  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
+            ended = None  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
+        if ended == "interrupted":
+            print(f"stopping (Ctrl-C); every finished batch is kept: {resume}", file=sys.stderr, flush=True)
+            stop_query(query)
+            return 130
+        if ended == "lost broker":
+            stop_query(query)
+            raise UserError(f"lost the broker at {settings.bootstrap_servers}: nothing has answered there for "
+                            f"{LOST_BROKER_S} s; every finished batch is kept: start it again and {resume}")
         error = query.exception()
         if batch_writer.failure is not None:
             raise UserError(batch_writer.failure)

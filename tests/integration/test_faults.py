@@ -50,3 +50,40 @@ def test_a_replay_running_through_a_broker_crash_completes_exactly(sample_file, 
         assert result.exact, result.lines()  # nothing lost, nothing twice (the producer is idempotent)
     finally:
         node.stop()
+
+
+def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_path):
+    """Spark's connector retries a vanished broker for minutes, then fails in about a hundred lines that
+    blame the broker software; the job says what happened, in one line, within about a minute."""
+    node = KafkaNode(tmp_path / "kafka").start()
+    output = tmp_path / "out"
+    try:
+        settings = KafkaSettings(bootstrap_servers=node.bootstrap_servers, topic="calls", timeout_s=10)
+        assert replay(load_calls(sample_file, limit=200), settings, Pacing(), progress=False).ok
+        job = subprocess.Popen([PYTHON, "data_stream.py", "--trigger", "1 second", "--console-top", "0",
+                                "--bootstrap-servers", node.bootstrap_servers, "--output", str(output)],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        try:
+            lines = []
+            for line in job.stderr:  # until batch 0 is counted
+                lines.append(line)
+                if line.startswith("batch 0: "):
+                    break
+            node.kill()
+            rest = job.stderr.read()
+            job.wait(120)
+        finally:
+            if job.poll() is None:
+                import os
+                import signal
+
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+        assert job.returncode == 1, "".join(lines) + rest
+        assert rest.strip().splitlines()[-1] == (
+            f"error: lost the broker at {node.bootstrap_servers}: nothing has answered there for 30 s; every "
+            f"finished batch is kept: start it again and resume with the same --output {output}")
+        assert len(rest.strip().splitlines()) <= 3, rest  # the last batch lines at most, then the error
+    finally:
+        node.stop()

@@ -39,3 +39,15 @@ def test_start_over_deletes_results_and_checkpoint_but_not_a_directory_that_is_n
     with pytest.raises(UserError, match="does not look like a Spark checkpoint"):
         start_over(tmp_path, precious, results)
     assert (precious / "thesis.tex").exists()
+
+
+def test_a_restart_says_after_which_batch_and_from_which_offsets_it_resumes(tmp_path):
+    from sfcrime.stream.identity import resume_point
+
+    checkpoint = write_checkpoint(tmp_path / "c", {0: {"calls": {"0": 500, "1": 1500}}, 1: {"calls": {"0": 1000, "1": 2000}},
+                                                   2: {"calls": {"0": 1200, "1": 2100}}})  # batch 2 planned, not done
+    assert resume_point(checkpoint) is None  # nothing committed: a new query, nothing to say
+    (checkpoint / "commits").mkdir()
+    (checkpoint / "commits" / "0").write_text("v1\n{}")
+    (checkpoint / "commits" / "1").write_text("v1\n{}")
+    assert resume_point(checkpoint) == "resuming after batch 1 (offsets read: partition 0 at 1,000, partition 1 at 2,000)"
