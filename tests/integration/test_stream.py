@@ -197,14 +197,20 @@ def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_pa
     assert "Traceback" not in output and "Failed to find data source" not in output
 
 
-def test_unreachable_broker_and_missing_topic_fail_fast(kafka, tmp_path):
+def test_unreachable_broker_and_missing_topic_fail_fast_in_one_line(kafka, tmp_path):
     from sfcrime.local.kafka import free_port
 
     started = time.monotonic()
     result = run_cli("data_stream.py", "--once", "--bootstrap-servers", f"127.0.0.1:{free_port()}", "--timeout", "5",
                      "--output", str(tmp_path / "out"), timeout=60)
     assert time.monotonic() - started < 30 and result.returncode == 1
-    assert "error: cannot reach Kafka" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: cannot reach Kafka")
+    unreachable = f"127.0.0.1:{free_port()}"  # spark-submit starts the JVM first: still only its banner and our line
+    submitted = spark_submit("data_stream.py", "--once", "--bootstrap-servers", unreachable, "--timeout", "5",
+                             "--output", str(tmp_path / "out"), timeout=120)
+    shown = (submitted.stdout + submitted.stderr).strip().splitlines()
+    assert submitted.returncode == 1 and len(shown) <= 2, shown  # the JVM's incubator warning, our line
+    assert submitted.stdout.strip().splitlines()[-1].startswith(f"error: cannot reach Kafka at {unreachable}")
     missing = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
                       "--output", str(tmp_path / "out2"), timeout=60)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
