@@ -315,8 +315,10 @@ def make_listener(store, topic: str, heartbeat_s: float = 60.0):
             now = time.monotonic()
             if now - ProgressReporter._last_line >= heartbeat_s:
                 ProgressReporter._last_line = now
+                batch = ProgressReporter.last_batch
                 print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {topic!r} "
-                      f"(last batch {ProgressReporter.last_batch})", file=sys.stderr, flush=True)
+                      f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
+                      file=sys.stderr, flush=True)
 
         def onQueryTerminated(self, event) -> None:
             pass  # run() reports how the query ended, in one line
