@@ -8,8 +8,9 @@ Usage:
     python data_stream.py --trigger "10 seconds"          # run live until Ctrl-C
     spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 data_stream.py  # the classic form
 
-Expected output: a progress line per micro-batch (rows, rates, watermark, late rows, backlog) and the
-top crime types of the current window; then `python -m sfcrime report --output out` prints the answers.
+Expected output: a progress line per micro-batch (rows, rates, watermark in San Francisco time, duplicates,
+backlog) and the top crime types of the last final window and of the open one; then
+`python -m sfcrime report --output out` prints the answers.
 """
 
 import os
