@@ -150,7 +150,8 @@ def test_the_numbers_grow_on_the_page_while_the_job_runs_without_a_reload(kafka,
     job = subprocess.Popen([PYTHON, "data_stream.py", "--trigger", "1 second", "--dashboard", str(beside_the_job),
                             "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
                             "--output", str(output), "--console-top", "0"],
-                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "job.err").open("w"),
+                           start_new_session=True)
     dashboard, url = start_dashboard(output)
     try:
         browser.get(url)
@@ -171,6 +172,10 @@ def test_the_numbers_grow_on_the_page_while_the_job_runs_without_a_reload(kafka,
 
         os.killpg(job.pid, signal.SIGINT)  # Ctrl-C: the job stops; the page says so, still without a reload
         job.wait(60)
+        said = (tmp_path / "job.err").read_text()
+        assert job.returncode == 130 and "Traceback" not in said, said[-3000:]
+        assert said.strip().splitlines()[-1] == (
+            f"stopping (Ctrl-C); every finished batch is kept: resume with the same --output {output}")
         wait_for("the job shown stopped", lambda: browser.find_element("id", "job").get_attribute("data-state"),
                  lambda state: state == "stopped", timeout=30)
         assert page_number(browser, "total-calls") == 2999
