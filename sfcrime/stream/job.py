@@ -241,6 +241,14 @@ def first_line(error) -> str:
     return line[:500]
 
 
+def checkpoint_location(checkpoint: str | None, output: Path) -> str:
+    """A local folder, made absolute; a URI (hdfs://, s3a://, file://) passes unchanged, for a cluster
+    whose executors must all reach the checkpoint (their state stores write there)."""
+    if checkpoint and "://" in checkpoint:
+        return checkpoint
+    return str((Path(checkpoint) if checkpoint else output / "checkpoint").resolve())
+
+
 def run(args) -> int:
     """Run the job until Ctrl-C, or with --once until everything available now is processed."""
     from pyspark.errors import StreamingQueryException
@@ -251,7 +259,7 @@ def run(args) -> int:
 
     settings = kafka_settings(args)
     output = Path(args.output)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else output / "checkpoint"
+    checkpoint = checkpoint_location(args.checkpoint, output)
     load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
     if settings.topic not in topics:
@@ -279,7 +287,7 @@ def run(args) -> int:
         batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict)
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
-                  .option("checkpointLocation", str(checkpoint.resolve())))
+                  .option("checkpointLocation", checkpoint))
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()
         query = writer.start()
