@@ -47,8 +47,8 @@ class SparkStandaloneCluster:
         self.host, self.daemon_heap = host, daemon_heap
         self.port = port or free_port(host)
         self.webui_port = webui_port or free_port(host)
-        self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="sfcrime-spark-")).resolve()
+        self._own_work_dir = work_dir is None  # then a temporary folder from start() to stop()
+        self.work_dir = Path(work_dir).resolve() if work_dir else None
         self.master: subprocess.Popen | None = None
         self.worker_processes: list[subprocess.Popen | None] = []
 
@@ -82,6 +82,8 @@ class SparkStandaloneCluster:
             if port_open(self.host, port):
                 raise UserError(f"port {port} on {self.host} is already in use (another Spark master? pick one with --port/--webui-port)")
         ensure_java()
+        if self.work_dir is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="sfcrime-spark-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.master = self._spawn("master", MASTER_CLASS, "--host", self.host, "--port", str(self.port),
                                   "--webui-port", str(self.webui_port))
@@ -148,8 +150,9 @@ class SparkStandaloneCluster:
                 pass
             _signal_group(process, signal.SIGKILL)  # executors a worker left behind share its group
             process.wait()
-        if self._own_work_dir:
+        if self._own_work_dir and self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
 
     def __enter__(self) -> "SparkStandaloneCluster":
         return self.start()
