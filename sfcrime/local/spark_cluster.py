@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the master is ours: never via http_proxy
 DAEMON_HEAP = "256m"  # the master's and each worker's own heap (SPARK_DAEMON_MEMORY); executors get theirs from the job
 
 
@@ -88,11 +89,9 @@ class SparkStandaloneCluster:
         self.master = self._spawn("master", MASTER_CLASS, "--host", self.host, "--port", str(self.port),
                                   "--webui-port", str(self.webui_port))
         try:
-            self._wait(lambda: port_open(self.host, self.port, 0.2) and self.status() is not None,
-                       "the master", self.log_file("master"), timeout_s)
+            self._wait(lambda: port_open(self.host, self.port, 0.2) and self.status() is not None, "the master", timeout_s)
             self.worker_processes = [self._start_worker(i) for i in range(self.workers)]
-            self._wait(lambda: self.alive_workers() >= self.workers, f"{self.workers} workers to register",
-                       self.log_file("worker-0"), timeout_s)
+            self._wait(lambda: self.alive_workers() >= self.workers, f"{self.workers} workers to register", timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -106,20 +105,21 @@ class SparkStandaloneCluster:
                            "--cores", str(self.cores_per_worker), "--memory", self.memory,
                            "--work-dir", str(work), "--webui-port", "0")
 
-    def _wait(self, ready, what: str, log_file: Path, timeout_s: float) -> None:
+    def _wait(self, ready, what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
-            for name, process in [("master", self.master), *((f"worker {i}", p) for i, p in enumerate(self.worker_processes))]:
+            for name, process in [("master", self.master), *((f"worker-{i}", p) for i, p in enumerate(self.worker_processes))]:
                 if process is not None and process.poll() is not None:
-                    raise UserError(f"the Spark {name} exited with code {process.returncode} at start; see {log_file}")
+                    raise UserError(f"the Spark {name} exited with code {process.returncode} at start; "
+                                    f"see {self.log_file(name)}")
             if time.monotonic() > deadline:
-                raise UserError(f"waited {timeout_s:g} s for {what} of Spark's standalone cluster; see {log_file}")
+                raise UserError(f"waited {timeout_s:g} s for {what} of Spark's standalone cluster; see the logs in {self.work_dir}")
             time.sleep(0.3)
 
     def status(self) -> dict | None:
         """The master's own state (its UI's /json/): workers, cores, applications; None if it doesn't answer."""
         try:
-            with urllib.request.urlopen(f"{self.ui_url}json/", timeout=2) as response:
+            with _NO_PROXY.open(f"{self.ui_url}json/", timeout=2) as response:
                 return json.load(response)
         except (OSError, ValueError):
             return None
