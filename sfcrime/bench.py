@@ -272,10 +272,12 @@ def bench_scale(bootstrap: str, input_path: str, workdir: Path) -> list[dict]:
                 settings = dict(TUNING_BASE, master=cluster.master_url, **{
                     "spark.executor.memory": "768m", "spark.executor.cores": "1", "spark.cores.max": str(executors)})
                 output = workdir / f"scale-{partitions}p-{executors}x"
+                load = os.getloadavg()[0]  # other work on the machine moves these numbers: keep it with them
                 seconds = timed(_stream_command(bootstrap, topics[partitions], output, settings))[0]
                 metrics = _run_metrics(output)
                 results.append({"mode": "scale", "partitions": partitions, "executors": executors,
-                                "settings": settings, "wall_s": round(seconds, 1), **metrics})
+                                "settings": settings, "wall_s": round(seconds, 1), "load_avg_1m": round(load, 1),
+                                **metrics})
                 print(f"  scale: {partitions} partition(s), {executors} executor(s): "
                       f"{metrics['processed_rows_per_s']} rows/s, batch p50 {metrics['batch_p50_s']} s, "
                       f"wall {seconds:.0f} s", flush=True)
