@@ -59,7 +59,7 @@ def test_a_worker_killed_mid_run_loses_nothing_spark_reruns_its_tasks(cluster, k
     driver reruns the lost tasks on the other worker and the answers are still exact."""
     replay(load_calls(sample_file), kafka, Pacing(), partitions=3, progress=False)
     output = tmp_path / "out"
-    command = [PYTHON, "data_stream.py", "--once", "--master", cluster.master_url, "--max-offsets-per-trigger", "300",
+    command = [PYTHON, "data_stream.py", "--once", "--master", cluster.master_url, "--max-offsets-per-trigger", "600",
                "--console-top", "0", "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
                "--output", str(output), *EXECUTORS]
     log_path = tmp_path / "job.log"
