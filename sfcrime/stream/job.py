@@ -355,6 +355,14 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
                             f"{gone_back}; {hint}")
 
 
+def checkpoint_location(checkpoint: str | None, output: Path) -> str:
+    """A local folder, made absolute; a URI (hdfs://, s3a://, file://) passes unchanged, for a cluster
+    whose executors must all reach the checkpoint (their state stores write there)."""
+    if checkpoint and "://" in checkpoint:
+        return checkpoint
+    return str((Path(checkpoint) if checkpoint else output / "checkpoint").resolve())
+
+
 def run(args) -> int:
     """Run the job until Ctrl-C, or with --once until everything available now is processed."""
     from pyspark.errors import StreamingQueryException
@@ -366,7 +374,10 @@ def run(args) -> int:
 
     settings = kafka_settings(args)
     output = Path(args.output)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else output / "checkpoint"
+    checkpoint_uri = checkpoint_location(args.checkpoint, output)
+    # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
+    # checks remain, ours need a local folder.
+    checkpoint = None if "://" in checkpoint_uri else Path(checkpoint_uri)
     load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
     if settings.topic not in topics:
@@ -377,11 +388,15 @@ def run(args) -> int:
         raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
     output.mkdir(parents=True, exist_ok=True)
     if getattr(args, "start_over", False):
+        if checkpoint is None:
+            raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
+                            "or use a new --checkpoint")
         start_over(output, checkpoint, path_in(output))
     identity = topic_identity(settings)
     store = ResultStore(output)
     try:
-        check_results_belong(store, checkpoint, identity, settings)
+        if checkpoint is not None:
+            check_results_belong(store, checkpoint, identity, settings)
         store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
                               "watermark": args.watermark, "timezone": args.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
@@ -402,10 +417,10 @@ def run(args) -> int:
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
                                    duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
-                                   checkpoint.resolve())
+                                   checkpoint)
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
-                  .option("checkpointLocation", str(checkpoint.resolve())))
+                  .option("checkpointLocation", checkpoint_uri))
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()
         query = writer.start()
