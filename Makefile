@@ -34,7 +34,7 @@ test: setup setup-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m sfcrime bench

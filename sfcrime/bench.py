@@ -7,6 +7,8 @@ medians and their ratio. Targets (from the issues):
   consumer   consumer_server.py --verify       topic read <= 2x a minimal librdkafka consumer
   stream     data_stream.py --once              <= 2x a plain Spark batch job (python -m sfcrime.stream.batch)
   tuning     the streaming job under a grid of Spark settings: rows/s, batch p50/p95, end-to-end latency
+  scale      (not in `all`) the full replay --once on 1, 2, 3 topic partitions x 1, 2 executors of a
+             Spark standalone cluster (local/spark_cluster.py): rows/s side by side
   soak       (not in `all`) a fixed-rate replay for minutes while the job runs live: memory stays flat,
              nothing is lost
 """
@@ -248,6 +250,40 @@ def bench_tuning(bootstrap: str, input_path: str, topic: str, workdir: Path, qui
     return results
 
 
+SCALE_PARTITIONS = (1, 2, 3)
+SCALE_EXECUTORS = (1, 2)
+
+
+def bench_scale(bootstrap: str, input_path: str, workdir: Path) -> list[dict]:
+    """The same full replay drained (--once) from topics of 1, 2 and 3 partitions by 1 and 2 executors
+    (one core, 768 MB each) on a two-worker standalone cluster; the baseline's other settings."""
+    from .local.spark_cluster import SparkStandaloneCluster
+
+    topics = {}
+    for partitions in SCALE_PARTITIONS:
+        topics[partitions] = f"bench-scale-{partitions}p-{int(time.time() * 1000)}"
+        timed([PY, "kafka_server.py", "--max-speed", "--quiet", "--input", input_path, "--bootstrap-servers", bootstrap,
+               "--topic", topics[partitions], "--partitions", str(partitions)])
+    results = []
+    with SparkStandaloneCluster(workers=max(SCALE_EXECUTORS), cores_per_worker=1, memory="1g",
+                                work_dir=workdir / "scale-cluster") as cluster:
+        for partitions in SCALE_PARTITIONS:
+            for executors in SCALE_EXECUTORS:
+                settings = dict(TUNING_BASE, master=cluster.master_url, **{
+                    "spark.executor.memory": "768m", "spark.executor.cores": "1", "spark.cores.max": str(executors)})
+                output = workdir / f"scale-{partitions}p-{executors}x"
+                load = os.getloadavg()[0]  # other work on the machine moves these numbers: keep it with them
+                seconds = timed(_stream_command(bootstrap, topics[partitions], output, settings))[0]
+                metrics = _run_metrics(output)
+                results.append({"mode": "scale", "partitions": partitions, "executors": executors,
+                                "settings": settings, "wall_s": round(seconds, 1), "load_avg_1m": round(load, 1),
+                                **metrics})
+                print(f"  scale: {partitions} partition(s), {executors} executor(s): "
+                      f"{metrics['processed_rows_per_s']} rows/s, batch p50 {metrics['batch_p50_s']} s, "
+                      f"wall {seconds:.0f} s", flush=True)
+    return results
+
+
 def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool) -> list[dict]:
     return [_live_latency(bootstrap, input_path, workdir, trigger, TUNING_BASE)
             for trigger in (["1 second"] if quick else ["1 second", "10 seconds"])]
@@ -475,7 +511,7 @@ def run(args) -> int:
     what = set(args.what)
     if "all" in what:
         what = {"broker", "producer", "consumer", "stream", "tuning", "latency"}
-    unknown = what - {"broker", "producer", "consumer", "stream", "tuning", "latency", "memory", "soak"}
+    unknown = what - {"broker", "producer", "consumer", "stream", "tuning", "latency", "memory", "scale", "soak"}
     if unknown:
         raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if "memory" in what:
@@ -495,6 +531,7 @@ def run(args) -> int:
                  "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir),
                  "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
                  "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick),
+                 "scale": lambda: bench_scale(bootstrap, input_path, workdir),
                  "soak": lambda: bench_soak(bootstrap, input_path, workdir, args.soak_minutes)}
         for name, step in steps.items():
             if name in what:

@@ -1,4 +1,4 @@
-"""`python -m sfcrime broker|produce|consume|stream|report|dashboard|demo|bench`: every command's flags, in one place.
+"""`python -m sfcrime broker|spark-cluster|produce|consume|stream|report|dashboard|demo|bench`: every command's flags, in one place.
 
 A bad flag exits 2 with a usage line; a problem the user can fix (a bad file, an unreachable broker)
 exits 1 with one line on stderr; Ctrl-C exits 130 after cleaning up.
@@ -25,6 +25,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from .local.kafka import run_foreground
 
     return run_foreground(args.host, args.port, args.data_dir, args.heap, args.nodes, args.secure)
+
+
+def cmd_spark_cluster(args: argparse.Namespace) -> int:
+    from .local.spark_cluster import run_foreground
+
+    return run_foreground(args.workers, args.cores, args.memory, args.host, args.port, args.webui_port)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -169,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SASL_SSL with SCRAM-SHA-512 and a local CA; writes a client properties file")
     broker.set_defaults(func=cmd_broker)
 
+    cluster = commands.add_parser("spark-cluster", allow_abbrev=False, parents=[common], help="run a Spark standalone master and workers in the foreground")
+    cluster.add_argument("--workers", type=positive_int, default=2, help="worker JVMs (default 2)")
+    cluster.add_argument("--cores", type=positive_int, default=1, help="cores each worker offers (default 1)")
+    cluster.add_argument("--memory", default="1g", help="memory each worker offers its executors (default 1g)")
+    cluster.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    cluster.add_argument("--port", type=port_number, default=7077, help="the master's port (default 7077; 0: any free port)")
+    cluster.add_argument("--webui-port", type=port_number, default=8080,
+                         help="the master's web UI (default 8080; 0: any free port)")
+    cluster.set_defaults(func=cmd_spark_cluster)
+
     produce = commands.add_parser("produce", allow_abbrev=False, parents=[common], help="replay the calls file into the topic")
     add_produce_arguments(produce)
     produce.set_defaults(func=cmd_produce)
@@ -219,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: broker producer consumer stream tuning latency memory soak all (default all; soak is not in all)")
+                       help="any of: broker producer consumer stream tuning latency memory scale soak all (default all; scale and soak are not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"),

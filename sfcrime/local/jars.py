@@ -31,7 +31,9 @@ LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "2.0.17"  # Kafka's pom asks for slf4j 1.7, which the log4j2 binding (slf4j2-impl) can't serve
 CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
 STAMP = "COORDINATES"
-_JAR_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d[^-]*(?:-[A-Za-z0-9.]+)*)\.jar$")
+# artifact-version.jar, the version dotted ("4.2.0", "1.5.7-7", "3.30.2-GA"); an artifact may hold digits
+# and dashes itself ("spark-sql-kafka-0-10_2.13", "log4j-1.2-api")
+_JAR_NAME = re.compile(r"^(?P<artifact>.+)-(?P<version>\d+(?:\.\d+)+(?:-\d+)?(?:[.-][A-Za-z][\w.]*)?)\.jar$")
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ def install(jar_set: JarSet, label: str) -> bool:
         staging.rename(jar_set.folder)
     jars = jar_set.jars()
     size = sum(j.stat().st_size for j in jars) / 1e6
-    print(f"  {len(jars)} jars, {size:.0f} MB, in {jar_set.folder.relative_to(REPO_DIR)} "
+    where = jar_set.folder.relative_to(REPO_DIR) if jar_set.folder.is_relative_to(REPO_DIR) else jar_set.folder
+    print(f"  {len(jars)} jars, {size:.0f} MB, in {where} "
           f"({time.monotonic() - started:.0f} s)", flush=True)
     return True
 

@@ -380,6 +380,14 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
                             f"{gone_back}; {hint}")
 
 
+def checkpoint_location(checkpoint: str | None, output: Path) -> str:
+    """A local folder, made absolute; a URI (hdfs://, s3a://, file://) passes unchanged, for a cluster
+    whose executors must all reach the checkpoint (their state stores write there)."""
+    if checkpoint and "://" in checkpoint:
+        return checkpoint
+    return str((Path(checkpoint) if checkpoint else output / "checkpoint").resolve())
+
+
 LOST_BROKER_S = 30
 
 
@@ -434,7 +442,10 @@ def run(args) -> int:
 
     settings = kafka_settings(args)
     output = Path(args.output)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else output / "checkpoint"
+    checkpoint_uri = checkpoint_location(args.checkpoint, output)
+    # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
+    # checks remain, ours need a local folder.
+    checkpoint = None if "://" in checkpoint_uri else Path(checkpoint_uri)
     load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
     window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
@@ -447,7 +458,7 @@ def run(args) -> int:
     with OutputLock(output):  # before --start-over deletes anything: never under a running job
         if settings.topic not in topics:
             wait_for_topic(settings, missing)
-        return _run(args, settings, output, checkpoint, window_s, pane_s)
+        return _run(args, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
 
 
 def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
@@ -465,23 +476,28 @@ def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float 
     print(f"topic {settings.topic!r} is there: starting", file=sys.stderr, flush=True)
 
 
-def _run(args, settings, output: Path, checkpoint: Path, window_s: int, pane_s: int) -> int:
+def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
+         pane_s: int) -> int:
     from pyspark.errors import StreamingQueryException
 
     from ..results import ResultStore, path_in
     from .identity import start_over, topic_identity
 
     if getattr(args, "start_over", False):
+        if checkpoint is None:
+            raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
+                            "or use a new --checkpoint")
         start_over(output, checkpoint, path_in(output))
     identity = topic_identity(settings)
     store = ResultStore(output)
     try:
-        check_results_belong(store, checkpoint, identity, settings)
-        from .identity import resume_point
+        if checkpoint is not None:
+            check_results_belong(store, checkpoint, identity, settings)
+            from .identity import resume_point
 
-        resuming = resume_point(checkpoint)
-        if resuming:
-            print(resuming, file=sys.stderr, flush=True)
+            resuming = resume_point(checkpoint)
+            if resuming:
+                print(resuming, file=sys.stderr, flush=True)
         store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
                               "watermark": args.watermark, "timezone": args.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
@@ -502,14 +518,14 @@ def _run(args, settings, output: Path, checkpoint: Path, window_s: int, pane_s: 
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
                                    duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
-                                   checkpoint.resolve())
+                                   checkpoint)
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
-                  .option("checkpointLocation", str(checkpoint.resolve())))
+                  .option("checkpointLocation", checkpoint_uri))
         writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
         started = time.monotonic()
         query = writer.start()
-        resume = f"resume with the same --output {output}" + (f" --checkpoint {checkpoint}" if args.checkpoint else "")
+        resume = f"resume with the same --output {output}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
         try:
             ended = await_query(query, settings.bootstrap_servers)
         except StreamingQueryException:

@@ -70,3 +70,23 @@ def test_durations_are_normalised():
     assert duration_seconds("90 seconds") == 90 and duration_seconds("1 day") == 86400
     with pytest.raises(argparse.ArgumentTypeError):
         duration("-1 hour")
+
+
+def test_checkpoint_on_shared_storage_passes_as_a_uri_and_a_local_one_is_made_absolute(tmp_path, monkeypatch):
+    from sfcrime.stream.job import checkpoint_location
+
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_location("hdfs://namenode:8020/sfcrime/ckpt", tmp_path / "out") == "hdfs://namenode:8020/sfcrime/ckpt"
+    assert checkpoint_location("s3a://bucket/ckpt", tmp_path / "out") == "s3a://bucket/ckpt"
+    assert checkpoint_location("ckpt", tmp_path / "out") == str(tmp_path / "ckpt")
+    assert checkpoint_location(None, tmp_path / "out") == str(tmp_path / "out" / "checkpoint")
+
+
+def test_spark_cluster_flags_and_a_bad_memory_size_is_one_line():
+    from sfcrime.config import UserError
+    from sfcrime.local.spark_cluster import SparkStandaloneCluster
+
+    args = build_parser().parse_args(["spark-cluster", "--workers", "3", "--port", "0"])
+    assert (args.workers, args.cores, args.memory, args.port, args.webui_port) == (3, 1, "1g", 0, 8080)
+    with pytest.raises(UserError, match="like 512m or 1g"):
+        SparkStandaloneCluster(memory="lots")
