@@ -124,7 +124,8 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
             process.wait()
             kills += 1
     assert kills >= 1
-    stream(kafka, output, "--source", source, "--max-offsets-per-trigger", "300")
+    restarted = stream(kafka, output, "--source", source, "--max-offsets-per-trigger", "300")
+    assert re.search(r"^resuming after batch \d+ \(offsets read: partition 0 at [\d,]+, ", restarted.stderr, re.M)
     assert_answers_match(report(output), expected_answers(sample_records))
 
 
