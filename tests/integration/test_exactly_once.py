@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
 from tests.conftest import REPO, produce_raw, run_cli, write_calls
+from tests.integration.test_stream import report
 
 pytestmark = pytest.mark.slow
 SOURCES = ("python", "kafka")
@@ -59,17 +60,9 @@ def expected_answers(records, pane_s=3600):
 def stream(kafka, output, source, *extra, expect_ok=True, timeout=300):
     result = run_cli("data_stream.py", "--once", "--source", source, "--bootstrap-servers", kafka.bootstrap_servers,
                      "--topic", kafka.topic, "--output", str(output), "--console-top", "0", *extra, timeout=timeout)
-    if source == "kafka" and "Kafka connector is not on the classpath" in result.stderr:
-        pytest.skip("Spark's Kafka connector is not on the classpath on this branch (runs once it is)")
     if expect_ok:
         assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-2000:]
     return result
-
-
-def report(output):
-    result = run_cli("report", "--output", str(output), "--json", "--top", "100000")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def assert_every_answer(output, expected, malformed_reasons=None):
