@@ -174,26 +174,24 @@ def _fetch_with_ivy(coordinates: tuple[str, ...], workdir: Path, staging: Path) 
 # ------------------------------------------------------------------------------------------- Spark's conf
 
 
-SPARK_LOG4J2 = """\
-# Written by `make setup`: spark-submit and the job print their own progress; Spark's INFO lines would bury it.
-# Raise the level here, or with SFCRIME_SPARK_LOG_LEVEL=INFO for the job, to see them.
-# error, as Spark's own loggers below: when the root level differs, pyspark prints "Setting default log level".
-rootLogger.level = error
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex{3}
-logger.kafka.name = org.apache.kafka
-logger.kafka.level = error
-logger.spark.name = org.apache.spark
-logger.spark.level = error
-logger.hadoop.name = org.apache.hadoop
-logger.hadoop.level = error
-logger.jetty.name = org.sparkproject.jetty
-logger.jetty.level = error
-"""
+def stderr_log4j2(comment: str, level: str, pattern: str, loggers: dict[str, str] | None = None) -> str:
+    """A log4j2.properties logging to stderr at `level`, with per-logger levels: for Spark and Kafka's tools."""
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"rootLogger.level = {level}", "rootLogger.appenderRef.stderr.ref = stderr",
+              "appender.stderr.type = Console", "appender.stderr.name = stderr", "appender.stderr.target = SYSTEM_ERR",
+              "appender.stderr.layout.type = PatternLayout", f"appender.stderr.layout.pattern = {pattern}"]
+    for i, (name, logger_level) in enumerate((loggers or {}).items()):
+        lines += [f"logger.l{i}.name = {name}", f"logger.l{i}.level = {logger_level}"]
+    return "\n".join(lines) + "\n"
+
+
+SPARK_LOG4J2 = stderr_log4j2(
+    "Written by `make setup`: spark-submit and the job print their own progress; Spark's INFO lines would bury it.\n"
+    "Raise the level here, or with SFCRIME_SPARK_LOG_LEVEL=INFO for the job, to see them.\n"
+    "error, as Spark's own loggers below: when the root level differs, pyspark prints \"Setting default log level\".",
+    "error", "%d{HH:mm:ss} %p %c{1}: %m%n%ex{3}",
+    {"org.apache.kafka": "error", "org.apache.spark": "error", "org.apache.hadoop": "error",
+     "org.sparkproject.jetty": "error"})
 
 
 def install_spark_conf(connector: JarSet) -> Path | None:

@@ -24,16 +24,8 @@ KAFKA_TOOLS = {
     "kafka-storage.sh": "kafka.tools.StorageTool",
 }
 
-TOOLS_LOG4J2 = """\
-# Kafka's tools-log4j2: warnings and errors to stderr, as its tarball's bin/ scripts do.
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = stderr
-appender.stderr.type = Console
-appender.stderr.name = stderr
-appender.stderr.target = SYSTEM_ERR
-appender.stderr.layout.type = PatternLayout
-appender.stderr.layout.pattern = [%d] %p %m (%c)%n
-"""
+TOOLS_LOG4J2 = jars.stderr_log4j2("Kafka's tools-log4j2: warnings and errors to stderr, as its tarball's bin/ scripts do.",
+                                  "warn", "[%d] %p %m (%c)%n")
 
 TOOL_SCRIPT = """\
 #!/bin/sh

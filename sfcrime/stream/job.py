@@ -48,8 +48,9 @@ def build_session(args):
         builder = builder.master(args.master)
     elif not submitted.contains("spark.master"):
         builder = builder.master("local[*]")
-    if not under_spark_submit and args.source == "kafka" and connector_jar_paths():
-        builder = builder.config("spark.jars", ",".join(connector_jar_paths()))
+    connector_jars = connector_jar_paths() if not under_spark_submit and args.source == "kafka" else []
+    if connector_jars:
+        builder = builder.config("spark.jars", ",".join(connector_jars))
     defaults = {
         "spark.sql.session.timeZone": args.timezone,  # call_date_time is SF local time, without a zone
         "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
@@ -372,7 +373,7 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
     if query_id is not None and checkpoint_offsets(checkpoint):
         consumer = open_consumer(settings)
         try:
-            gone_back = offsets_gone_back(checkpoint, consumer.end_offsets())
+            gone_back = offsets_gone_back(checkpoint, consumer.end_offsets(consumer.partitions()))
         finally:
             consumer.close()
         if gone_back:
