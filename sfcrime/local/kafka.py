@@ -28,9 +28,6 @@ from .jars import KAFKA_VERSION, kafka_classpath
 from .tls import CA_FILE, make_certificates, write_private
 
 log = logging.getLogger(__name__)
-_LIBRDKAFKA = logging.getLogger(__name__ + ".librdkafka")  # its lines while the broker starts are not news
-_LIBRDKAFKA.propagate = False
-_LIBRDKAFKA.addHandler(logging.NullHandler())
 
 DEFAULT_DATA_DIR = REPO_DIR / "kafka-data"
 DEFAULT_HEAP = "512m"
@@ -75,8 +72,9 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C in the terminal reaches us only, and we stop the broker in order
 
 
-def _jaas(user: str, password: str) -> str:
-    return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+def generated_users() -> dict[str, str]:
+    """The secured broker's one user, with a password nobody typed (it goes to client.properties only)."""
+    return {"sfcrime": secrets.token_urlsafe(18)}
 
 
 def _cluster_id() -> str:
@@ -97,7 +95,7 @@ class KafkaNode:
     def __init__(self, data_dir: str | Path = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int = 0,
                  heap: str = DEFAULT_HEAP, advertised_host: str | None = None,
                  scram_users: dict[str, str] | None = None, tls: bool = False,
-                 node_id: int = 1, voters: dict[int, int] | None = None) -> None:
+                 node_id: int = 1, voters: dict[int, int] | None = None, cluster_id: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
@@ -107,6 +105,7 @@ class KafkaNode:
         self.tls = tls
         self.node_id = node_id
         self.voters = voters  # {node id: controller port}; None for a single node (--standalone)
+        self.cluster_id = cluster_id  # shared by a cluster's nodes; a new one for a single node
         self.process: subprocess.Popen | None = None
 
     @property
@@ -130,16 +129,21 @@ class KafkaNode:
             state = json.loads(path.read_text())
         else:
             controller_port = (self.voters or {}).get(self.node_id) or free_port("127.0.0.1")
-            state = {"cluster_id": _cluster_id(), "controller_port": controller_port, "node_id": self.node_id}
-        if self.tls and not self.scram_users:
-            state.setdefault("users", {"sfcrime": secrets.token_urlsafe(18)})
-        self.scram_users = self.scram_users or state.get("users", {})
+            state = {"cluster_id": self.cluster_id or _cluster_id(), "controller_port": controller_port,
+                     "node_id": self.node_id}
+        if self.scram_users:
+            state["users"] = self.scram_users
+        elif self.tls:
+            state.setdefault("users", generated_users())
+        self.scram_users = state.get("users", {})
         return state
 
     def _write_state(self, state: dict) -> None:
         write_private(self.data_dir / STATE_FILE, json.dumps(state))  # it may hold a generated password
 
     def server_properties(self, state: dict) -> str:
+        from ..clients import java_client_config
+
         controller = f"127.0.0.1:{state['controller_port']}"
         nodes = len(self.voters or {1: 0})
         lines = [
@@ -169,7 +173,9 @@ class KafkaNode:
         if self.scram_users:
             user, password = next(iter(self.scram_users.items()))  # the broker's own login, between brokers
             lines += ["sasl.enabled.mechanisms=SCRAM-SHA-512", "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-                      "listener.name.client.scram-sha-512.sasl.jaas.config=" + _jaas(user, password)]
+                      "listener.name.client.scram-sha-512.sasl.jaas.config=" + java_client_config(
+                          {"sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password})[
+                          "sasl.jaas.config"]]
         if self.tls:
             ca, keystore = make_certificates(self.data_dir, [self.advertised_host, "localhost", "127.0.0.1", self.host])
             lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
@@ -249,13 +255,15 @@ class KafkaNode:
         """Listening is not ready: wait until the broker answers metadata with `brokers` brokers in it."""
         from confluent_kafka.admin import AdminClient
 
+        from ..clients import LIBRDKAFKA_LOG  # its lines while the broker starts are not news (shown with -v)
+
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = self.process.returncode if self.process else None
                 raise UserError(f"Kafka exited with code {code} at start; see {self.log_file}")
             if port_open(self.host, self.port, 0.2):
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _LIBRDKAFKA,
+                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": LIBRDKAFKA_LOG,
                                      **self.client_properties()})
                 try:
                     if len(admin.list_topics(timeout=2).brokers) >= brokers:
@@ -307,34 +315,28 @@ class KafkaCluster:
     with its own data folder; topics default to one copy per node and `min.insync.replicas=2`."""
 
     def __init__(self, data_dir: str | Path, nodes: int = 3, host: str = "127.0.0.1", port: int = 0,
-                 heap: str = DEFAULT_HEAP, **security) -> None:
+                 heap: str = DEFAULT_HEAP, scram_users: dict[str, str] | None = None, tls: bool = False) -> None:
         data_dir = Path(data_dir).resolve()
         ports = [port + i for i in range(nodes)] if port else [free_port(host) for _ in range(nodes)]
-        voters = self._controller_ports(data_dir, nodes)
-        self.nodes = [KafkaNode(data_dir / f"node-{i + 1}", host, ports[i], heap, node_id=i + 1, voters=voters,
-                                **security) for i in range(nodes)]
-
-    @staticmethod
-    def _controller_ports(data_dir: Path, nodes: int) -> dict[int, int]:
-        """Chosen once for the cluster and kept in each node's state: the quorum is part of the storage."""
-        states = [data_dir / f"node-{i + 1}" / STATE_FILE for i in range(nodes)]
-        if all(path.exists() for path in states):
-            return {json.loads(p.read_text())["node_id"]: json.loads(p.read_text())["controller_port"] for p in states}
-        return {i + 1: free_port("127.0.0.1") for i in range(nodes)}
+        # The quorum, the cluster id and the users are the cluster's, chosen once and kept in each node's state.
+        paths = [data_dir / f"node-{i + 1}" / STATE_FILE for i in range(nodes)]
+        states = [json.loads(path.read_text()) for path in paths if path.exists()]
+        if len(states) == nodes:
+            voters = {state["node_id"]: state["controller_port"] for state in states}
+        else:
+            voters = {i + 1: free_port("127.0.0.1") for i in range(nodes)}
+        cluster_id = states[0]["cluster_id"] if states else _cluster_id()
+        users = scram_users or (states[0].get("users") if states else None) or (generated_users() if tls else None)
+        self.nodes = [KafkaNode(data_dir / f"node-{i + 1}", host, ports[i], heap, scram_users=users, tls=tls,
+                                node_id=i + 1, voters=voters, cluster_id=cluster_id) for i in range(nodes)]
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.bootstrap_servers for node in self.nodes)
 
     def start(self, timeout_s: float = 90.0) -> "KafkaCluster":
-        cluster_id = next((json.loads((n.data_dir / STATE_FILE).read_text())["cluster_id"]
-                           for n in self.nodes if (n.data_dir / STATE_FILE).exists()), _cluster_id())
         try:
             for node in self.nodes:  # all at once: a quorum needs a majority up before any node is ready
-                node.data_dir.mkdir(parents=True, exist_ok=True)
-                if not (node.data_dir / STATE_FILE).exists():
-                    write_private(node.data_dir / STATE_FILE, json.dumps(
-                        {"cluster_id": cluster_id, "controller_port": node.voters[node.node_id], "node_id": node.node_id}))
                 node.launch()
             for node in self.nodes:
                 node.wait_ready(timeout_s, brokers=len(self.nodes))
