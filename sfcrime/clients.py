@@ -395,7 +395,8 @@ class Consumer:
     def partitions(self) -> list[int]:
         raise NotImplementedError
 
-    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+    def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """The offset after the last message of each partition."""
         raise NotImplementedError
 
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
@@ -420,11 +421,6 @@ class Consumer:
 
     def close(self) -> None:
         pass
-
-    def end_offsets(self, partitions: list[int] | None = None) -> dict[int, int]:
-        """The offset after the last message of each partition."""
-        return self.listed_end_offsets(self.partitions() if partitions is None else partitions)
-
 
 class ConfluentConsumer(Consumer):
     def __init__(self, settings: KafkaSettings, group_id: str | None = None, **extra) -> None:
@@ -478,7 +474,7 @@ class ConfluentConsumer(Consumer):
                 raise _unreachable(self.settings, _confluent_error_detail(error.args[0])) from None
         return result
 
-    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+    def end_offsets(self, partitions: list[int]) -> dict[int, int]:
         return {p: hi for p, (lo, hi) in self._watermarks(partitions).items()}
 
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:
@@ -559,7 +555,7 @@ class KafkaPythonConsumer(Consumer):
                 raise TopicMissing(f"topic {self._topic!r} does not exist at {self.settings.bootstrap_servers}")
             time.sleep(0.2)
 
-    def listed_end_offsets(self, partitions: list[int]) -> dict[int, int]:
+    def end_offsets(self, partitions: list[int]) -> dict[int, int]:
         return {tp.partition: o for tp, o in self._consumer.end_offsets(self._tps(partitions)).items()}
 
     def beginning_offsets(self, partitions: list[int]) -> dict[int, int]:

@@ -120,7 +120,7 @@ def messages_in(settings: KafkaSettings) -> int:
     consumer = open_consumer(settings)
     try:
         partitions = consumer.partitions()
-        ends, beginnings = consumer.listed_end_offsets(partitions), consumer.beginning_offsets(partitions)
+        ends, beginnings = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
         return sum(max(0, ends[p] - beginnings.get(p, 0)) for p in partitions)
     finally:
         consumer.close()

@@ -88,7 +88,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def _end_offsets(self) -> dict[str, int]:
         consumer = self._driver_consumer()
-        self._latest = {str(p): o for p, o in consumer.end_offsets().items()}
+        self._latest = {str(p): o for p, o in consumer.end_offsets(consumer.partitions()).items()}
         return self._latest
 
     def initialOffset(self) -> dict:

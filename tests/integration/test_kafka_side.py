@@ -99,7 +99,7 @@ def _messages_in(kafka) -> int:
 
     consumer = open_consumer(kafka)
     try:
-        return sum(consumer.listed_end_offsets(consumer.partitions()).values())
+        return sum(consumer.end_offsets(consumer.partitions()).values())
     except TopicMissing:
         return 0
     finally:
