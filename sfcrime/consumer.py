@@ -19,7 +19,7 @@ from itertools import repeat
 
 from .clients import Consumer, open_consumer, read_columns
 from .config import KafkaSettings, TopicMissing
-from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, iter_records
+from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, event_times, iter_records
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
     started = time.monotonic()
     slot_of: dict[bytes, int] = {}  # source value -> its slot in the arrays below
     expected_list: list[int] = []
-    times: list[str | None] = []
+    stamps: list[tuple[object, object]] = []  # (crime_id, call_date_time) of each distinct record
     by_id: dict[str, bytes] = {}
     for record in iter_records(input_path):
         value = encode_record(record)
@@ -130,15 +130,20 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
         if slot is None:
             slot = slot_of[value] = len(expected_list)
             expected_list.append(0)
-            event_time = record.get(EVENT_TIME_FIELD)
-            times.append(event_time if isinstance(event_time, str) else None)
+            stamps.append((record.get(KEY_FIELD), record.get(EVENT_TIME_FIELD)))
         expected_list[slot] += 1
         by_id[str(record.get(KEY_FIELD))] = value
     expected = np.array(expected_list, dtype=np.int64)
-    # event time as a dense rank (equal times, equal rank); -1 where the record has none
-    ordered = sorted({t for t in times if t is not None})
-    rank_of_time = {t: i for i, t in enumerate(ordered)}
-    ranks = np.array([rank_of_time.get(t, -1) if t is not None else -1 for t in times], dtype=np.int64)
+    # event time as the producer's clock reads it (the fall-back night's repeated hour included), as a dense
+    # rank (equal times, equal rank); -1 where the record has none. `ordered` holds each rank's time as written.
+    seconds, _ = event_times(stamps)
+    label_of = {}
+    for moment, (_, text) in zip(seconds, stamps):
+        if moment == moment:  # not NaN
+            label_of.setdefault(moment, text)
+    rank_of = {moment: i for i, moment in enumerate(sorted(label_of))}
+    ordered = [label_of[moment] for moment in sorted(label_of)]
+    ranks = np.array([rank_of.get(moment, -1) for moment in seconds], dtype=np.int64)
     result = Verification(expected=int(expected.sum()))
     received = np.zeros(len(expected), dtype=np.int64)
     gc.freeze()  # the source index is ours for good: full collections during the read need not walk it

@@ -194,6 +194,33 @@ class EventClock:
         return (moment - _NAIVE_EPOCH).total_seconds() - offset
 
 
+def event_times(stamps: list[tuple[object, object]]) -> tuple[array, int]:
+    """Epoch seconds of each (crime_id, call_date_time), NaN where there is no time, and how many have none.
+
+    The producer's event clock, which `--verify` checks order against too: a fall-back night's repeated
+    hour is split by second_occurrence, the rule the job applies.
+    """
+    clock = EventClock()
+    times = array("d")
+    missing = 0
+    repeated: dict[tuple, list[tuple[str, float, int]]] = {}
+    for key, text in stamps:
+        seconds = clock.epoch_seconds(text)
+        if seconds is None:
+            missing += 1
+            times.append(float("nan"))
+        else:
+            if clock.repeated_hour is not None and key is not None:
+                repeated.setdefault(clock.repeated_hour, []).append((str(key).strip(), seconds, len(times)))
+            times.append(seconds)
+    for calls in repeated.values():
+        second = second_occurrence((crime_id, seconds) for crime_id, seconds, _ in calls)
+        for crime_id, seconds, index in calls:
+            if crime_id in second:
+                times[index] = seconds + 3600
+    return times, missing
+
+
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -225,27 +252,13 @@ def load_calls(path: str | Path, order: str = "event-time", limit: int | None = 
     """Read every record, then order them; `skip` and `limit` apply after ordering (to resume a replay)."""
     keys: list[bytes] = []
     values: list[bytes] = []
-    times = array("d")
-    missing_time = 0
-    clock = EventClock()
-    repeated: dict[tuple, list[tuple[str, float, int]]] = {}
+    stamps: list[tuple[object, object]] = []
     for record in iter_records(path):
         key = record.get(KEY_FIELD)
         keys.append(str(key).encode("utf-8") if key is not None else b"")
         values.append(encode_record(record))
-        seconds = clock.epoch_seconds(record.get(EVENT_TIME_FIELD))
-        if seconds is None:
-            missing_time += 1
-            times.append(float("nan"))
-        else:
-            if clock.repeated_hour is not None and key is not None:
-                repeated.setdefault(clock.repeated_hour, []).append((str(key).strip(), seconds, len(times)))
-            times.append(seconds)
-    for calls in repeated.values():  # a fall-back night: the job places these calls by the same rule
-        second = second_occurrence((crime_id, seconds) for crime_id, seconds, _ in calls)
-        for crime_id, seconds, index in calls:
-            if crime_id in second:
-                times[index] = seconds + 3600
+        stamps.append((key, record.get(EVENT_TIME_FIELD)))
+    times, missing_time = event_times(stamps)
     if not values:
         raise UserError(f"{path}: the array holds no call records")
     indices = list(range(len(values)))

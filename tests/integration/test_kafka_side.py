@@ -193,3 +193,14 @@ def test_a_second_replay_is_refused_unless_appended_and_verify_then_names_the_co
     appended = run_cli("kafka_server.py", *target, "--append", "--limit", "10")
     assert appended.returncode == 0, appended.stderr
     assert verify(kafka, sample_file, progress=False).duplicated == 10
+
+
+def test_verify_reads_the_fall_back_night_in_the_producer_s_order(kafka, all_records, tmp_path):
+    """01:00-02:00 happened twice on 2018-11-04: the replay sends the second hour's calls after the first
+    hour's (the job's rule), and verify must judge event-time order by the same clock, not the text."""
+    night = [r for r in all_records if r["call_date_time"].startswith(("2018-11-04T00", "2018-11-04T01",
+                                                                        "2018-11-04T02"))]
+    source = write_calls(tmp_path / "night", night)
+    assert replay(load_calls(source), kafka, Pacing(), partitions=1, progress=False).ok
+    result = verify(kafka, source, progress=False)
+    assert result.exact, result.lines()
