@@ -52,7 +52,6 @@ def build_session(args):
     if connector_jars:
         builder = builder.config("spark.jars", ",".join(connector_jars))
     defaults = {
-        "spark.sql.session.timeZone": args.timezone,  # call_date_time is SF local time, without a zone
         "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
@@ -63,7 +62,7 @@ def build_session(args):
     for key, value in defaults.items():
         if not submitted.contains(key):
             builder = builder.config(key, value)
-    builder = builder.config("spark.sql.session.timeZone", args.timezone)
+    builder = builder.config("spark.sql.session.timeZone", args.timezone)  # call_date_time is SF local time, no zone
     for pair in args.spark_conf:
         key, sep, value = pair.partition("=")
         if not sep:
@@ -482,7 +481,7 @@ def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: 
     from pyspark.errors import StreamingQueryException
 
     from ..results import ResultStore, path_in
-    from .identity import start_over, topic_identity
+    from .identity import resume_point, start_over, topic_identity
 
     if getattr(args, "start_over", False):
         if checkpoint is None:
@@ -494,8 +493,6 @@ def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: 
     try:
         if checkpoint is not None:
             check_results_belong(store, checkpoint, identity, settings)
-            from .identity import resume_point
-
             resuming = resume_point(checkpoint)
             if resuming:
                 print(resuming, file=sys.stderr, flush=True)
