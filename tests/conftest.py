@@ -20,6 +20,37 @@ DATASET = REPO / "police-department-calls-for-service.json.gz"
 PYTHON = sys.executable
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_jvms(tmp_path_factory):
+    """The JVMs tests start (Spark's, through SPARK_CONF_DIR; Kafka's, through KAFKA_OPTS) use the C1
+    compiler only.
+
+    A test's JVM lives a minute or two: on 2 cores C2's compiler threads take more CPU than the code they
+    optimise gives back, and a test job runs in about half the time without them (measured side by side).
+    Only the JIT differs, never what runs.
+    """
+    import shutil
+
+    import pyspark
+
+    quick = "-XX:TieredStopAtLevel=1"
+    saved = {name: os.environ.get(name) for name in ("SPARK_CONF_DIR", "KAFKA_OPTS")}
+    source = Path(saved["SPARK_CONF_DIR"] or Path(pyspark.__file__).parent / "conf")
+    conf = tmp_path_factory.mktemp("spark-conf")
+    if source.is_dir():
+        shutil.copytree(source, conf, dirs_exist_ok=True)
+    with open(conf / "spark-defaults.conf", "a", encoding="utf-8") as defaults:
+        defaults.write(f"\nspark.driver.extraJavaOptions {quick}\nspark.executor.extraJavaOptions {quick}\n")
+    os.environ["SPARK_CONF_DIR"] = str(conf)
+    os.environ["KAFKA_OPTS"] = f"{saved['KAFKA_OPTS'] or ''} {quick}".strip()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def bootstrap_servers(tmp_path_factory):
     existing = os.environ.get("SFCRIME_TEST_BOOTSTRAP")

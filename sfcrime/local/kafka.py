@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -183,11 +184,13 @@ class KafkaNode:
         return "\n".join(lines) + "\n"
 
     def _java(self, main_class: str, *args: str, log_level: str = "info") -> list[str]:
-        """The JVM command for one of Kafka's main classes, logging to the data folder's server.log."""
+        """The JVM command for one of Kafka's main classes, logging to the data folder's server.log; extra JVM
+        options from KAFKA_OPTS, as Kafka's own scripts take them."""
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(level=log_level, log_file=self.log_file))
         return [java_executable(), f"-Xmx{self.heap}", f"-Xms{min(256, _megabytes(self.heap))}m",
                 "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+                *shlex.split(os.environ.get("KAFKA_OPTS", "")),
                 f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.data_dir}",
                 "-cp", kafka_classpath(), main_class, *args]
 
