@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-browser demo test test-unit bench broker report dashboard clean
@@ -30,8 +31,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/jar
 demo: setup
 	$(PY) -m sfcrime demo
 
+# Two tests at a time (pytest-xdist, each worker with its own broker): most tests spend much of their time
+# waiting on a JVM, a broker or a job, so two overlap well even on 2 cores. TEST_WORKERS=0 runs one at a time.
 test: setup setup-browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)

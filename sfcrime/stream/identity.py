@@ -92,12 +92,17 @@ def offsets_gone_back(checkpoint: Path, end_offsets: dict[int, int]) -> str | No
 
 
 def start_over(output: Path, checkpoint: Path, results_file: Path) -> None:
-    """--start-over: remove the results and the checkpoint, nothing else."""
+    """--start-over: remove the results and the checkpoint, nothing else (and say so only if they were there)."""
+    if checkpoint.is_dir() and any(checkpoint.iterdir()) and not (checkpoint / "metadata").exists():
+        raise UserError(f"--start-over: {checkpoint} does not look like a Spark checkpoint (no metadata file); "
+                        "not deleting it")
+    removed = False
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{results_file}{suffix}").unlink(missing_ok=True)
+        path = Path(f"{results_file}{suffix}")
+        removed |= path.exists()
+        path.unlink(missing_ok=True)
     if checkpoint.is_dir():
-        if any(checkpoint.iterdir()) and not (checkpoint / "metadata").exists():
-            raise UserError(f"--start-over: {checkpoint} does not look like a Spark checkpoint (no metadata file); "
-                            "not deleting it")
+        removed = True
         shutil.rmtree(checkpoint)
-    log.warning("--start-over: removed the results in %s and the checkpoint %s", output, checkpoint)
+    if removed:
+        log.warning("--start-over: removed the results in %s and the checkpoint %s", output, checkpoint)
