@@ -20,6 +20,12 @@ DATASET = REPO / "police-department-calls-for-service.json.gz"
 PYTHON = sys.executable
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests (Spark, clusters, the browser) first: with two workers (make test), a long test
+    started last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def quick_jvms(tmp_path_factory):
     """The JVMs tests start (Spark's, through SPARK_CONF_DIR; Kafka's, through KAFKA_OPTS) use the C1
