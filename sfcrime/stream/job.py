@@ -426,6 +426,18 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
         signal.signal(signal.SIGINT, previous)
 
 
+def reading(topic: str, checkpoint: Path | None) -> str:
+    """What the query was reading, for a line about a lost broker: the topic's partitions and the offsets
+    the latest batch reads up to (from the checkpoint's offset log)."""
+    from .identity import checkpoint_offsets
+
+    offsets = checkpoint_offsets(checkpoint) if checkpoint is not None else None
+    if not offsets:
+        return f"topic {topic!r}"
+    shown = ", ".join(f"{p} up to offset {o:,}" for p, o in sorted(offsets.items()))
+    return f"topic {topic!r} (partition{'s' if len(offsets) > 1 else ''} {shown})"
+
+
 def stop_query(query) -> None:
     """Stop the query; a source stuck on a vanished broker may not stop in time (spark.sql.streaming.stopTimeout)."""
     try:
@@ -534,8 +546,9 @@ def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: 
             return 130
         if ended == "lost broker":
             stop_query(query)
-            raise UserError(f"lost the broker at {settings.bootstrap_servers}: nothing has answered there for "
-                            f"{LOST_BROKER_S} s; every finished batch is kept: start it again and {resume}")
+            raise UserError(f"lost the broker at {settings.bootstrap_servers} while reading {reading(settings.topic, checkpoint)}: "
+                            f"nothing has answered there for {LOST_BROKER_S} s; every finished batch is kept: "
+                            f"start it again and {resume}")
         error = query.exception()
         if batch_writer.failure is not None:
             raise UserError(batch_writer.failure)

@@ -4,6 +4,7 @@ topic and every message survive; a replay running through a crash completes, and
 import re
 import subprocess
 import time
+from collections import Counter
 
 from sfcrime.config import KafkaSettings
 from sfcrime.consumer import verify
@@ -70,6 +71,7 @@ def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_p
                 lines.append(line)
                 if line.startswith("batch 0: "):
                     break
+            held = Counter(message.partition() for message in read_topic(node.bootstrap_servers, "calls", 200))
             node.kill()
             rest = job.stderr.read()
             job.wait(120)
@@ -81,9 +83,12 @@ def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_p
                 os.killpg(job.pid, signal.SIGKILL)
                 job.wait()
         assert job.returncode == 1, "".join(lines) + rest
-        assert rest.strip().splitlines()[-1] == (
-            f"error: lost the broker at {node.bootstrap_servers}: nothing has answered there for 30 s; every "
-            f"finished batch is kept: start it again and resume with the same --output {output}")
+        last = rest.strip().splitlines()[-1]
+        partitions = ", ".join(f"{p} up to offset {n:,}" for p, n in sorted(held.items()))  # batch 0 read all
+        assert last == (
+            f"error: lost the broker at {node.bootstrap_servers} while reading topic 'calls' (partitions "
+            f"{partitions}): nothing has answered there for 30 s; every finished batch is kept: start it again "
+            f"and resume with the same --output {output}")
         assert len(rest.strip().splitlines()) <= 3, rest  # the last batch lines at most, then the error
     finally:
         node.stop()
