@@ -21,9 +21,8 @@ from typing import Iterator
 from dateutil import parser as date_parser
 from dateutil import tz
 
-from .config import UserError
+from .config import SF_TIMEZONE, UserError
 
-SF_TIMEZONE = "America/Los_Angeles"
 SF_TZ = tz.gettz(SF_TIMEZONE)
 EVENT_TIME_FIELD = "call_date_time"
 KEY_FIELD = "crime_id"

@@ -21,6 +21,7 @@ from .glossary import MEANINGS, labelled, meaning
 from .results import connect, path_in, window_counts
 
 log = logging.getLogger(__name__)
+REPORT_DIR = "report"  # in the job's output folder
 CHART_DIR = "charts"
 RECENT_WINDOWS = 24  # windows in the "how the top 5 moved" series
 RECENT_BATCHES = 60  # micro-batches in the pipeline's health
@@ -429,6 +430,13 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
     return path
 
 
+def write_report(result: dict, output: str | Path) -> tuple[Path, dict[str, Path]]:
+    """The Markdown page and its charts, in OUTPUT/report/: (the page, {chart name: path})."""
+    directory = Path(output) / REPORT_DIR
+    charts = write_charts(result, directory / CHART_DIR)
+    return write_markdown(result, charts, directory / "report.md"), charts
+
+
 def run(args) -> int:
     result = answers(args.output, args.top, args.windows)
     if args.json:
@@ -437,9 +445,7 @@ def run(args) -> int:
         return 0
     print_tables(result)
     if not args.no_charts:
-        directory = Path(args.output) / "report"
-        charts = write_charts(result, directory / CHART_DIR)
-        page = write_markdown(result, charts, directory / "report.md")
+        page, charts = write_report(result, args.output)
         print(f"report: {page} ({len(charts)} charts)")
     return 0
 

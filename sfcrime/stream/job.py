@@ -19,16 +19,16 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-from ..config import UserError, kafka_settings
+from ..config import KafkaSettings, UserError
 from . import transforms as T
-from .options import duration_seconds
+from .options import StreamOptions, duration_seconds
 from .source import NAME as PYTHON_SOURCE_NAME
 
 log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 
-def build_session(args):
+def build_session(options: StreamOptions):
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
@@ -44,11 +44,11 @@ def build_session(args):
         SparkContext._ensure_initialized()
     submitted = SparkConf()
     builder = SparkSession.builder.appName("sfcrime-stream")
-    if args.master:
-        builder = builder.master(args.master)
+    if options.master:
+        builder = builder.master(options.master)
     elif not submitted.contains("spark.master"):
         builder = builder.master("local[*]")
-    connector_jars = connector_jar_paths() if not under_spark_submit and args.source == "kafka" else []
+    connector_jars = connector_jar_paths() if not under_spark_submit and options.source == "kafka" else []
     if connector_jars:
         builder = builder.config("spark.jars", ",".join(connector_jars))
     defaults = {
@@ -62,12 +62,9 @@ def build_session(args):
     for key, value in defaults.items():
         if not submitted.contains(key):
             builder = builder.config(key, value)
-    builder = builder.config("spark.sql.session.timeZone", args.timezone)  # call_date_time is SF local time, no zone
-    for pair in args.spark_conf:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--spark-conf expects key=value, got {pair!r}")
-        builder = builder.config(key.strip(), value)
+    builder = builder.config("spark.sql.session.timeZone", options.timezone)  # call_date_time is SF local time, no zone
+    for key, value in options.spark_conf.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     level = os.environ.get("SFCRIME_SPARK_LOG_LEVEL")
     spark.sparkContext.setLogLevel(level or "ERROR")
@@ -96,20 +93,20 @@ def connector_available(spark) -> bool:
     return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER_CLASS))
 
 
-def open_source(spark, args, settings):
+def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options."""
-    options = {
+    source_options = {
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "subscribe": settings.topic,
-        "startingOffsets": args.starting_offsets,
+        "startingOffsets": options.starting_offsets,
         "failOnDataLoss": "true",
     }
-    if args.max_offsets_per_trigger:
-        options["maxOffsetsPerTrigger"] = str(args.max_offsets_per_trigger)
-    if args.source == "kafka":
+    if options.max_offsets_per_trigger:
+        source_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
+    if options.source == "kafka":
         from ..clients import java_client_config
 
-        options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
+        source_options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
         if not connector_available(spark):
             from ..local.jars import connector_coordinate
 
@@ -119,13 +116,13 @@ def open_source(spark, args, settings):
     else:
         from .source import KafkaDataSource
 
-        options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
+        source_options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
         spark.dataSource.register(KafkaDataSource)
         fmt = PYTHON_SOURCE_NAME
-        options["timeout"] = str(settings.timeout_s)
+        source_options["timeout"] = str(settings.timeout_s)
     log.info("Kafka source: %s (%s)", "Spark's connector" if fmt == "kafka" else "Python Data Source", settings.describe())
     reader = spark.readStream.format(fmt)
-    for key, value in options.items():
+    for key, value in source_options.items():
         reader = reader.option(key, value)
     return reader.load()
 
@@ -434,31 +431,30 @@ def stop_query(query) -> None:
         log.info("the query did not stop cleanly: %s", str(error).splitlines()[0] if str(error) else error)
 
 
-def run(args) -> int:
-    """Run the job until Ctrl-C, or with --once until everything available now is processed."""
+def run(options: StreamOptions, settings: KafkaSettings) -> int:
+    """Run the job until Ctrl-C, or with `once` until everything available now is processed."""
     from ..clients import check_reachable
     from ..dataset import load_radio_codes
     from ..results import OutputLock
 
-    settings = kafka_settings(args)
-    output = Path(args.output)
-    checkpoint_uri = checkpoint_location(args.checkpoint, output)
+    output = Path(options.output)
+    checkpoint_uri = checkpoint_location(options.checkpoint, output)
     # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
     # checks remain, ours need a local folder.
     checkpoint = None if "://" in checkpoint_uri else Path(checkpoint_uri)
-    load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
+    load_radio_codes(options.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
-    window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
+    window_s, pane_s = duration_seconds(options.window), duration_seconds(options.pane)
     if window_s % pane_s:
-        raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
+        raise UserError(f"--window ({options.window}) must be a whole multiple of --slide ({options.slide})")
     missing = (f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
                "(replay the calls first: python kafka_server.py)")
-    if settings.topic not in topics and args.once:
+    if settings.topic not in topics and options.once:
         raise UserError(missing)
     with OutputLock(output):  # before --start-over deletes anything: never under a running job
         if settings.topic not in topics:
             wait_for_topic(settings, missing)
-        return _run(args, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
+        return _run(options, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
 
 
 def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
@@ -476,14 +472,14 @@ def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float 
     print(f"topic {settings.topic!r} is there: starting", file=sys.stderr, flush=True)
 
 
-def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
+def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
          pane_s: int) -> int:
     from pyspark.errors import StreamingQueryException
 
     from ..results import ResultStore, path_in
     from .identity import resume_point, start_over, topic_identity
 
-    if getattr(args, "start_over", False):
+    if options.start_over:
         if checkpoint is None:
             raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
                             "or use a new --checkpoint")
@@ -496,34 +492,33 @@ def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: 
             resuming = resume_point(checkpoint)
             if resuming:
                 print(resuming, file=sys.stderr, flush=True)
-        store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
-                              "watermark": args.watermark, "timezone": args.timezone,
+        store.check_settings({"topic": settings.topic, "window": options.window, "slide": options.pane,
+                              "watermark": options.watermark, "timezone": options.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
-                              "watermark_seconds": str(duration_seconds(args.watermark))})
+                              "watermark_seconds": str(duration_seconds(options.watermark))})
     except BaseException:
         store.close()
         raise
-    spark = build_session(args)
+    spark = build_session(options)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
     try:
         ship_package(spark, output)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
-        raw = open_source(spark, args, settings)
-        radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
+        raw = open_source(spark, options, settings)
+        radio_codes = T.read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes)
         listener = make_listener(store, settings.topic)
         spark.streams.addListener(listener)
-        batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
-                                   duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
-                                   checkpoint)
+        batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
+                                   duration_seconds(options.max_ahead), identity, checkpoint)
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
-        writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
+        writer = writer.trigger(availableNow=True) if options.once else writer.trigger(processingTime=options.trigger)
         started = time.monotonic()
         query = writer.start()
-        resume = f"resume with the same --output {output}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
         try:
             ended = await_query(query, settings.bootstrap_servers)
         except StreamingQueryException:
