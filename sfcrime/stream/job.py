@@ -13,16 +13,28 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
+from pyspark.sql.streaming import StreamingQueryListener
+
+from ..clients import _any_port_open, check_reachable, java_client_config, open_consumer
 from ..config import KafkaSettings, UserError
+from ..dataset import load_radio_codes
+from ..report import local_time
+from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
+from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
+                       topic_identity)
 from .options import StreamOptions, duration_seconds
 from .source import NAME as PYTHON_SOURCE_NAME
+from .source import KafkaDataSource
 
 log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
@@ -104,8 +116,6 @@ def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     if options.max_offsets_per_trigger:
         source_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
     if options.source == "kafka":
-        from ..clients import java_client_config
-
         source_options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
         if not connector_available(spark):
             from ..local.jars import connector_coordinate
@@ -114,8 +124,6 @@ def open_source(spark, options: StreamOptions, settings: KafkaSettings):
                             f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
         fmt = "kafka"
     else:
-        from .source import KafkaDataSource
-
         source_options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
         spark.dataSource.register(KafkaDataSource)
         fmt = PYTHON_SOURCE_NAME
@@ -185,8 +193,6 @@ class BatchWriter:
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
         if self.checkpoint is not None and "query_id" not in self.identity:
-            from .identity import checkpoint_query_id
-
             query_id = checkpoint_query_id(self.checkpoint)
             if query_id:
                 self.identity["query_id"] = query_id
@@ -200,8 +206,6 @@ class BatchWriter:
             ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
                                          time.time())
             if ahead_from is not None:
-                from ..report import local_time
-
                 log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
                             batch_id, local_time(ahead_from, named=True))
             counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
@@ -232,8 +236,6 @@ class BatchWriter:
         if final == self._shown_final and now - self._shown_at < every_s:
             return
         self._shown_final, self._shown_at = final, now
-        from ..report import local_time
-
         for label, (start, rows) in windows.items():
             what = "final" if label == "final" else "open, counts may still grow"
             print(f"top crime types, {label} window {local_time(start, named=True)} ({what}): "
@@ -279,48 +281,43 @@ def job_watermark(store) -> float | None:
     return None if front is None else front - int(store.meta().get("watermark_seconds", 3600))
 
 
-def make_listener(store, topic: str, heartbeat_s: float = 60.0):
-    from pyspark.sql.streaming import StreamingQueryListener
+class ProgressReporter(StreamingQueryListener):
+    """The course project's progress reporter: one line per micro-batch, also kept in the results, and a
+    heartbeat while the topic has nothing new."""
 
-    from ..report import local_time
+    def __init__(self, store, topic: str, heartbeat_s: float = 60.0) -> None:
+        self.store, self.topic, self.heartbeat_s = store, topic, heartbeat_s
+        self.last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
+        self._last_line = time.monotonic()
 
-    class ProgressReporter(StreamingQueryListener):
-        """The course project's progress reporter: one line per micro-batch, also kept in the results, and a
-        heartbeat while the topic has nothing new."""
+    def onQueryStarted(self, event) -> None:
+        log.info("query started: id %s run %s", event.id, event.runId)
 
-        last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
-        _last_line = time.monotonic()
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        backlog = backlog_of(progress)
+        watermark = job_watermark(self.store)
+        row = progress_row(progress, backlog, watermark)
+        self.store.write_progress(row)
+        shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
+        print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
+              f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
+              f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
+              f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
+              file=sys.stderr, flush=True)
+        self.last_batch, self._last_line = progress.batchId, time.monotonic()
 
-        def onQueryStarted(self, event) -> None:
-            log.info("query started: id %s run %s", event.id, event.runId)
-
-        def onQueryProgress(self, event) -> None:
-            progress = event.progress
-            backlog = backlog_of(progress)
-            watermark = job_watermark(store)
-            row = progress_row(progress, backlog, watermark)
-            store.write_progress(row)
-            shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
-            print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
-                  f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
-                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
-                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
+    def onQueryIdle(self, event) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= self.heartbeat_s:
+            self._last_line = now
+            batch = self.last_batch
+            print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {self.topic!r} "
+                  f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
                   file=sys.stderr, flush=True)
-            ProgressReporter.last_batch, ProgressReporter._last_line = progress.batchId, time.monotonic()
 
-        def onQueryIdle(self, event) -> None:
-            now = time.monotonic()
-            if now - ProgressReporter._last_line >= heartbeat_s:
-                ProgressReporter._last_line = now
-                batch = ProgressReporter.last_batch
-                print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {topic!r} "
-                      f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
-                      file=sys.stderr, flush=True)
-
-        def onQueryTerminated(self, event) -> None:
-            pass  # run() reports how the query ended, in one line
-
-    return ProgressReporter()
+    def onQueryTerminated(self, event) -> None:
+        pass  # run() reports how the query ended, in one line
 
 
 def first_line(error) -> str:
@@ -345,10 +342,6 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
     the results already hold would be skipped. The topic is its id where the broker has topic ids, and
     otherwise its offsets: a partition ending before what the checkpoint has read was recreated.
     """
-    from ..clients import open_consumer
-    from ..results import identity_clash
-    from .identity import checkpoint_offsets, checkpoint_query_id, offsets_gone_back
-
     meta, where = store.meta(), store.path.parent
     hint = "pass --start-over to discard the results and the checkpoint, or use another --output"
     query_id = checkpoint_query_id(checkpoint)
@@ -397,11 +390,6 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
     connector retries a vanished broker for minutes and then fails in a hundred lines; a closed port says it
     in one.
     """
-    import signal
-    import threading
-
-    from ..clients import _any_port_open
-
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
@@ -433,10 +421,6 @@ def stop_query(query) -> None:
 
 def run(options: StreamOptions, settings: KafkaSettings) -> int:
     """Run the job until Ctrl-C, or with `once` until everything available now is processed."""
-    from ..clients import check_reachable
-    from ..dataset import load_radio_codes
-    from ..results import OutputLock
-
     output = Path(options.output)
     checkpoint_uri = checkpoint_location(options.checkpoint, output)
     # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
@@ -459,8 +443,6 @@ def run(options: StreamOptions, settings: KafkaSettings) -> int:
 
 def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
     """A live job started before the producer waits for its topic, saying so, rather than fail."""
-    from ..clients import check_reachable
-
     print(f"waiting: {why}; Ctrl-C stops", file=sys.stderr, flush=True)
     started = last = time.monotonic()
     while settings.topic not in check_reachable(settings):
@@ -474,11 +456,6 @@ def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float 
 
 def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
          pane_s: int) -> int:
-    from pyspark.errors import StreamingQueryException
-
-    from ..results import ResultStore, path_in
-    from .identity import resume_point, start_over, topic_identity
-
     if options.start_over:
         if checkpoint is None:
             raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
@@ -508,7 +485,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         raw = open_source(spark, options, settings)
         radio_codes = T.read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes)
-        listener = make_listener(store, settings.topic)
+        listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
                                    duration_seconds(options.max_ahead), identity, checkpoint)
