@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -27,12 +26,14 @@ from pyspark.sql.streaming import StreamingQueryListener
 from ..clients import _any_port_open, check_reachable, java_client_config, open_consumer
 from ..config import KafkaSettings, UserError
 from ..dataset import load_radio_codes
+from ..local.jars import connector_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
 from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
                        topic_identity)
 from .options import StreamOptions, duration_seconds
+from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
 from .source import KafkaDataSource
 
@@ -40,54 +41,20 @@ log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 
-def build_session(options: StreamOptions):
-    from pyspark import SparkConf, SparkContext
-    from pyspark.sql import SparkSession
+# The job's Spark settings where spark-submit sets none (--spark-conf wins over them).
+SPARK_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.streaming.noDataMicroBatches.enabled": "true",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
+    "spark.sql.streaming.stopTimeout": "30s",  # a source stuck on a lost broker must not hold Ctrl-C for ever
+}
 
-    from ..local.jars import connector_jar_paths
-    from ..local.java import ensure_java
 
-    ensure_java()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # Under spark-submit the JVM is up and holds what the command line and the defaults file set
-    # (--master, --jars, --packages): read them. Run by python, we start the JVM and set its classpath.
-    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if under_spark_submit:
-        SparkContext._ensure_initialized()
-    submitted = SparkConf()
-    builder = SparkSession.builder.appName("sfcrime-stream")
-    if options.master:
-        builder = builder.master(options.master)
-    elif not submitted.contains("spark.master"):
-        builder = builder.master("local[*]")
-    connector_jars = connector_jar_paths() if not under_spark_submit and options.source == "kafka" else []
-    if connector_jars:
-        builder = builder.config("spark.jars", ",".join(connector_jars))
-    defaults = {
-        "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.streaming.noDataMicroBatches.enabled": "true",
-        "spark.python.worker.reuse": "true",
-        "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
-        "spark.sql.streaming.stopTimeout": "30s",  # a source stuck on a lost broker must not hold Ctrl-C for ever
-    }
-    for key, value in defaults.items():
-        if not submitted.contains(key):
-            builder = builder.config(key, value)
-    builder = builder.config("spark.sql.session.timeZone", options.timezone)  # call_date_time is SF local time, no zone
-    for key, value in options.spark_conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    level = os.environ.get("SFCRIME_SPARK_LOG_LEVEL")
-    spark.sparkContext.setLogLevel(level or "ERROR")
-    if not level:
-        # A failed query is reported in one line by run(); Spark would also log it with the Python and Java
-        # stack traces. SFCRIME_SPARK_LOG_LEVEL=WARN (or ERROR) brings them back.
-        jvm = spark.sparkContext._jvm
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "org.apache.spark.sql.execution.streaming", jvm.org.apache.logging.log4j.Level.OFF)
-        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)  # the foreachBatch error, again
-    return spark
+def start_spark(options: StreamOptions):
+    jars = connector_jar_paths() if options.source == "kafka" else None
+    return build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone, jars)
 
 
 def ship_package(spark, output: Path) -> None:
@@ -476,7 +443,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
     except BaseException:
         store.close()
         raise
-    spark = build_session(options)
+    spark = start_spark(options)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
     try:
