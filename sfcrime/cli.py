@@ -286,5 +286,5 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head` stopped reading: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush must not fail on it
+        config.discard_stdout()
         return 0

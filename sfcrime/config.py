@@ -208,6 +208,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def discard_stdout() -> None:
+    """`... | head` stopped reading, a normal way to stop: what is still buffered for stdout can never be
+    written, so stdout goes to /dev/null and the interpreter's last flush does not fail on it."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr, unless the application already configured logging."""
     root = logging.getLogger()

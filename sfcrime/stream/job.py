@@ -23,7 +23,7 @@ from pathlib import Path
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
-from ..clients import _any_port_open, check_reachable, java_client_config, open_consumer
+from ..clients import any_port_open, check_reachable, java_client_config, open_consumer
 from ..config import KafkaSettings, UserError
 from ..dataset import load_radio_codes
 from ..local.jars import connector_jar_paths
@@ -327,11 +327,8 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
         raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "
                         f"{settings.bootstrap_servers}, recreated or another broker); {hint}")
     if query_id is not None and checkpoint_offsets(checkpoint):
-        consumer = open_consumer(settings)
-        try:
+        with open_consumer(settings) as consumer:
             gone_back = offsets_gone_back(checkpoint, consumer.end_offsets(consumer.partitions()))
-        finally:
-            consumer.close()
         if gone_back:
             raise UserError(f"topic {settings.topic!r} at {settings.bootstrap_servers} was recreated or lost data: "
                             f"{gone_back}; {hint}")
@@ -367,7 +364,7 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
             now = time.monotonic()
             if now - last_check >= check_every_s:
                 last_check = now
-                if _any_port_open(bootstrap_servers):
+                if any_port_open(bootstrap_servers):
                     down_since = None
                 elif down_since is None:
                     down_since = now

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from sfcrime.cli import build_parser
-from sfcrime.clients import kafka_python_config
+from sfcrime.clients.kafka_python import kafka_python_config
 from sfcrime.config import kafka_settings, redact
 
 
