@@ -30,6 +30,7 @@ from ..local.jars import connector_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
+from .files import read_radio_codes
 from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
                        topic_identity)
 from .options import StreamOptions, duration_seconds
@@ -447,7 +448,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         ship_package(spark, output)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, settings)
-        radio_codes = T.read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
+        radio_codes = read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes)
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
