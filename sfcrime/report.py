@@ -350,12 +350,17 @@ def calls_over_time_figure(by_day: dict[str, dict[str, int]]):
         xs = [datetime.strptime(d, "%Y-%m-%d") for d in days]
         ax.plot(xs, list(days.values()), label=labelled(name), linewidth=1.2)
     ax.set_xlabel("day (San Francisco time)")
-    ax.set_ylabel("calls per day")
+    _label_time_series(fig, ax, "calls per day", "Calls over time for the top crime types")
+    return fig
+
+
+def _label_time_series(fig, ax, ylabel: str, title: str) -> None:
+    """Counts over dates: thousands on the y axis, a legend, slanted dates, the title."""
+    ax.set_ylabel(ylabel)
     ax.yaxis.set_major_formatter(_thousands())
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
-    fig.suptitle("Calls over time for the top crime types")
-    return fig
+    fig.suptitle(title)
 
 
 def calls_by_hour_figure(by_hour: dict[str, list[int]]):
@@ -396,11 +401,7 @@ def windows_figure(windows: dict):
             ax.axvspan(start, start + step, color="#f2c14e", alpha=0.3, label="open: counts may still grow" if n == 0 else None)
     ax.set_xlabel(f"window start (San Francisco time); the latest {len(starts)} windows of {windows['length']}"
                   + (f", sliding by {windows['slide']}" if windows.get("slide") not in (None, windows["length"]) else ""))
-    ax.set_ylabel("calls in the window")
-    ax.yaxis.set_major_formatter(_thousands())
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.suptitle("Top crime types per event-time window")
+    _label_time_series(fig, ax, "calls in the window", "Top crime types per event-time window")
     return fig
 
 
