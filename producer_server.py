@@ -6,7 +6,7 @@ Usage:
                    bootstrap_servers="localhost:9092").generate_data()
 """
 
-from sfcrime.config import KafkaSettings
+from sfcrime.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, KafkaSettings
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, ReplaySummary, replay
 
@@ -14,7 +14,7 @@ from sfcrime.producer import Pacing, ReplaySummary, replay
 class ProducerServer:
     """Replays a calls file into a topic; `generate_data()` returns what was delivered and what failed."""
 
-    def __init__(self, input_file, topic="calls", bootstrap_servers="localhost:9092", client="confluent",
+    def __init__(self, input_file, topic=DEFAULT_TOPIC, bootstrap_servers=DEFAULT_BOOTSTRAP, client="confluent",
                  rate=None, speedup=None, order="event-time", partitions=3, **kafka_config):
         self.input_file = input_file
         self.settings = KafkaSettings(bootstrap_servers=bootstrap_servers, topic=topic, client=client,

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import DEFAULT_INPUT, REPO_DIR, UserError
+from .results import path_in
 
 PY = sys.executable
 ROUNDS = 3
@@ -215,7 +216,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _run_metrics(output: Path) -> dict:
-    db = sqlite3.connect(output / "results.sqlite")
+    db = sqlite3.connect(path_in(output))
     progress = db.execute("SELECT input_rows, duration_ms, processed_rps FROM progress WHERE input_rows > 0").fetchall()
     batches = db.execute("SELECT written_at, rows, kafka_ts_min, kafka_ts_max, kafka_ts_mean FROM batches "
                          "WHERE rows > 0").fetchall()
@@ -319,7 +320,7 @@ def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, 
 def _wait_drained(output: Path, rows: int, timeout_s: float) -> None:
     """Until the live job has read `rows` messages (input rows: repeated calls are dropped after the read)."""
     def drained() -> bool:
-        db = sqlite3.connect(output / "results.sqlite")
+        db = sqlite3.connect(path_in(output))
         return (db.execute("SELECT COALESCE(SUM(input_rows), 0) FROM progress").fetchone()[0] or 0) >= rows
     _wait_for(drained, timeout_s)
 
@@ -413,7 +414,7 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
                            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
     try:
-        _wait_for(lambda: (output / "results.sqlite").exists(), 120)
+        _wait_for(lambda: path_in(output).exists(), 120)
         producer = subprocess.Popen([PY, "kafka_server.py", "--rate", str(rate), "--limit", str(limit), "--quiet",
                                      "--input", input_path, "--bootstrap-servers", bootstrap, "--topic", topic],
                                     cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -431,7 +432,7 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
         _wait_drained(output, limit, 300)
     finally:
         _stop(job)
-    db = sqlite3.connect(output / "results.sqlite")
+    db = sqlite3.connect(path_in(output))
     processed = db.execute("SELECT SUM(input_rows) FROM progress").fetchone()[0]
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
     late = db.execute("SELECT COALESCE(SUM(calls), 0) FROM revisions").fetchone()[0]  # late, yet counted

@@ -15,7 +15,6 @@ from . import config
 from .config import UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("sfcrime")
-DEMO_OUTPUT = "out/demo"
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -69,15 +68,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from .stream.job import run
+    from .stream.options import StreamOptions
 
+    options, settings = StreamOptions.from_args(args), config.kafka_settings(args)
     if args.dashboard is None:
-        return run(args)
+        return run(options, settings)
     from .dashboard import start_in_background
 
-    url, stop = start_in_background(args.output, port=args.dashboard)
+    url, stop = start_in_background(options.output, port=args.dashboard)
     print(f"dashboard: {url}", file=sys.stderr, flush=True)
     try:
-        return run(args)
+        return run(options, settings)
     finally:
         stop()
 
@@ -95,9 +96,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    from .demo import DemoOptions, run
 
-    return run(args)
+    # Empty defaults: the demo uses a broker only when one is named, and gives it a fresh topic unless named.
+    settings = config.kafka_settings(args, default_bootstrap="", default_topic="")
+    return run(DemoOptions(output=args.output, input=args.input, limit=args.limit, dashboard_port=args.dashboard_port),
+               settings)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -219,18 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=port_number, default=8050, help="port (default 8050; 0: any free port)")
     dashboard.set_defaults(func=cmd_dashboard)
 
+    from .demo import DemoOptions
+
+    demo_defaults = DemoOptions()
     demo = commands.add_parser("demo", allow_abbrev=False, parents=[common], help="broker + replay + streaming job + report, in one command")
-    demo.add_argument("--output", default=DEMO_OUTPUT,
+    demo.add_argument("--output", default=demo_defaults.output,
                       help=f"the demo's own results folder, emptied each run; refused while a job uses it "
-                           f"(default {DEMO_OUTPUT}/)")
-    demo.add_argument("--input", default=str(config.DEFAULT_INPUT),
-                      help="calls file to replay (default: the bundled dataset)")
+                           f"(default {demo_defaults.output}/)")
+    demo.add_argument("--input", default=demo_defaults.input, help="calls file to replay (default: the bundled dataset)")
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls (default: all)")
-    demo.add_argument("--bootstrap-servers",
-                      help="use this broker if it answers (default: env KAFKA_BOOTSTRAP_SERVERS, else start one)")
-    demo.add_argument("--topic", help="default: a fresh topic per run on a user's broker, calls on the one the demo starts")
-    demo.add_argument("--dashboard-port", type=non_negative_int, default=8050,
-                      help="port of the live dashboard (default 8050; 0: any free port)")
+    demo.add_argument("--dashboard-port", type=non_negative_int, default=demo_defaults.dashboard_port,
+                      help=f"port of the live dashboard (default {demo_defaults.dashboard_port}; 0: any free port)")
+    add_kafka_arguments(demo, bootstrap_default="none: start a broker of its own; a named one is used if it answers",
+                        topic_default="a fresh topic per run on a named broker, calls on the demo's own")
     demo.set_defaults(func=cmd_demo)
 
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
@@ -281,5 +286,5 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head` stopped reading: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush must not fail on it
+        config.discard_stdout()
         return 0

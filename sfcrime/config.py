@@ -20,6 +20,7 @@ DEFAULT_INPUT = REPO_DIR / "police-department-calls-for-service.json.gz"
 DEFAULT_RADIO_CODES = REPO_DIR / "radio_code.json"
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_TOPIC = "calls"
+SF_TIMEZONE = "America/Los_Angeles"  # call_date_time is San Francisco local time, with no offset
 CLIENTS = ("confluent", "kafka-python")
 
 # Security settings that may also come from the environment (KAFKA_SASL_PASSWORD=...).
@@ -69,15 +70,18 @@ def redact(properties: dict[str, str]) -> dict[str, str]:
     return {k: ("***" if _SECRET.search(k) else v) for k, v in properties.items()}
 
 
-def parse_properties(pairs: list[str] | None) -> dict[str, str]:
-    """`key=value` strings from repeated `--kafka-config` flags."""
-    properties = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
+def key_value(flag: str):
+    """The argparse type of a repeatable `key=value` flag (--kafka-config, --spark-conf): a bad pair exits 2
+    with a usage line when the flags are parsed, not later at run time."""
+
+    def pair(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
         if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"--kafka-config expects key=value, got {pair!r}")
-        properties[key.strip()] = value
-    return properties
+            raise argparse.ArgumentTypeError(f"{flag} expects key=value, got {text!r}")
+        return key.strip(), value
+
+    pair.__name__ = "key=value"  # what argparse names in its error
+    return pair
 
 
 _JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
@@ -130,52 +134,51 @@ def env_name(prop: str) -> str:
     return "KAFKA_" + prop.upper().replace(".", "_")
 
 
-def kafka_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> KafkaSettings:
-    """Resolve Kafka settings: flag > environment > default, for every field."""
+def kafka_settings(args: argparse.Namespace, environ: dict[str, str] | None = None,
+                   default_bootstrap: str = DEFAULT_BOOTSTRAP, default_topic: str = DEFAULT_TOPIC) -> KafkaSettings:
+    """Resolve Kafka settings: flag > environment > properties file > default, for every field.
+
+    The demo passes empty defaults: an empty bootstrap_servers or topic then means nobody named one."""
     env = os.environ if environ is None else environ
     config_file = getattr(args, "kafka_config_file", None) or env.get("KAFKA_CONFIG_FILE")
     from_file = read_properties_file(config_file) if config_file else {}
     file_bootstrap = from_file.pop("bootstrap.servers", None)
     properties = dict(from_file)
     properties.update({p: env[env_name(p)] for p in SECURITY_PROPERTIES if env.get(env_name(p))})
-    properties.update(parse_properties(getattr(args, "kafka_config", None)))
+    properties.update(getattr(args, "kafka_config", None) or [])
     for prop in SECURITY_PROPERTIES:
         value = getattr(args, prop.replace(".", "_"), None)
         if value:
             properties[prop] = value
     return KafkaSettings(
         bootstrap_servers=(args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or file_bootstrap
-                           or DEFAULT_BOOTSTRAP),
-        topic=args.topic or env.get("KAFKA_TOPIC") or DEFAULT_TOPIC,
+                           or default_bootstrap),
+        topic=args.topic or env.get("KAFKA_TOPIC") or default_topic,
         client=getattr(args, "client", None) or env.get("SFCRIME_CLIENT") or "confluent",
         properties=properties,
         timeout_s=getattr(args, "timeout", None) or 15.0,
     )
 
 
-def add_kafka_arguments(parser: argparse.ArgumentParser, client: bool = True) -> None:
-    """The flags every Kafka-facing command shares."""
+def add_kafka_arguments(parser: argparse.ArgumentParser, client: bool = True,
+                        bootstrap_default: str = DEFAULT_BOOTSTRAP, topic_default: str = DEFAULT_TOPIC) -> None:
+    """The flags every Kafka-facing command shares; the defaults only word the help."""
     group = parser.add_argument_group("Kafka")
-    group.add_argument("--bootstrap-servers", help=f"env KAFKA_BOOTSTRAP_SERVERS, default {DEFAULT_BOOTSTRAP}")
-    group.add_argument("--topic", help=f"env KAFKA_TOPIC, default {DEFAULT_TOPIC}")
+    group.add_argument("--bootstrap-servers", help=f"env KAFKA_BOOTSTRAP_SERVERS, default {bootstrap_default}")
+    group.add_argument("--topic", help=f"env KAFKA_TOPIC, default {topic_default}")
     if client:
         group.add_argument("--client", choices=CLIENTS, help="Kafka client library (env SFCRIME_CLIENT, default confluent)")
     group.add_argument("--kafka-config-file", metavar="FILE",
                        help="a Kafka client properties file, as Kafka's tools take (env KAFKA_CONFIG_FILE); "
                             "flags and the environment win over it")
     group.add_argument(
-        "--kafka-config", action="append", metavar="KEY=VALUE", type=_property_pair,
+        "--kafka-config", action="append", metavar="KEY=VALUE", type=key_value("--kafka-config"),
         help="any Kafka client property, repeatable (e.g. security.protocol=SASL_SSL)",
     )
     for prop in SECURITY_PROPERTIES:
         group.add_argument("--" + prop.replace(".", "-"), metavar="VALUE", help=f"env {env_name(prop)}")
     group.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                        help="give up on an unreachable broker after this long (default 15)")
-
-
-def _property_pair(text: str) -> str:
-    parse_properties([text])
-    return text
 
 
 def positive_float(text: str) -> float:
@@ -203,6 +206,12 @@ def positive_int(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def discard_stdout() -> None:
+    """`... | head` stopped reading, a normal way to stop: what is still buffered for stdout can never be
+    written, so stdout goes to /dev/null and the interpreter's last flush does not fail on it."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def setup_logging(verbose: bool = False) -> None:

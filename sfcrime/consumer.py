@@ -10,17 +10,20 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import TYPE_CHECKING
 
-from .clients import Consumer, open_consumer, read_columns
-from .config import KafkaSettings, TopicMissing
+from .clients import open_consumer, read_columns
+from .config import KafkaSettings, TopicMissing, discard_stdout
 from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, event_times, iter_records
 from .progress import Progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +43,32 @@ def format_message(record, pretty: bool) -> str:
 def print_messages(settings: KafkaSettings, from_beginning: bool, max_messages: int | None,
                    group_id: str | None, pretty: bool, idle_timeout_s: float | None, out=sys.stdout) -> int:
     """Print messages until max_messages, an idle timeout or Ctrl-C; return how many were printed."""
-    consumer = open_consumer(settings, group_id, from_beginning)
     printed, interrupted = 0, False
-    try:
-        partitions = consumer.partitions()
-        if group_id:
-            consumer.subscribe(group_id, from_beginning)
-        else:
-            start = consumer.beginning_offsets(partitions) if from_beginning else consumer.end_offsets(partitions)
-            consumer.assign(start)
-        last = time.monotonic()
-        while max_messages is None or printed < max_messages:
-            records = consumer.poll(500 if max_messages is None else min(500, max_messages - printed), 0.5)
-            if records:
-                last = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                break
-            for record in records:
-                out.write(format_message(record, pretty) + "\n")
-                printed += 1
-                if max_messages is not None and printed >= max_messages:
+    with open_consumer(settings, group_id, from_beginning) as consumer:
+        try:
+            partitions = consumer.partitions()  # a missing topic is one line, also for a group
+            if group_id:
+                consumer.subscribe()
+            else:
+                consumer.assign(consumer.beginning_offsets(partitions) if from_beginning
+                                else consumer.end_offsets(partitions))
+            last = time.monotonic()
+            while max_messages is None or printed < max_messages:
+                records = consumer.poll(500 if max_messages is None else min(500, max_messages - printed), 0.5)
+                if records:
+                    last = time.monotonic()
+                elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                     break
-            out.flush()
-    except KeyboardInterrupt:
-        interrupted = True
-    except BrokenPipeError:
-        # `| head` closed the pipe: a normal way to stop reading. What is still buffered for stdout can never be
-        # written; point stdout at /dev/null so the interpreter's last flush doesn't fail on it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    finally:
-        consumer.close()
+                for record in records:
+                    out.write(format_message(record, pretty) + "\n")
+                    printed += 1
+                    if max_messages is not None and printed >= max_messages:
+                        break
+                out.flush()
+        except KeyboardInterrupt:
+            interrupted = True
+        except BrokenPipeError:  # `| head` closed the pipe: a normal way to stop reading
+            discard_stdout()
     print(f"Processed a total of {printed} messages", file=sys.stderr)
     if interrupted:
         raise KeyboardInterrupt  # exit 130, as kafka-console-consumer does
@@ -112,45 +111,80 @@ class Verification:
             self.examples.append(text)
 
 
-def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> Verification:
-    """Compare the whole topic with the source file; see the module docstring for the rules.
+@dataclass
+class SourceIndex:
+    """The source file, indexed for matching: each distinct record (its compact JSON) has a slot."""
 
-    The per-message work is vectorised (numpy) so that reading and checking keeps up with librdkafka.
-    """
+    slot_of: dict[bytes, int]  # source value -> its slot in the arrays below
+    expected: "np.ndarray"  # how often each slot's record stands in the file
+    ranks: "np.ndarray"  # each slot's event time as a dense rank (equal times, equal rank); -1: no time
+    ordered: list[str]  # each rank's call_date_time as written
+    by_id: dict[str, bytes]  # crime_id -> its record's value, to tell a changed record from a foreign one
+
+
+def index_source(input_path: str) -> SourceIndex:
+    """Event time as the producer's clock reads it (the fall-back night's repeated hour included)."""
     import numpy as np
 
-    started = time.monotonic()
-    slot_of: dict[bytes, int] = {}  # source value -> its slot in the arrays below
-    expected_list: list[int] = []
+    slot_of: dict[bytes, int] = {}
+    expected: list[int] = []
     stamps: list[tuple[object, object]] = []  # (crime_id, call_date_time) of each distinct record
     by_id: dict[str, bytes] = {}
     for record in iter_records(input_path):
         value = encode_record(record)
         slot = slot_of.get(value)
         if slot is None:
-            slot = slot_of[value] = len(expected_list)
-            expected_list.append(0)
+            slot = slot_of[value] = len(expected)
+            expected.append(0)
             stamps.append((record.get(KEY_FIELD), record.get(EVENT_TIME_FIELD)))
-        expected_list[slot] += 1
+        expected[slot] += 1
         by_id[str(record.get(KEY_FIELD))] = value
-    expected = np.array(expected_list, dtype=np.int64)
-    # event time as the producer's clock reads it (the fall-back night's repeated hour included), as a dense
-    # rank (equal times, equal rank); -1 where the record has none. `ordered` holds each rank's time as written.
     seconds, _ = event_times(stamps)
     label_of = {}
     for moment, (_, text) in zip(seconds, stamps):
         if moment == moment:  # not NaN
             label_of.setdefault(moment, text)
     rank_of = {moment: i for i, moment in enumerate(sorted(label_of))}
-    ordered = [label_of[moment] for moment in sorted(label_of)]
-    ranks = np.array([rank_of.get(moment, -1) for moment in seconds], dtype=np.int64)
-    result = Verification(expected=int(expected.sum()))
-    received = np.zeros(len(expected), dtype=np.int64)
-    gc.freeze()  # the source index is ours for good: full collections during the read need not walk it
+    return SourceIndex(slot_of, np.array(expected, dtype=np.int64),
+                       np.array([rank_of.get(moment, -1) for moment in seconds], dtype=np.int64),
+                       [label_of[moment] for moment in sorted(label_of)], by_id)
 
+
+def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> Verification:
+    """Compare the whole topic with the source file; see the module docstring for the rules.
+
+    The per-message work is vectorised (numpy) so that reading and checking keeps up with librdkafka.
+    """
+    started = time.monotonic()
+    source = index_source(input_path)
+    result = Verification(expected=int(source.expected.sum()))
+    gc.freeze()  # the source index is ours for good: full collections during the read need not walk it
     read_started = time.monotonic()
-    consumer: Consumer = open_consumer(settings)
-    try:
+    received, per_partition = _read_topic(settings, source, result, progress)
+    result.read_seconds = time.monotonic() - read_started
+    result.per_partition = dict(per_partition)
+    result.received = sum(per_partition.values())
+    for value, slot in source.slot_of.items():
+        want, got = int(source.expected[slot]), int(received[slot])
+        if got < want:
+            result.missing += want - got
+            result.note(f"missing: crime_id {_field(value, KEY_FIELD)}")
+        elif got > want:
+            result.duplicated += got - want
+            result.note(f"duplicated {got - want}x: crime_id {_field(value, KEY_FIELD)}")
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _read_topic(settings: KafkaSettings, source: SourceIndex, result: Verification,
+                progress: bool) -> tuple["np.ndarray", Counter[int]]:
+    """Read every partition by assignment up to its end offset now: how often each source slot came, and
+    how many messages each partition held. Corrupt, unexpected and out-of-order records go to `result`."""
+    import numpy as np
+
+    received = np.zeros(len(source.expected), dtype=np.int64)
+    per_partition: Counter[int] = Counter()
+    with open_consumer(settings) as consumer:
         try:
             partitions = consumer.partitions()
         except TopicMissing as error:
@@ -160,8 +194,7 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
         end = consumer.end_offsets(partitions)
         total = sum(end[p] - start[p] for p in partitions)
         last_rank: dict[int, int] = {}
-        per_partition: Counter[int] = Counter()
-        lookup = slot_of.get
+        lookup = source.slot_of.get
         with Progress("verifying", total, enabled=progress) as bar:
             for columns in read_columns(consumer, start, end, on_batch=bar.advance, keys_and_times=False):
                 n = len(columns.offsets)
@@ -169,28 +202,14 @@ def verify(settings: KafkaSettings, input_path: str, progress: bool = True) -> V
                 slots = np.fromiter(map(lookup, columns.values, repeat(-1, n)), dtype=np.int64, count=n)
                 for i in np.flatnonzero(slots < 0):  # rare: not byte-identical to a source record
                     slot = _classify_unknown(columns.values[i] or b"", columns.partitions[i], columns.offsets[i],
-                                             by_id, slot_of, result)
+                                             source.by_id, source.slot_of, result)
                     slots[i] = -1 if slot is None else slot
                 known = slots >= 0
                 received += np.bincount(slots[known], minlength=len(received))
-                batch_ranks = np.where(known, ranks[np.where(known, slots, 0)], -1)
-                _check_order(np.asarray(columns.partitions), np.asarray(columns.offsets), batch_ranks, ordered,
-                             last_rank, result)
-    finally:
-        consumer.close()
-    result.read_seconds = time.monotonic() - read_started
-    result.per_partition = dict(per_partition)
-    result.received = sum(per_partition.values())
-    for value, slot in slot_of.items():
-        want, got = int(expected[slot]), int(received[slot])
-        if got < want:
-            result.missing += want - got
-            result.note(f"missing: crime_id {_field(value, KEY_FIELD)}")
-        elif got > want:
-            result.duplicated += got - want
-            result.note(f"duplicated {got - want}x: crime_id {_field(value, KEY_FIELD)}")
-    result.seconds = time.monotonic() - started
-    return result
+                batch_ranks = np.where(known, source.ranks[np.where(known, slots, 0)], -1)
+                _check_order(np.asarray(columns.partitions), np.asarray(columns.offsets), batch_ranks,
+                             source.ordered, last_rank, result)
+    return received, per_partition
 
 
 def _check_order(parts, offsets, batch_ranks, ordered: list[str], last_rank: dict[int, int],

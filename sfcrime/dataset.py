@@ -21,9 +21,8 @@ from typing import Iterator
 from dateutil import parser as date_parser
 from dateutil import tz
 
-from .config import UserError
+from .config import SF_TIMEZONE, UserError
 
-SF_TIMEZONE = "America/Los_Angeles"
 SF_TZ = tz.gettz(SF_TIMEZONE)
 EVENT_TIME_FIELD = "call_date_time"
 KEY_FIELD = "crime_id"
@@ -51,74 +50,85 @@ def open_text(path: str | Path) -> io.TextIOBase:
 
 def iter_records(path: str | Path) -> Iterator[dict]:
     """Yield each object of the top-level JSON array, holding at most one chunk in memory."""
-    decoder = json.JSONDecoder()
     try:
         with open_text(path) as text:
-            buffer, pos, eof = "", 0, False
-
-            def fill() -> bool:
-                nonlocal buffer, pos, eof
-                if eof:
-                    return False
-                chunk = text.read(_CHUNK_CHARS)
-                if not chunk:
-                    eof = True
-                    return False
-                buffer, pos = buffer[pos:] + chunk, 0
-                return True
-
-            def skip_whitespace() -> str:
-                nonlocal pos
-                while True:
-                    while pos < len(buffer) and buffer[pos] in _WHITESPACE:
-                        pos += 1
-                    if pos < len(buffer):
-                        return buffer[pos]
-                    if not fill():
-                        return ""
-
-            first = skip_whitespace()
-            if first == "":
-                raise UserError(f"{path}: file is empty")
-            if first != "[":
-                raise UserError(f"{path}: expected a JSON array of call records, found {first!r} at the start")
-            pos += 1
-            index = 0
-            while True:
-                ch = skip_whitespace()
-                if ch == "]":
-                    pos += 1
-                    break
-                if index and ch == ",":
-                    pos += 1
-                    ch = skip_whitespace()
-                elif index:
-                    raise UserError(f"{path}: not valid JSON after record {index} (expected ',' or ']')")
-                if ch == "":
-                    raise UserError(f"{path}: file is truncated after {index} records")
-                while True:
-                    try:
-                        record, end = decoder.raw_decode(buffer, pos)
-                        if end == len(buffer) and not eof and fill():
-                            continue  # a number or literal may go on in the next chunk
-                        break
-                    except json.JSONDecodeError as error:
-                        if not fill():
-                            where = "truncated" if error.pos >= len(buffer) - 1 else f"not valid JSON ({error.msg})"
-                            raise UserError(f"{path}: {where} at record {index + 1}") from None
-                pos = end
-                if not isinstance(record, dict):
-                    raise UserError(
-                        f"{path}: record {index + 1} is a {type(record).__name__}, expected a JSON object"
-                    )
-                index += 1
-                yield record
-            if skip_whitespace() != "":
-                raise UserError(f"{path}: unexpected data after the closing ']'")
+            yield from _ArrayReader(text, path).records()
     except (EOFError, zlib.error, OSError) as error:
         raise UserError(f"{path}: cannot read compressed data ({error.__class__.__name__}: {error})") from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+class _ArrayReader:
+    """The objects of a JSON array in a text stream, read a chunk at a time: `buffer[pos:]` is unread."""
+
+    def __init__(self, text: io.TextIOBase, path: str | Path) -> None:
+        self.text, self.path = text, path
+        self.buffer, self.pos, self.eof = "", 0, False
+        self.decoder = json.JSONDecoder()
+
+    def records(self) -> Iterator[dict]:
+        first = self.next_char()
+        if first == "":
+            raise UserError(f"{self.path}: file is empty")
+        if first != "[":
+            raise UserError(f"{self.path}: expected a JSON array of call records, found {first!r} at the start")
+        self.pos += 1
+        index = 0
+        while True:
+            ch = self.next_char()
+            if ch == "]":
+                self.pos += 1
+                break
+            if index and ch == ",":
+                self.pos += 1
+                ch = self.next_char()
+            elif index:
+                raise UserError(f"{self.path}: not valid JSON after record {index} (expected ',' or ']')")
+            if ch == "":
+                raise UserError(f"{self.path}: file is truncated after {index} records")
+            index += 1
+            yield self.record(index)
+        if self.next_char() != "":
+            raise UserError(f"{self.path}: unexpected data after the closing ']'")
+
+    def fill(self) -> bool:
+        """Read the next chunk onto what is unread; False at the end of the file."""
+        if self.eof:
+            return False
+        chunk = self.text.read(_CHUNK_CHARS)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer, self.pos = self.buffer[self.pos:] + chunk, 0
+        return True
+
+    def next_char(self) -> str:
+        """The next character that is not whitespace, without consuming it; "" at the end of the file."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in _WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self.fill():
+                return ""
+
+    def record(self, number: int) -> dict:
+        """Decode the value at `pos` (the array's record `number`, from 1), reading on while it is cut off."""
+        while True:
+            try:
+                record, end = self.decoder.raw_decode(self.buffer, self.pos)
+                if end == len(self.buffer) and not self.eof and self.fill():
+                    continue  # a number or literal may go on in the next chunk
+                break
+            except json.JSONDecodeError as error:
+                if not self.fill():
+                    where = "truncated" if error.pos >= len(self.buffer) - 1 else f"not valid JSON ({error.msg})"
+                    raise UserError(f"{self.path}: {where} at record {number}") from None
+        self.pos = end
+        if not isinstance(record, dict):
+            raise UserError(f"{self.path}: record {number} is a {type(record).__name__}, expected a JSON object")
+        return record
 
 
 def parse_event_time(text: object) -> datetime | None:

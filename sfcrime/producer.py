@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .clients import DeliveryReport, check_reachable, ensure_topic, open_consumer, open_producer
+from .clients import DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer
 from .config import KafkaSettings, UserError
 from .dataset import Calls
 from .progress import Progress
@@ -117,13 +117,10 @@ class ReplaySummary:
 
 def messages_in(settings: KafkaSettings) -> int:
     """How many messages the topic holds now: end minus beginning offsets, over its partitions."""
-    consumer = open_consumer(settings)
-    try:
+    with open_consumer(settings) as consumer:
         partitions = consumer.partitions()
         ends, beginnings = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
         return sum(max(0, ends[p] - beginnings.get(p, 0)) for p in partitions)
-    finally:
-        consumer.close()
 
 
 def replay_note(event_time: float, last_event: float | None, pacing: Pacing) -> str | None:
@@ -154,35 +151,38 @@ def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: in
                         f"(kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --delete --topic "
                         f"{settings.topic})")
     report = DeliveryReport()
-    producer = open_producer(settings, report)
-    pacer = Pacer(pacing)
     summary = ReplaySummary(total=len(calls))
-    log.info("replaying %s calls to %s at %s", f"{len(calls):,}", settings.describe(), pacing.describe())
-    plan = replay_plan(calls, pacing)
-    if plan and progress:
-        print(plan, file=sys.stderr, flush=True)
-    last_event = max((t for t in calls.event_times if not math.isnan(t)), default=math.nan) if pacing.speedup else None
-    started = time.monotonic()
-    try:
-        with Progress("sending", len(calls), enabled=progress) as bar:
-            send, poll, advance = producer.send, getattr(producer, "poll", None), bar.advance
-            step = 1000 if not (pacing.rate or pacing.speedup) else 100  # paced: a bar that moves
-            for index, (key, value, event_time) in enumerate(calls):
-                pacer.wait(index, event_time)
-                send(key, value)
-                summary.handed += 1
-                if summary.handed % step == 0:
-                    if poll:
-                        poll()
-                    advance(step, replay_note(event_time, last_event, pacing))
-            advance(summary.handed % step)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        log.warning("interrupted: flushing the %s calls handed over so far", f"{summary.handed:,}")
-    finally:
-        summary.unacknowledged = producer.flush(flush_timeout_s)
-        producer.close()
-        summary.seconds = time.monotonic() - started
-        summary.delivered, summary.failed = report.delivered, report.failed
-        summary.errors, summary.failed_keys = report.errors, report.failed_keys
+    with open_producer(settings, report) as producer:
+        log.info("replaying %s calls to %s at %s", f"{len(calls):,}", settings.describe(), pacing.describe())
+        plan = replay_plan(calls, pacing)
+        if plan and progress:
+            print(plan, file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            _send_all(producer, calls, pacing, summary, progress)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            log.warning("interrupted: flushing the %s calls handed over so far", f"{summary.handed:,}")
+        finally:
+            summary.unacknowledged = producer.flush(flush_timeout_s)
+    summary.seconds = time.monotonic() - started
+    summary.delivered, summary.failed = report.delivered, report.failed
+    summary.errors, summary.failed_keys = report.errors, report.failed_keys
     return summary
+
+
+def _send_all(producer: Producer, calls: Calls, pacing: Pacing, summary: ReplaySummary, progress: bool) -> None:
+    """Hand every call to the producer on the pacing's schedule, counting in `summary.handed`."""
+    pacer = Pacer(pacing)
+    last_event = max((t for t in calls.event_times if not math.isnan(t)), default=math.nan) if pacing.speedup else None
+    with Progress("sending", len(calls), enabled=progress) as bar:
+        send, poll, advance = producer.send, producer.poll, bar.advance
+        step = 1000 if not (pacing.rate or pacing.speedup) else 100  # paced: a bar that moves
+        for index, (key, value, event_time) in enumerate(calls):
+            pacer.wait(index, event_time)
+            send(key, value)
+            summary.handed += 1
+            if summary.handed % step == 0:
+                poll()
+                advance(step, replay_note(event_time, last_event, pacing))
+        advance(summary.handed % step)

@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from .config import UserError
 from .dataset import SF_TZ
@@ -21,6 +22,7 @@ from .glossary import MEANINGS, labelled, meaning
 from .results import connect, path_in, window_counts
 
 log = logging.getLogger(__name__)
+REPORT_DIR = "report"  # in the job's output folder
 CHART_DIR = "charts"
 RECENT_WINDOWS = 24  # windows in the "how the top 5 moved" series
 RECENT_BATCHES = 60  # micro-batches in the pipeline's health
@@ -287,60 +289,78 @@ def print_tables(result: dict, out=None) -> None:
 
 def write_charts(result: dict, directory: Path) -> dict[str, Path]:
     """PNG charts with titles and labelled axes; returns {name: path}."""
-    plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
-    charts: dict[str, Path] = {}
+    return {name: save_figure(figure(), directory / f"{name}.png") for name, figure in chart_figures(result).items()}
 
-    def save(fig, name: str) -> None:
-        path = directory / f"{name}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110, metadata={"Title": fig._suptitle.get_text() if fig._suptitle else name})
-        plt.close(fig)
-        charts[name] = path
 
-    def barh(name, title, labels, values, xlabel, ylabel):
-        fig, ax = plt.subplots(figsize=(9, max(3.0, 0.32 * len(labels) + 1.2)))
-        ax.barh(range(len(labels)), values, color="#3b6ea8")
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_formatter(_thousands())
-        for i, v in enumerate(values):
-            ax.text(v, i, f" {v:,}", va="center", fontsize=7)
-        fig.suptitle(title)
-        save(fig, name)
-
-    types = result["top_crime_types"]
-    barh("top_crime_types", "Top crime types (SF police calls for service)",
-         [labelled(r["crime_type"]) for r in types], [r["count"] for r in types], "calls", "crime type")
-    places = result["top_locations"]
-    barh("top_locations", "Crime density by location: the busiest addresses",
-         [r["address"] for r in places], [r["count"] for r in places], "calls", "address")
-    dispositions = result["dispositions"]
-    barh("dispositions", "Dispositions of calls (radio code and description)",
-         [f"{r['code']} - {r['description'] or 'no radio code'}" for r in dispositions],
-         [r["count"] for r in dispositions], "calls", "disposition")
-
+def chart_figures(result: dict) -> dict[str, Callable[[], object]]:
+    """Each chart the answers have data for, by name: a function that draws its figure."""
+    types, places, dispositions = result["top_crime_types"], result["top_locations"], result["dispositions"]
+    figures = {
+        "top_crime_types": lambda: barh_figure(
+            "Top crime types (SF police calls for service)",
+            [labelled(r["crime_type"]) for r in types], [r["count"] for r in types], "calls", "crime type"),
+        "top_locations": lambda: barh_figure(
+            "Crime density by location: the busiest addresses",
+            [r["address"] for r in places], [r["count"] for r in places], "calls", "address"),
+        "dispositions": lambda: barh_figure(
+            "Dispositions of calls (radio code and description)",
+            [f"{r['code']} - {r['description'] or 'no radio code'}" for r in dispositions],
+            [r["count"] for r in dispositions], "calls", "disposition"),
+    }
     if result["calls_by_hour"]:
-        save(calls_by_hour_figure(result["calls_by_hour"]), "calls_by_hour")
+        figures["calls_by_hour"] = lambda: calls_by_hour_figure(result["calls_by_hour"])
     if result["windows"]["recent"]["windows"]:
-        save(windows_figure(result["windows"]), "calls_by_window")
+        figures["calls_by_window"] = lambda: windows_figure(result["windows"])
+    if result["calls_by_day"]:
+        figures["calls_over_time"] = lambda: calls_over_time_figure(result["calls_by_day"])
+    return figures
 
-    by_day = result["calls_by_day"]
-    if by_day:
-        fig, ax = plt.subplots(figsize=(10, 4.5))
-        for name, days in by_day.items():
-            xs = [datetime.strptime(d, "%Y-%m-%d") for d in days]
-            ax.plot(xs, list(days.values()), label=labelled(name), linewidth=1.2)
-        ax.set_xlabel("day (San Francisco time)")
-        ax.set_ylabel("calls per day")
-        ax.yaxis.set_major_formatter(_thousands())
-        ax.legend(fontsize=8)
-        fig.autofmt_xdate()
-        fig.suptitle("Calls over time for the top crime types")
-        save(fig, "calls_over_time")
-    return charts
+
+def save_figure(fig, path: Path) -> Path:
+    """The PNG, its title in the file's metadata; the figure is closed."""
+    plt = _pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Title": fig._suptitle.get_text() if fig._suptitle else path.stem})
+    plt.close(fig)
+    return path
+
+
+def barh_figure(title: str, labels: list[str], values: list[int], xlabel: str, ylabel: str):
+    """Horizontal bars, largest first, each with its count."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.32 * len(labels) + 1.2)))
+    ax.barh(range(len(labels)), values, color="#3b6ea8")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_formatter(_thousands())
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:,}", va="center", fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def calls_over_time_figure(by_day: dict[str, dict[str, int]]):
+    """Calls per day, a line per top crime type."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for name, days in by_day.items():
+        xs = [datetime.strptime(d, "%Y-%m-%d") for d in days]
+        ax.plot(xs, list(days.values()), label=labelled(name), linewidth=1.2)
+    ax.set_xlabel("day (San Francisco time)")
+    _label_time_series(fig, ax, "calls per day", "Calls over time for the top crime types")
+    return fig
+
+
+def _label_time_series(fig, ax, ylabel: str, title: str) -> None:
+    """Counts over dates: thousands on the y axis, a legend, slanted dates, the title."""
+    ax.set_ylabel(ylabel)
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.suptitle(title)
 
 
 def calls_by_hour_figure(by_hour: dict[str, list[int]]):
@@ -381,11 +401,7 @@ def windows_figure(windows: dict):
             ax.axvspan(start, start + step, color="#f2c14e", alpha=0.3, label="open: counts may still grow" if n == 0 else None)
     ax.set_xlabel(f"window start (San Francisco time); the latest {len(starts)} windows of {windows['length']}"
                   + (f", sliding by {windows['slide']}" if windows.get("slide") not in (None, windows["length"]) else ""))
-    ax.set_ylabel("calls in the window")
-    ax.yaxis.set_major_formatter(_thousands())
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.suptitle("Top crime types per event-time window")
+    _label_time_series(fig, ax, "calls in the window", "Top crime types per event-time window")
     return fig
 
 
@@ -429,6 +445,13 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
     return path
 
 
+def write_report(result: dict, output: str | Path) -> tuple[Path, dict[str, Path]]:
+    """The Markdown page and its charts, in OUTPUT/report/: (the page, {chart name: path})."""
+    directory = Path(output) / REPORT_DIR
+    charts = write_charts(result, directory / CHART_DIR)
+    return write_markdown(result, charts, directory / "report.md"), charts
+
+
 def run(args) -> int:
     result = answers(args.output, args.top, args.windows)
     if args.json:
@@ -437,9 +460,7 @@ def run(args) -> int:
         return 0
     print_tables(result)
     if not args.no_charts:
-        directory = Path(args.output) / "report"
-        charts = write_charts(result, directory / CHART_DIR)
-        page = write_markdown(result, charts, directory / "report.md")
+        page, charts = write_report(result, args.output)
         print(f"report: {page} ({len(charts)} charts)")
     return 0
 

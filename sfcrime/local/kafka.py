@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..clients import port_open
 from ..config import REPO_DIR, UserError
 from .java import java_executable
 from .jars import KAFKA_VERSION, kafka_classpath
@@ -54,14 +55,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def _die_with_parent() -> None:
@@ -258,7 +251,7 @@ class KafkaNode:
         """Listening is not ready: wait until the broker answers metadata with `brokers` brokers in it."""
         from confluent_kafka.admin import AdminClient
 
-        from ..clients import LIBRDKAFKA_LOG  # its lines while the broker starts are not news (shown with -v)
+        from ..clients.confluent import LIBRDKAFKA_LOG  # its lines while the broker starts are not news (shown with -v)
 
         deadline = time.monotonic() + timeout_s
         while True:

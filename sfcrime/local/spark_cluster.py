@@ -25,7 +25,8 @@ from pathlib import Path
 from ..config import UserError
 from .jars import spark_home, spark_version
 from .java import ensure_java
-from .kafka import _die_with_parent, _megabytes, free_port, port_open
+from ..clients import port_open
+from .kafka import _die_with_parent, _megabytes, free_port
 
 log = logging.getLogger(__name__)
 

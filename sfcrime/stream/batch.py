@@ -13,31 +13,22 @@ import time
 
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from . import transforms as T
+from .files import calls_from_file, read_radio_codes
+from .session import build_session
 
 
 def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: int = 3600) -> dict[str, list[dict]]:
-    calls = T.calls_from_file(spark, input_path)
+    calls = calls_from_file(spark, input_path)
     valid = calls.where("malformed IS NULL").dropDuplicates(["crime_id"])
     bad = calls.where("malformed IS NOT NULL")
-    joined = T.with_descriptions(valid.unionByName(bad), T.read_radio_codes(spark, radio_codes_path))
+    joined = T.with_descriptions(valid.unionByName(bad), read_radio_codes(spark, radio_codes_path))
     return T.split_counts(T.count_calls(joined, pane_seconds).toArrow().to_pylist())
 
 
 def main(argv: list[str]) -> int:
-    from pyspark.sql import SparkSession
-
-    import os
-
-    from ..local.java import ensure_java
-
-    ensure_java()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     started = time.monotonic()
-    spark = (SparkSession.builder.master("local[*]").appName("sfcrime-batch")
-             .config("spark.sql.session.timeZone", "America/Los_Angeles")
-             .config("spark.sql.shuffle.partitions", "4").config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = build_session("sfcrime-batch", master="local[*]",
+                          defaults={"spark.sql.shuffle.partitions": "4", "spark.ui.showConsoleProgress": "false"})
     counts = batch_counts(spark, argv[0] if argv else str(DEFAULT_INPUT), str(DEFAULT_RADIO_CODES))
     spark.stop()
     total = counts["total"][0]["count"] if counts["total"] else 0

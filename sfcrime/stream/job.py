@@ -12,73 +12,50 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
+import signal
 import sys
+import threading
 import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
-from ..config import UserError, kafka_settings
+from pyspark.errors import StreamingQueryException
+from pyspark.sql.streaming import StreamingQueryListener
+
+from ..clients import any_port_open, check_reachable, java_client_config, open_consumer
+from ..config import KafkaSettings, UserError
+from ..dataset import load_radio_codes
+from ..local.jars import connector_jar_paths
+from ..report import local_time
+from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
-from .options import duration_seconds
+from .files import read_radio_codes
+from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
+                       topic_identity)
+from .options import StreamOptions, duration_seconds
+from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
+from .source import KafkaDataSource
 
 log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 
-def build_session(args):
-    from pyspark import SparkConf, SparkContext
-    from pyspark.sql import SparkSession
+# The job's Spark settings where spark-submit sets none (--spark-conf wins over them).
+SPARK_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.streaming.noDataMicroBatches.enabled": "true",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
+    "spark.sql.streaming.stopTimeout": "30s",  # a source stuck on a lost broker must not hold Ctrl-C for ever
+}
 
-    from ..local.jars import connector_jar_paths
-    from ..local.java import ensure_java
 
-    ensure_java()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # Under spark-submit the JVM is up and holds what the command line and the defaults file set
-    # (--master, --jars, --packages): read them. Run by python, we start the JVM and set its classpath.
-    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if under_spark_submit:
-        SparkContext._ensure_initialized()
-    submitted = SparkConf()
-    builder = SparkSession.builder.appName("sfcrime-stream")
-    if args.master:
-        builder = builder.master(args.master)
-    elif not submitted.contains("spark.master"):
-        builder = builder.master("local[*]")
-    connector_jars = connector_jar_paths() if not under_spark_submit and args.source == "kafka" else []
-    if connector_jars:
-        builder = builder.config("spark.jars", ",".join(connector_jars))
-    defaults = {
-        "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.streaming.noDataMicroBatches.enabled": "true",
-        "spark.python.worker.reuse": "true",
-        "spark.sql.adaptive.enabled": "false",  # stateful streaming ignores it; quieter logs
-        "spark.sql.streaming.stopTimeout": "30s",  # a source stuck on a lost broker must not hold Ctrl-C for ever
-    }
-    for key, value in defaults.items():
-        if not submitted.contains(key):
-            builder = builder.config(key, value)
-    builder = builder.config("spark.sql.session.timeZone", args.timezone)  # call_date_time is SF local time, no zone
-    for pair in args.spark_conf:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--spark-conf expects key=value, got {pair!r}")
-        builder = builder.config(key.strip(), value)
-    spark = builder.getOrCreate()
-    level = os.environ.get("SFCRIME_SPARK_LOG_LEVEL")
-    spark.sparkContext.setLogLevel(level or "ERROR")
-    if not level:
-        # A failed query is reported in one line by run(); Spark would also log it with the Python and Java
-        # stack traces. SFCRIME_SPARK_LOG_LEVEL=WARN (or ERROR) brings them back.
-        jvm = spark.sparkContext._jvm
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "org.apache.spark.sql.execution.streaming", jvm.org.apache.logging.log4j.Level.OFF)
-        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)  # the foreachBatch error, again
-    return spark
+def start_spark(options: StreamOptions):
+    jars = connector_jar_paths() if options.source == "kafka" else None
+    return build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone, jars)
 
 
 def ship_package(spark, output: Path) -> None:
@@ -96,20 +73,18 @@ def connector_available(spark) -> bool:
     return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER_CLASS))
 
 
-def open_source(spark, args, settings):
+def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options."""
-    options = {
+    source_options = {
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "subscribe": settings.topic,
-        "startingOffsets": args.starting_offsets,
+        "startingOffsets": options.starting_offsets,
         "failOnDataLoss": "true",
     }
-    if args.max_offsets_per_trigger:
-        options["maxOffsetsPerTrigger"] = str(args.max_offsets_per_trigger)
-    if args.source == "kafka":
-        from ..clients import java_client_config
-
-        options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
+    if options.max_offsets_per_trigger:
+        source_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
+    if options.source == "kafka":
+        source_options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
         if not connector_available(spark):
             from ..local.jars import connector_coordinate
 
@@ -117,15 +92,13 @@ def open_source(spark, args, settings):
                             f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
         fmt = "kafka"
     else:
-        from .source import KafkaDataSource
-
-        options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
+        source_options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
         spark.dataSource.register(KafkaDataSource)
         fmt = PYTHON_SOURCE_NAME
-        options["timeout"] = str(settings.timeout_s)
+        source_options["timeout"] = str(settings.timeout_s)
     log.info("Kafka source: %s (%s)", "Spark's connector" if fmt == "kafka" else "Python Data Source", settings.describe())
     reader = spark.readStream.format(fmt)
-    for key, value in options.items():
+    for key, value in source_options.items():
         reader = reader.option(key, value)
     return reader.load()
 
@@ -188,8 +161,6 @@ class BatchWriter:
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
         gc.collect()
         if self.checkpoint is not None and "query_id" not in self.identity:
-            from .identity import checkpoint_query_id
-
             query_id = checkpoint_query_id(self.checkpoint)
             if query_id:
                 self.identity["query_id"] = query_id
@@ -203,8 +174,6 @@ class BatchWriter:
             ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
                                          time.time())
             if ahead_from is not None:
-                from ..report import local_time
-
                 log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
                             batch_id, local_time(ahead_from, named=True))
             counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
@@ -235,8 +204,6 @@ class BatchWriter:
         if final == self._shown_final and now - self._shown_at < every_s:
             return
         self._shown_final, self._shown_at = final, now
-        from ..report import local_time
-
         for label, (start, rows) in windows.items():
             what = "final" if label == "final" else "open, counts may still grow"
             print(f"top crime types, {label} window {local_time(start, named=True)} ({what}): "
@@ -282,48 +249,43 @@ def job_watermark(store) -> float | None:
     return None if front is None else front - int(store.meta().get("watermark_seconds", 3600))
 
 
-def make_listener(store, topic: str, heartbeat_s: float = 60.0):
-    from pyspark.sql.streaming import StreamingQueryListener
+class ProgressReporter(StreamingQueryListener):
+    """The course project's progress reporter: one line per micro-batch, also kept in the results, and a
+    heartbeat while the topic has nothing new."""
 
-    from ..report import local_time
+    def __init__(self, store, topic: str, heartbeat_s: float = 60.0) -> None:
+        self.store, self.topic, self.heartbeat_s = store, topic, heartbeat_s
+        self.last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
+        self._last_line = time.monotonic()
 
-    class ProgressReporter(StreamingQueryListener):
-        """The course project's progress reporter: one line per micro-batch, also kept in the results, and a
-        heartbeat while the topic has nothing new."""
+    def onQueryStarted(self, event) -> None:
+        log.info("query started: id %s run %s", event.id, event.runId)
 
-        last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
-        _last_line = time.monotonic()
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        backlog = backlog_of(progress)
+        watermark = job_watermark(self.store)
+        row = progress_row(progress, backlog, watermark)
+        self.store.write_progress(row)
+        shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
+        print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
+              f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
+              f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
+              f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
+              file=sys.stderr, flush=True)
+        self.last_batch, self._last_line = progress.batchId, time.monotonic()
 
-        def onQueryStarted(self, event) -> None:
-            log.info("query started: id %s run %s", event.id, event.runId)
-
-        def onQueryProgress(self, event) -> None:
-            progress = event.progress
-            backlog = backlog_of(progress)
-            watermark = job_watermark(store)
-            row = progress_row(progress, backlog, watermark)
-            store.write_progress(row)
-            shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
-            print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
-                  f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
-                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
-                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
+    def onQueryIdle(self, event) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= self.heartbeat_s:
+            self._last_line = now
+            batch = self.last_batch
+            print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {self.topic!r} "
+                  f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
                   file=sys.stderr, flush=True)
-            ProgressReporter.last_batch, ProgressReporter._last_line = progress.batchId, time.monotonic()
 
-        def onQueryIdle(self, event) -> None:
-            now = time.monotonic()
-            if now - ProgressReporter._last_line >= heartbeat_s:
-                ProgressReporter._last_line = now
-                batch = ProgressReporter.last_batch
-                print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {topic!r} "
-                      f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
-                      file=sys.stderr, flush=True)
-
-        def onQueryTerminated(self, event) -> None:
-            pass  # run() reports how the query ended, in one line
-
-    return ProgressReporter()
+    def onQueryTerminated(self, event) -> None:
+        pass  # run() reports how the query ended, in one line
 
 
 def first_line(error) -> str:
@@ -348,10 +310,6 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
     the results already hold would be skipped. The topic is its id where the broker has topic ids, and
     otherwise its offsets: a partition ending before what the checkpoint has read was recreated.
     """
-    from ..clients import open_consumer
-    from ..results import identity_clash
-    from .identity import checkpoint_offsets, checkpoint_query_id, offsets_gone_back
-
     meta, where = store.meta(), store.path.parent
     hint = "pass --start-over to discard the results and the checkpoint, or use another --output"
     query_id = checkpoint_query_id(checkpoint)
@@ -370,11 +328,8 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
         raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "
                         f"{settings.bootstrap_servers}, recreated or another broker); {hint}")
     if query_id is not None and checkpoint_offsets(checkpoint):
-        consumer = open_consumer(settings)
-        try:
+        with open_consumer(settings) as consumer:
             gone_back = offsets_gone_back(checkpoint, consumer.end_offsets(consumer.partitions()))
-        finally:
-            consumer.close()
         if gone_back:
             raise UserError(f"topic {settings.topic!r} at {settings.bootstrap_servers} was recreated or lost data: "
                             f"{gone_back}; {hint}")
@@ -400,11 +355,6 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
     connector retries a vanished broker for minutes and then fails in a hundred lines; a closed port says it
     in one.
     """
-    import signal
-    import threading
-
-    from ..clients import _any_port_open
-
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
@@ -415,7 +365,7 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
             now = time.monotonic()
             if now - last_check >= check_every_s:
                 last_check = now
-                if _any_port_open(bootstrap_servers):
+                if any_port_open(bootstrap_servers):
                     down_since = None
                 elif down_since is None:
                     down_since = now
@@ -446,37 +396,30 @@ def stop_query(query) -> None:
         log.info("the query did not stop cleanly: %s", str(error).splitlines()[0] if str(error) else error)
 
 
-def run(args) -> int:
-    """Run the job until Ctrl-C, or with --once until everything available now is processed."""
-    from ..clients import check_reachable
-    from ..dataset import load_radio_codes
-    from ..results import OutputLock
-
-    settings = kafka_settings(args)
-    output = Path(args.output)
-    checkpoint_uri = checkpoint_location(args.checkpoint, output)
+def run(options: StreamOptions, settings: KafkaSettings) -> int:
+    """Run the job until Ctrl-C, or with `once` until everything available now is processed."""
+    output = Path(options.output)
+    checkpoint_uri = checkpoint_location(options.checkpoint, output)
     # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
     # checks remain, ours need a local folder.
     checkpoint = None if "://" in checkpoint_uri else Path(checkpoint_uri)
-    load_radio_codes(args.radio_codes)  # a clear error now rather than a Spark stack trace later
+    load_radio_codes(options.radio_codes)  # a clear error now rather than a Spark stack trace later
     topics = check_reachable(settings)
-    window_s, pane_s = duration_seconds(args.window), duration_seconds(args.slide or args.window)
+    window_s, pane_s = duration_seconds(options.window), duration_seconds(options.pane)
     if window_s % pane_s:
-        raise UserError(f"--window ({args.window}) must be a whole multiple of --slide ({args.slide})")
+        raise UserError(f"--window ({options.window}) must be a whole multiple of --slide ({options.slide})")
     missing = (f"topic {settings.topic!r} does not exist at {settings.bootstrap_servers} "
                "(replay the calls first: python kafka_server.py)")
-    if settings.topic not in topics and args.once:
+    if settings.topic not in topics and options.once:
         raise UserError(missing)
     with OutputLock(output):  # before --start-over deletes anything: never under a running job
         if settings.topic not in topics:
             wait_for_topic(settings, missing)
-        return _run(args, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
+        return _run(options, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
 
 
 def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
     """A live job started before the producer waits for its topic, saying so, rather than fail."""
-    from ..clients import check_reachable
-
     print(f"waiting: {why}; Ctrl-C stops", file=sys.stderr, flush=True)
     started = last = time.monotonic()
     while settings.topic not in check_reachable(settings):
@@ -488,14 +431,9 @@ def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float 
     print(f"topic {settings.topic!r} is there: starting", file=sys.stderr, flush=True)
 
 
-def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
+def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
          pane_s: int) -> int:
-    from pyspark.errors import StreamingQueryException
-
-    from ..results import ResultStore, path_in
-    from .identity import resume_point, start_over, topic_identity
-
-    if getattr(args, "start_over", False):
+    if options.start_over:
         if checkpoint is None:
             raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
                             "or use a new --checkpoint")
@@ -508,34 +446,33 @@ def _run(args, settings, output: Path, checkpoint: Path | None, checkpoint_uri: 
             resuming = resume_point(checkpoint)
             if resuming:
                 print(resuming, file=sys.stderr, flush=True)
-        store.check_settings({"topic": settings.topic, "window": args.window, "slide": args.slide or args.window,
-                              "watermark": args.watermark, "timezone": args.timezone,
+        store.check_settings({"topic": settings.topic, "window": options.window, "slide": options.pane,
+                              "watermark": options.watermark, "timezone": options.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
-                              "watermark_seconds": str(duration_seconds(args.watermark))})
+                              "watermark_seconds": str(duration_seconds(options.watermark))})
     except BaseException:
         store.close()
         raise
-    spark = build_session(args)
+    spark = start_spark(options)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
     try:
         ship_package(spark, output)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
-        raw = open_source(spark, args, settings)
-        radio_codes = T.read_radio_codes(spark, str(Path(args.radio_codes).resolve()))
+        raw = open_source(spark, options, settings)
+        radio_codes = read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
         stream = build_stream(raw, radio_codes)
-        listener = make_listener(store, settings.topic)
+        listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
-        batch_writer = BatchWriter(store, pane_s, args.console_top, args.strict,
-                                   duration_seconds(getattr(args, "max_ahead", None) or "1 day"), identity,
-                                   checkpoint)
+        batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
+                                   duration_seconds(options.max_ahead), identity, checkpoint)
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
-        writer = writer.trigger(availableNow=True) if args.once else writer.trigger(processingTime=args.trigger)
+        writer = writer.trigger(availableNow=True) if options.once else writer.trigger(processingTime=options.trigger)
         started = time.monotonic()
         query = writer.start()
-        resume = f"resume with the same --output {output}" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
         try:
             ended = await_query(query, settings.bootstrap_servers)
         except StreamingQueryException:

@@ -1,11 +1,16 @@
-"""The streaming job's flags (shared by `data_stream.py` and `python -m sfcrime stream`)."""
+"""The streaming job's options: a dataclass, and the flags that make one (`data_stream.py`, `python -m sfcrime stream`).
+
+The CLI turns the flags into StreamOptions once (`StreamOptions.from_args`); other callers, such as the demo,
+build StreamOptions directly. Kafka settings come separately, as config.KafkaSettings.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass, field, fields
 
-from ..config import DEFAULT_RADIO_CODES, add_kafka_arguments, positive_int
+from ..config import DEFAULT_RADIO_CODES, SF_TIMEZONE, add_kafka_arguments, key_value, non_negative_int, positive_int
 
 _DURATION = re.compile(
     r"^\s*(\d+)\s*(second|seconds|sec|secs|s|minute|minutes|min|mins|m|hour|hours|h|day|days|d)\s*$", re.I)
@@ -29,34 +34,75 @@ def duration_seconds(text: str) -> int:
     return int(amount) * _UNIT_SECONDS[name[0]]
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """What the streaming job does; `job.run(options, settings)`. Durations are Spark intervals ("1 hour")."""
+
+    output: str = "out"
+    checkpoint: str | None = None  # None: OUTPUT/checkpoint; a URI (hdfs://, s3a://) passes unchanged
+    radio_codes: str = str(DEFAULT_RADIO_CODES)
+    window: str = "1 hour"
+    slide: str | None = None  # None: the window length (tumbling windows)
+    watermark: str = "1 hour"
+    max_ahead: str = "1 day"
+    max_offsets_per_trigger: int | None = None
+    trigger: str = "10 seconds"
+    starting_offsets: str = "earliest"
+    start_over: bool = False
+    once: bool = False
+    source: str = "kafka"  # kafka: Spark's connector; python: ours on the Python Data Source API
+    timezone: str = SF_TIMEZONE
+    master: str | None = None
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    console_top: int = 5
+    strict: bool = False
+
+    @property
+    def pane(self) -> str:
+        """The window slide: windows are counted in panes this long."""
+        return self.slide or self.window
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "StreamOptions":
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        values["spark_conf"] = dict(values["spark_conf"] or [])
+        return cls(**values)
+
+
+DEFAULTS = StreamOptions()
+
+
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="out", help="results, dead letters and checkpoint (default out/)")
+    parser.add_argument("--output", default=DEFAULTS.output, help="results, dead letters and checkpoint (default out/)")
     parser.add_argument("--checkpoint", help="Spark checkpoint directory (default OUTPUT/checkpoint)")
-    parser.add_argument("--radio-codes", default=str(DEFAULT_RADIO_CODES), help="disposition code descriptions")
-    parser.add_argument("--window", type=duration, default="1 hour", help="event-time window length (default 1 hour)")
+    parser.add_argument("--radio-codes", default=DEFAULTS.radio_codes, help="disposition code descriptions")
+    parser.add_argument("--window", type=duration, default=DEFAULTS.window,
+                        help=f"event-time window length (default {DEFAULTS.window})")
     parser.add_argument("--slide", type=duration, help="window slide (default: the window length, i.e. tumbling)")
-    parser.add_argument("--watermark", type=duration, default="1 hour",
-                        help="a window is final once the stream is this far past its end (default 1 hour); "
+    parser.add_argument("--watermark", type=duration, default=DEFAULTS.watermark,
+                        help=f"a window is final once the stream is this far past its end (default {DEFAULTS.watermark}); "
                              "a call arriving later still counts, and marks the window revised")
-    parser.add_argument("--max-ahead", type=duration, default="1 day",
-                        help="an event time this far ahead of the stream is a dead letter, not a call (default 1 day)")
+    parser.add_argument("--max-ahead", type=duration, default=DEFAULTS.max_ahead,
+                        help=f"an event time this far ahead of the stream is a dead letter, not a call "
+                             f"(default {DEFAULTS.max_ahead})")
     parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
                         help="at most N messages per micro-batch (default: all available)")
-    parser.add_argument("--trigger", type=duration, default="10 seconds", help="micro-batch interval (default 10 seconds)")
-    parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest",
+    parser.add_argument("--trigger", type=duration, default=DEFAULTS.trigger,
+                        help=f"micro-batch interval (default {DEFAULTS.trigger})")
+    parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default=DEFAULTS.starting_offsets,
                         help="where a new query starts (a restarted one resumes from its checkpoint)")
     parser.add_argument("--start-over", action="store_true",
                         help="delete the results and the checkpoint in --output first (to count a new topic or query)")
     parser.add_argument("--once", action="store_true", help="process everything available now, then exit 0")
-    parser.add_argument("--source", choices=("kafka", "python"), default="kafka",
+    parser.add_argument("--source", choices=("kafka", "python"), default=DEFAULTS.source,
                         help="kafka: Spark's own connector (spark-sql-kafka-0-10, the default); "
                              "python: ours on the Python Data Source API")
-    parser.add_argument("--timezone", default="America/Los_Angeles",
+    parser.add_argument("--timezone", default=DEFAULTS.timezone,
                         help="session time zone: call_date_time is San Francisco local time")
     parser.add_argument("--master", help="Spark master (default: what spark-submit says, else local[*])")
-    parser.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", default=[],
+    parser.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", type=key_value("--spark-conf"),
                         help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
-    parser.add_argument("--console-top", type=int, default=5, metavar="N",
+    parser.add_argument("--console-top", type=non_negative_int, default=DEFAULTS.console_top, metavar="N",
                         help="top crime types of the current window printed per batch (0: none)")
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed record instead of counting it")
     add_kafka_arguments(parser, client=False)

@@ -42,14 +42,14 @@ ARROW_SCHEMA = _arrow_schema()
 
 def settings_from_options(options) -> "KafkaSettings":
     """The source's options (Spark's kafka names) as sfcrime Kafka settings."""
-    from ..config import KafkaSettings
+    from ..config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, KafkaSettings
 
     options = {k.lower(): v for k, v in options.items()}  # Spark hands Python sources case-insensitive options
     properties = {k[len("kafka."):]: v for k, v in options.items()
                   if k.startswith("kafka.") and k != "kafka.bootstrap.servers"}
     return KafkaSettings(
-        bootstrap_servers=options.get("kafka.bootstrap.servers", "localhost:9092"),
-        topic=options.get("subscribe", "calls"),
+        bootstrap_servers=options.get("kafka.bootstrap.servers", DEFAULT_BOOTSTRAP),
+        topic=options.get("subscribe", DEFAULT_TOPIC),
         client="confluent",
         properties=properties,
         timeout_s=float(options.get("timeout", "15")),
@@ -142,8 +142,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         from ..clients import open_consumer, read_columns
 
         topic = self.settings.topic
-        consumer = open_consumer(self.settings)
-        try:
+        with open_consumer(self.settings) as consumer:
             for columns in read_columns(consumer, {partition.partition: partition.start},
                                         {partition.partition: partition.end}, batch=_ARROW_BATCH_ROWS):
                 n = len(columns.offsets)
@@ -154,8 +153,6 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     pa.array(columns.timestamps_ms, pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC")),
                     pa.array([0] * n, pa.int32()),  # 0 = CreateTime, as Spark's connector reports it
                 ], schema=ARROW_SCHEMA)
-        finally:
-            consumer.close()
 
     def commit(self, end: dict) -> None:
         pass  # offsets live in Spark's checkpoint; nothing is committed to Kafka

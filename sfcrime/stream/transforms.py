@@ -1,7 +1,8 @@
 """The job's transformations: pure functions of DataFrames, the same for a stream and for a batch.
 
-parse_calls -> dedupe_calls (stream only) -> with_descriptions -> pane_counts, count_calls, and
-malformed_records for the dead letters. The query wiring (source, sink, listener) lives in job.py.
+parse_calls (validate_calls) -> dedupe_calls (the stream's) -> with_descriptions -> pane_counts, count_calls
+-> split_counts: malformed records ride along and come out of count_calls as the dead letters. Reading files
+is files.py's; the query wiring (source, sink, listener) lives in job.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ CALL_FIELDS = ("crime_id", "original_crime_type_name", "report_date", "call_date
                "common_location")
 CALL_SCHEMA = StructType([StructField(name, StringType()) for name in CALL_FIELDS])
 CORRUPT = "_corrupt_record"
-_PARSE_SCHEMA = StructType(CALL_SCHEMA.fields + [StructField(CORRUPT, StringType())])
-RADIO_CODE_SCHEMA = "disposition_code string, description string"
+PARSE_SCHEMA = StructType(CALL_SCHEMA.fields + [StructField(CORRUPT, StringType())])
 
 NOT_AN_OBJECT = "not a JSON object"
 NOT_JSON = "not valid JSON"
@@ -84,20 +84,9 @@ def parse_calls(raw: DataFrame) -> DataFrame:
     rows = raw.select("value", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
                       _strict_json_udf()(F.col("value")).alias("json_reason"))
     parsed = F.when(F.col("json_reason").isNull(),
-                    F.from_json(F.col("value").cast("string"), _PARSE_SCHEMA, _JSON_OPTIONS))
+                    F.from_json(F.col("value").cast("string"), PARSE_SCHEMA, _JSON_OPTIONS))
     return validate_calls(rows.select("value", "partition", "offset", "kafka_timestamp", "json_reason",
                                       parsed.alias("call")))
-
-
-def calls_from_file(spark, path: str) -> DataFrame:
-    """The calls file read as a batch, in parse_calls' shape (no Kafka coordinates): for the batch job."""
-    records = spark.read.schema(_PARSE_SCHEMA).option("multiLine", True).option(
-        "columnNameOfCorruptRecord", CORRUPT).json(path)
-    return validate_calls(records.select(
-        F.lit(None).cast("binary").alias("value"), F.lit(None).cast("int").alias("partition"),
-        F.lit(None).cast("long").alias("offset"), F.lit(None).cast("timestamp").alias("kafka_timestamp"),
-        F.lit(None).cast("string").alias("json_reason"),
-        F.struct(*[F.col(f.name) for f in _PARSE_SCHEMA.fields]).alias("call")))
 
 
 def validate_calls(rows: DataFrame) -> DataFrame:
@@ -139,20 +128,6 @@ def dedupe_calls(parsed: DataFrame) -> DataFrame:
             .dropDuplicates(["dedupe_key"])
             .drop("dedupe_key")
             .withColumn("value", F.when(F.col("malformed").isNotNull(), F.col("value"))))
-
-
-def valid_calls(calls: DataFrame) -> DataFrame:
-    return calls.where(F.col("malformed").isNull()).drop("malformed", "value")
-
-
-def malformed_records(calls: DataFrame) -> DataFrame:
-    return calls.where(F.col("malformed").isNotNull()).select(
-        "partition", "offset", "kafka_timestamp", F.col("malformed").alias("reason"), "value")
-
-
-def read_radio_codes(spark, path: str) -> DataFrame:
-    """radio_code.json is a pretty-printed array: it needs multiLine, or every row is corrupt."""
-    return spark.read.schema(RADIO_CODE_SCHEMA).option("multiLine", True).json(path)
 
 
 def with_descriptions(calls: DataFrame, radio_codes: DataFrame) -> DataFrame:

@@ -17,10 +17,10 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from dateutil import tz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sfcrime.dataset import SF_TZ as SF
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
 from tests.conftest import REPO, produce_raw, run_cli, write_calls
@@ -28,7 +28,6 @@ from tests.integration.test_stream import report
 
 pytestmark = pytest.mark.slow
 SOURCES = ("python", "kafka")
-SF = tz.gettz("America/Los_Angeles")
 # 2018-11-04, 01:00-02:00 happened twice; the clock goes back in crime_id order after 183080262 (01:56).
 SECOND_OCCURRENCE_FROM = 183080266
 

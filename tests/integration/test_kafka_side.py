@@ -93,6 +93,25 @@ def test_console_consumer_prints_messages(kafka, client, sample_file):
     assert pretty.stdout.startswith("# partition ") and '  "crime_id": ' in pretty.stdout
 
 
+@pytest.mark.parametrize("stderr_too", [False, True], ids=["stdout-piped", "both-piped"])
+def test_a_reader_that_stops_early_ends_the_console_consumer_quietly(kafka, sample_file, stderr_too):
+    """`consumer_server.py --from-beginning | head -1` through a real pipe: exit 0, the one summary line on
+    stderr, no traceback (with `2>&1 |` the summary has nowhere to go, and must not turn into an error)."""
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    consumer = subprocess.Popen(
+        [PYTHON, "consumer_server.py", "--from-beginning", "--timeout-ms", "5000",
+         "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE)
+    head = subprocess.Popen(["head", "-n", "1"], stdin=consumer.stdout, stdout=subprocess.PIPE)
+    consumer.stdout.close()  # head holds the only reading end: when it exits, the pipe is closed
+    first, _ = head.communicate(timeout=60)
+    err = b"" if stderr_too else consumer.stderr.read()
+    assert consumer.wait(timeout=60) == 0, err.decode()
+    assert "crime_id" in json.loads(first)
+    if not stderr_too:
+        assert len(err.decode().splitlines()) == 1 and err.decode().startswith("Processed a total of "), err.decode()
+
+
 def _messages_in(kafka) -> int:
     from sfcrime.clients import open_consumer
     from sfcrime.config import TopicMissing

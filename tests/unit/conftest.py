@@ -5,15 +5,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def spark():
-    import os
-    import sys
+    from sfcrime.stream.session import build_session
 
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (SparkSession.builder.master("local[2]").appName("sfcrime-unit")
-               .config("spark.sql.session.timeZone", "America/Los_Angeles")
-               .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
+    session = build_session("sfcrime-unit", master="local[2]",
+                            defaults={"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"})
     yield session
     session.stop()

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from sfcrime.cli import build_parser
-from sfcrime.clients import kafka_python_config
+from sfcrime.clients.kafka_python import kafka_python_config
 from sfcrime.config import kafka_settings, redact
 
 
@@ -55,6 +55,8 @@ def test_kafka_python_gets_its_own_names():
     ["produce", "--rate", "-5"], ["produce", "--rate", "fast"], ["produce", "--limit", "-1"],
     ["produce", "--client", "nope"], ["produce", "--kafka-config", "novalue"], ["produce", "--rate", "1", "--speedup", "2"],
     ["stream", "--window", "an hour"], ["stream", "--window", "0 minutes"], ["stream", "--trigger", "soon"],
+    ["stream", "--spark-conf", "novalue"], ["stream", "--spark-conf", "=4"], ["stream", "--console-top", "-1"],
+    ["demo", "--kafka-config", "novalue"],
 ])
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -90,3 +92,26 @@ def test_spark_cluster_flags_and_a_bad_memory_size_is_one_line():
     assert (args.workers, args.cores, args.memory, args.port, args.webui_port) == (3, 1, "1g", 0, 8080)
     with pytest.raises(UserError, match="like 512m or 1g"):
         SparkStandaloneCluster(memory="lots")
+
+
+def test_the_stream_flags_become_typed_options_once():
+    from sfcrime.stream.options import StreamOptions
+
+    assert StreamOptions.from_args(build_parser().parse_args(["stream"])) == StreamOptions()
+    options = StreamOptions.from_args(build_parser().parse_args(
+        ["stream", "--once", "--window", "2h", "--slide", "30min", "--spark-conf", "spark.sql.shuffle.partitions=2",
+         "--spark-conf", "spark.a=b=c"]))
+    assert (options.once, options.window, options.pane) == (True, "2 hours", "30 minutes")
+    assert options.spark_conf == {"spark.sql.shuffle.partitions": "2", "spark.a": "b=c"}
+
+
+def test_the_demo_takes_the_shared_kafka_flags_and_names_no_broker_by_default(tmp_path):
+    from sfcrime.cli import build_parser as parser
+
+    config_file = tmp_path / "client.properties"
+    config_file.write_text("bootstrap.servers=filehost:9093\nsecurity.protocol=SASL_SSL\n")
+    unnamed = kafka_settings(parser().parse_args(["demo"]), {}, default_bootstrap="", default_topic="")
+    assert (unnamed.bootstrap_servers, unnamed.topic) == ("", "")
+    named = kafka_settings(parser().parse_args(["demo", "--kafka-config-file", str(config_file)]), {},
+                           default_bootstrap="", default_topic="")
+    assert (named.bootstrap_servers, named.properties) == ("filehost:9093", {"security.protocol": "SASL_SSL"})

@@ -2,7 +2,7 @@
 labelled and not every batch; a heartbeat while idle."""
 
 from sfcrime.results import ResultStore
-from sfcrime.stream.job import BatchWriter, make_listener
+from sfcrime.stream.job import BatchWriter, ProgressReporter
 
 HOUR = 3600
 START = 1541404800  # 2018-11-05 00:00 PST
@@ -31,6 +31,6 @@ def test_the_console_shows_the_last_final_and_the_open_window_labelled_and_does_
 
 
 def test_an_idle_job_prints_a_heartbeat(capsys):
-    listener = make_listener(store=None, topic="calls", heartbeat_s=0)
+    listener = ProgressReporter(store=None, topic="calls", heartbeat_s=0)
     listener.onQueryIdle(None)
     assert capsys.readouterr().err.strip().endswith("waiting for new calls in topic 'calls' (no batch yet in this run)")

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sfcrime.stream import transforms as T
+from sfcrime.stream.files import read_radio_codes
 from sfcrime.stream.source import cap_offsets
 from tests.conftest import REPO
 
@@ -78,7 +79,7 @@ def test_event_time_is_san_francisco_local_time(spark):
 
 
 def test_radio_codes_need_multiline_and_the_join_keeps_unknown_codes(spark):
-    codes = T.read_radio_codes(spark, str(REPO / "radio_code.json"))
+    codes = read_radio_codes(spark, str(REPO / "radio_code.json"))
     assert codes.count() == 19 and codes.where("disposition_code IS NULL").count() == 0
     calls = T.parse_calls(kafka_rows(spark, [good("1", disposition="HAN"), good("2", disposition="Not recorded"),
                                              good("3", disposition="GOA")]))
@@ -91,7 +92,7 @@ def test_count_calls_answers_every_question_in_one_pass(spark):
               good("2", "2018-10-02T09:59:00.000", "HAN", "Passing Call", "A St"),
               good("3", "2018-10-02T10:00:00.000", "Not recorded", "Traffic Stop", "B St"),
               b"garbage"]
-    calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), T.read_radio_codes(spark, str(REPO / "radio_code.json")))
+    calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), read_radio_codes(spark, str(REPO / "radio_code.json")))
     counts = T.split_counts(T.count_calls(calls, 3600).toArrow().to_pylist())
     nine = 1538496000  # 2018-10-02 09:00 PDT
     assert sorted((r["window_start"], r["crime_type"], r["count"]) for r in counts["crime_type_windows"]) == [

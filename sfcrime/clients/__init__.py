@@ -1,0 +1,69 @@
+"""The one seam over the two Kafka clients: confluent-kafka (librdkafka, the fast default) and kafka-python.
+
+Everything else in the project talks to Kafka only through what this package exports:
+- seam.py          the interface (Producer, Consumer: abstract classes, context managers) and read_columns
+- confluent.py     confluent-kafka; kafka_python.py kafka-python (imported only when chosen)
+- diagnosis.py     why a client got nowhere, in one line
+- java_names.py    our properties in the Java client's names (Spark's connector, Kafka's tools)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import KafkaSettings
+from .diagnosis import any_port_open, port_open
+from .java_names import java_client_config
+from .seam import Columns, Consumer, DeliveryReport, Producer, Record, read_columns
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Columns", "Consumer", "DeliveryReport", "Producer", "Record", "any_port_open", "check_reachable",
+           "ensure_topic", "java_client_config", "open_consumer", "open_producer",
+           "port_open", "read_columns"]
+
+
+def _library(settings: KafkaSettings):
+    if settings.client == "kafka-python":
+        from . import kafka_python
+
+        return kafka_python
+    from . import confluent
+
+    return confluent
+
+
+def check_reachable(settings: KafkaSettings) -> dict[str, int]:
+    """Fail fast with one clear line when no broker answers; return {topic: partition count}."""
+    return _library(settings).topics(settings)
+
+
+def ensure_topic(settings: KafkaSettings, partitions: int) -> int:
+    """Create the topic if missing; return its partition count."""
+    existing = check_reachable(settings)
+    if settings.topic in existing:
+        return existing[settings.topic]
+    _library(settings).create_topic(settings, partitions)
+    log.info("created topic %s with %d partitions", settings.topic, partitions)
+    return partitions
+
+
+def open_producer(settings: KafkaSettings, report: DeliveryReport) -> Producer:
+    if settings.client == "kafka-python":
+        from .kafka_python import KafkaPythonProducer
+
+        return KafkaPythonProducer(settings, report)
+    from .confluent import ConfluentProducer
+
+    return ConfluentProducer(settings, report)
+
+
+def open_consumer(settings: KafkaSettings, group_id: str | None = None, from_beginning: bool = True) -> Consumer:
+    """A consumer of settings.topic: by assignment (assign, read_columns), or in `group_id` (subscribe)."""
+    if settings.client == "kafka-python":
+        from .kafka_python import KafkaPythonConsumer
+
+        return KafkaPythonConsumer(settings, group_id, from_beginning)
+    from .confluent import ConfluentConsumer
+
+    return ConfluentConsumer(settings, group_id, from_beginning)

@@ -1,0 +1,164 @@
+"""The interface every Kafka client here implements, and what is built on it alone.
+
+Callers see only these classes: a producer that sends, polls for acks and flushes; a consumer that reads a
+topic by assignment (or in the group it was opened with). Both are context managers that close the client.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator, NamedTuple
+
+from ..config import KafkaSettings, UserError
+
+
+class Columns(NamedTuple):
+    partitions: list[int]
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    timestamps_ms: list[int]
+
+
+class Record(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class DeliveryReport:
+    """Counts what the broker acknowledged and what it refused; keeps the keys of the first failures."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self.failed_keys: list[bytes] = []
+
+    def ok(self) -> None:
+        self.delivered += 1
+
+    def fail(self, key: bytes | None, reason: str) -> None:
+        self.failed += 1
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        if len(self.failed_keys) < 20:
+            self.failed_keys.append(key or b"")
+
+
+class Producer(ABC):
+    """send() hands a message to the client; poll() serves acks; flush() waits for them and returns how many
+    are unacknowledged. Leaving a `with` block closes the client: flush() first to account for what is in flight."""
+
+    def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
+        self.settings = settings
+        self.report = report
+
+    @abstractmethod
+    def send(self, key: bytes, value: bytes) -> None: ...
+
+    @abstractmethod
+    def poll(self) -> None:
+        """Serve delivery callbacks that are ready, without waiting."""
+
+    @abstractmethod
+    def flush(self, timeout_s: float) -> int: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class Consumer(ABC):
+    """Reads by partition assignment (no group), or with subscribe() in the group it was opened with."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def partitions(self) -> list[int]:
+        """The topic's partitions; TopicMissing when there is no such topic."""
+
+    @abstractmethod
+    def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """The offset after the last message of each partition."""
+
+    @abstractmethod
+    def beginning_offsets(self, partitions: list[int]) -> dict[int, int]: ...
+
+    @abstractmethod
+    def assign(self, offsets: dict[int, int]) -> None:
+        """Read these partitions from these offsets, outside any group."""
+
+    @abstractmethod
+    def subscribe(self) -> None:
+        """Read the topic in the consumer group given to open_consumer, from its committed offsets."""
+
+    @abstractmethod
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
+
+    def poll_columns(self, max_records: int, timeout_s: float, keys_and_times: bool = True) -> Columns:
+        """Like poll, as column lists: no object per record, for the Spark source's hot loop.
+
+        keys_and_times=False may leave the keys and timestamps empty, for readers that need neither."""
+        records = self.poll(max_records, timeout_s)
+        return Columns([r.partition for r in records], [r.offset for r in records], [r.key for r in records],
+                       [r.value for r in records], [r.timestamp_ms for r in records])
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Consumer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int], batch: int = 20000,
+                 stall_timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None,
+                 keys_and_times: bool = True) -> Iterator[Columns]:
+    """Yield Columns covering offsets [start, end) of each partition (in order within each), nothing else.
+
+    Columns rather than a record at a time: this is the hot loop of the Spark source and of --verify.
+    keys_and_times=False: keys and timestamps may come empty (--verify needs neither).
+    """
+    position = {p: s for p, s in start.items() if end.get(p, s) > s}
+    if not position:
+        return
+    consumer.assign(dict(position))
+    last_progress = time.monotonic()
+    while position:
+        # never ask for more than is left: consume(n) would wait out its timeout for the missing rest
+        remaining = sum(end[p] - o for p, o in position.items())
+        columns = consumer.poll_columns(min(batch, remaining), 0.1, keys_and_times)  # short: return what has come
+        if not columns.offsets:
+            if time.monotonic() - last_progress > stall_timeout_s:
+                missing = ", ".join(f"partition {p} offsets {o}..{end[p]}" for p, o in sorted(position.items()))
+                raise UserError(f"no data for {stall_timeout_s:g}s while reading {missing}: "
+                                "the broker lost or withholds it")
+            continue
+        last_progress = time.monotonic()
+        last = dict(zip(columns.partitions, columns.offsets))  # each partition's last offset in this batch
+        if all(o < end[p] for p, o in last.items()):
+            keep = columns  # the usual case: every record is wanted (offsets only grow within a partition)
+        else:
+            wanted = [i for i, (p, o) in enumerate(zip(columns.partitions, columns.offsets))
+                      if position.get(p, -1) <= o < end[p]]
+            keep = Columns(*([column[i] for i in wanted] if column else column for column in columns))
+            last = dict(zip(keep.partitions, keep.offsets))
+        for p, o in last.items():
+            position[p] = o + 1
+        for p in [p for p, o in position.items() if o >= end[p]]:
+            del position[p]
+        if keep.offsets:
+            if on_batch:
+                on_batch(len(keep.offsets))
+            yield keep

@@ -1,0 +1,64 @@
+"""The one way this project starts Spark: the streaming job, the batch baseline and the unit tests.
+
+Under spark-submit the JVM is already up and holds what its command line and the defaults file set
+(--master, --jars, --packages): those win over our defaults. Run by python, we start the JVM ourselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+from ..config import SF_TIMEZONE
+from ..local.java import ensure_java
+
+
+def build_session(app_name: str, master: str | None = None, defaults: dict[str, str] | None = None,
+                  conf: dict[str, str] | None = None, timezone: str = SF_TIMEZONE,
+                  jars: list[str] | None = None) -> SparkSession:
+    """A Spark session in `timezone` (call_date_time is San Francisco local time, with no offset).
+
+    `master` defaults to spark-submit's, else local[*]; `defaults` give way to what spark-submit set;
+    `conf` (the user's --spark-conf) wins over both; `jars` go on the classpath only when we start the JVM.
+    """
+    ensure_java()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if under_spark_submit:
+        SparkContext._ensure_initialized()
+    submitted = SparkConf()
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    elif not submitted.contains("spark.master"):
+        builder = builder.master("local[*]")
+    if jars and not under_spark_submit:
+        builder = builder.config("spark.jars", ",".join(jars))
+    for key, value in (defaults or {}).items():
+        if not submitted.contains(key):
+            builder = builder.config(key, value)
+    builder = builder.config("spark.sql.session.timeZone", timezone)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    _quiet(spark)
+    return spark
+
+
+def _quiet(spark: SparkSession) -> None:
+    """Spark's log at ERROR, unless SFCRIME_SPARK_LOG_LEVEL says otherwise.
+
+    A failed query is reported in one line by the job; Spark would also log it with the Python and Java
+    stack traces. SFCRIME_SPARK_LOG_LEVEL=WARN (or ERROR) brings them back.
+    """
+    level = os.environ.get("SFCRIME_SPARK_LOG_LEVEL")
+    spark.sparkContext.setLogLevel(level or "ERROR")
+    if not level:
+        jvm = spark.sparkContext._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.sql.execution.streaming", jvm.org.apache.logging.log4j.Level.OFF)
+        logging.getLogger("py4j.clientserver").setLevel(logging.CRITICAL)  # the foreachBatch error, again
