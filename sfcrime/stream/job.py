@@ -280,7 +280,7 @@ class ProgressReporter(StreamingQueryListener):
         if now - self._last_line >= self.heartbeat_s:
             self._last_line = now
             batch = self.last_batch
-            print(f"{datetime.now().strftime('%H:%M:%S')} waiting for new calls in topic {self.topic!r} "
+            print(f"{datetime.now().astimezone().strftime('%H:%M:%S %Z')} waiting for new calls in topic {self.topic!r} "
                   f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
                   file=sys.stderr, flush=True)
 
@@ -379,8 +379,6 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
 def reading(topic: str, checkpoint: Path | None) -> str:
     """What the query was reading, for a line about a lost broker: the topic's partitions and the offsets
     the latest batch reads up to (from the checkpoint's offset log)."""
-    from .identity import checkpoint_offsets
-
     offsets = checkpoint_offsets(checkpoint) if checkpoint is not None else None
     if not offsets:
         return f"topic {topic!r}"

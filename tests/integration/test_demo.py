@@ -19,15 +19,18 @@ CHART_TITLES = {
 }
 
 
-def kafka_processes() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "java.* kafka.Kafka "], capture_output=True, text=True).stdout
+def demo_brokers() -> set[str]:
+    """The demo's own brokers (their data folder is sfcrime-demo-kafka-*): other tests, running beside this one,
+    start and stop brokers of their own."""
+    out = subprocess.run(["pgrep", "-f", "java.*sfcrime-demo-kafka-.* kafka.Kafka "], capture_output=True,
+                         text=True).stdout
     return set(out.split())
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_running(sample_file, tmp_path):
     from PIL import Image
 
-    before = kafka_processes()
+    before = demo_brokers()
     output = tmp_path / "out"
     result = run_cli("demo", "--input", str(sample_file), "--output", str(output), "--dashboard-port", "0",
                      env={"KAFKA_BOOTSTRAP_SERVERS": ""}, timeout=300)
@@ -36,7 +39,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(sample_file, tmp_path):
     assert "Kafka source: Spark's connector" in result.stderr
     assert "2,999 calls" in result.stdout and "Top crime types" in result.stdout
     assert "live dashboard: http://127.0.0.1:" in result.stderr and "dashboard: http://127.0.0.1:" in result.stdout
-    assert kafka_processes() <= before  # the broker it started is gone
+    assert demo_brokers() <= before  # the broker it started is gone
 
     page = (output / "report" / "report.md").read_text()
     for name, title in CHART_TITLES.items():
