@@ -37,12 +37,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from .producer import Pacing, replay
 
     settings = config.kafka_settings(args)
+    if args.recreate and args.skip:
+        raise UserError("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
     calls = load_calls(args.input, order=args.order, limit=args.limit, skip=args.skip)
     if calls.without_event_time:
         log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
                     calls.without_event_time)
     summary = replay(calls, settings, Pacing(rate=args.rate, speedup=args.speedup), partitions=args.partitions,
-                     progress=not args.quiet, append=args.append or args.skip > 0)  # --skip resumes: appends
+                     progress=not args.quiet, append=args.append or args.skip > 0,  # --skip resumes: appends
+                     recreate=args.recreate)
     for line in summary.lines(skip=args.skip):
         print(line, file=sys.stderr)
     if summary.interrupted:
@@ -132,9 +135,13 @@ def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=non_negative_int, metavar="N", help="send at most N calls")
     parser.add_argument("--skip", type=non_negative_int, default=0, metavar="N",
                         help="skip the first N calls of the replay order (resume an interrupted replay)")
-    parser.add_argument("--append", action="store_true",
-                        help="send even if the topic already holds messages (by default that is refused: it "
-                             "would duplicate them); --skip implies it")
+    held = parser.add_mutually_exclusive_group()
+    held.add_argument("--append", action="store_true",
+                      help="send even if the topic already holds messages (by default that is refused: it "
+                           "would duplicate them); --skip implies it")
+    held.add_argument("--recreate", action="store_true",
+                      help="if the topic already holds messages, delete it and send into a new, empty one (a job "
+                           "that read the old topic then refuses it until --start-over)")
     parser.add_argument("--partitions", type=positive_int, default=3, help="partitions if the topic is created (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     add_kafka_arguments(parser)

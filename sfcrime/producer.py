@@ -12,7 +12,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .clients import DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer
+from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer,
+                      recreate_topic)
 from .config import KafkaSettings, UserError
 from .dataset import Calls
 from .progress import Progress
@@ -136,20 +137,24 @@ def replay_note(event_time: float, last_event: float | None, pacing: Pacing) -> 
 
 
 def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: int = 3,
-           progress: bool = True, flush_timeout_s: float = 60.0, append: bool = False) -> ReplaySummary:
+           progress: bool = True, flush_timeout_s: float = 60.0, append: bool = False,
+           recreate: bool = False) -> ReplaySummary:
     """Send every call once, in order; on Ctrl-C stop handing over, flush what was sent and report it.
 
-    A topic that already holds messages is refused unless `append`: a second replay would silently double
-    every call (the job counts each once, but `--verify` and anyone else reading the topic would not).
+    A topic that already holds messages is refused unless `append` (add to it) or `recreate` (delete it and
+    send into a new, empty one): a second replay would silently double every call (the job counts each
+    once, but `--verify` and anyone else reading the topic would not).
     """
     existed = not append and settings.topic in check_reachable(settings)
-    ensure_topic(settings, partitions)
-    held = messages_in(settings) if existed else 0  # a topic created just now is empty (and may lack leaders)
-    if held:
+    held = messages_in(settings) if existed else 0
+    if held and recreate:
+        recreate_topic(settings, partitions)
+        log.warning("deleted topic %s (it held %s messages) and created it anew", settings.topic, f"{held:,}")
+    elif held:
         raise UserError(f"topic {settings.topic!r} already holds {held:,} messages: sending the calls again would "
-                        "duplicate them; pass --append to add them anyway, or delete the topic first "
-                        f"(kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --delete --topic "
-                        f"{settings.topic})")
+                        "duplicate them; pass --append to add them anyway, or --recreate to delete the topic and "
+                        "send them into a new one")
+    ensure_topic(settings, partitions)
     report = DeliveryReport()
     summary = ReplaySummary(total=len(calls))
     with open_producer(settings, report) as producer:

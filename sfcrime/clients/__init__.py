@@ -10,8 +10,9 @@ Everything else in the project talks to Kafka only through what this package exp
 from __future__ import annotations
 
 import logging
+import time
 
-from ..config import KafkaSettings
+from ..config import KafkaSettings, UserError
 from .diagnosis import any_port_open, port_open
 from .java_names import java_client_config
 from .seam import Columns, Consumer, DeliveryReport, Producer, Record, read_columns
@@ -19,7 +20,7 @@ from .seam import Columns, Consumer, DeliveryReport, Producer, Record, read_colu
 log = logging.getLogger(__name__)
 
 __all__ = ["Columns", "Consumer", "DeliveryReport", "Producer", "Record", "any_port_open", "check_reachable",
-           "ensure_topic", "java_client_config", "open_consumer", "open_producer",
+           "ensure_topic", "java_client_config", "recreate_topic", "open_consumer", "open_producer",
            "port_open", "read_columns"]
 
 
@@ -46,6 +47,21 @@ def ensure_topic(settings: KafkaSettings, partitions: int) -> int:
     _library(settings).create_topic(settings, partitions)
     log.info("created topic %s with %d partitions", settings.topic, partitions)
     return partitions
+
+
+def recreate_topic(settings: KafkaSettings, partitions: int) -> None:
+    """Delete the topic and create it anew, empty. Kafka deletes a topic in the background: wait until
+    the broker no longer lists it, or the creation would find the old one."""
+    library = _library(settings)
+    library.delete_topic(settings)
+    deadline = time.monotonic() + max(30.0, settings.timeout_s)
+    while settings.topic in check_reachable(settings):
+        if time.monotonic() > deadline:
+            raise UserError(f"topic {settings.topic!r} is still being deleted at {settings.bootstrap_servers}; "
+                            "try again in a minute")
+        time.sleep(0.2)
+    library.create_topic(settings, partitions)
+    log.info("recreated topic %s with %d partitions", settings.topic, partitions)
 
 
 def open_producer(settings: KafkaSettings, report: DeliveryReport) -> Producer:

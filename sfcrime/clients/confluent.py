@@ -49,6 +49,15 @@ def create_topic(settings: KafkaSettings, partitions: int) -> None:
             raise UserError(f"cannot create topic {settings.topic!r}: {error.args[0].str()}") from None
 
 
+def delete_topic(settings: KafkaSettings) -> None:
+    admin = AdminClient(client_config(settings))
+    try:
+        admin.delete_topics([settings.topic])[settings.topic].result(timeout=settings.timeout_s)
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise UserError(f"cannot delete topic {settings.topic!r}: {error.args[0].str()}") from None
+
+
 class ConfluentProducer(Producer):
     def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
         super().__init__(settings, report)

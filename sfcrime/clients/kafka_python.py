@@ -9,9 +9,9 @@ from typing import Callable, Iterator, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from ..config import KafkaSettings, TopicMissing
+from ..config import KafkaSettings, TopicMissing, UserError
 from .diagnosis import kafka_python_error, unreachable
 from .seam import Consumer, DeliveryReport, Producer, Record
 
@@ -100,6 +100,16 @@ def create_topic(settings: KafkaSettings, partitions: int) -> None:
             admin.create_topics([NewTopic(settings.topic, partitions, -1)])  # -1: the broker's default replication
         except TopicAlreadyExistsError:
             pass
+
+
+def delete_topic(settings: KafkaSettings) -> None:
+    with _admin(settings) as admin:
+        try:
+            admin.delete_topics([settings.topic])
+        except UnknownTopicOrPartitionError:
+            pass
+        except KafkaError as error:
+            raise UserError(f"cannot delete topic {settings.topic!r}: {error}") from None
 
 
 class KafkaPythonProducer(Producer):

@@ -207,11 +207,34 @@ def test_a_second_replay_is_refused_unless_appended_and_verify_then_names_the_co
     assert again.returncode == 1, again.stderr
     assert again.stderr.strip().splitlines() == [
         f"error: topic {kafka.topic!r} already holds 3,000 messages: sending the calls again would duplicate them; "
-        f"pass --append to add them anyway, or delete the topic first (kafka-topics.sh --bootstrap-server "
-        f"{kafka.bootstrap_servers} --delete --topic {kafka.topic})"]
+        "pass --append to add them anyway, or --recreate to delete the topic and send them into a new one"]
     appended = run_cli("kafka_server.py", *target, "--append", "--limit", "10")
     assert appended.returncode == 0, appended.stderr
     assert verify(kafka, sample_file, progress=False).duplicated == 10
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_recreate_replaces_a_topic_that_holds_messages_with_a_new_one(kafka, sample_file, client):
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def topic_id():
+        return str(admin.describe_topics(TopicCollection([kafka.topic]))[kafka.topic].result(30).topic_id)
+
+    target = ["--input", str(sample_file), "--quiet", "--bootstrap-servers", kafka.bootstrap_servers,
+              "--topic", kafka.topic, "--client", client]
+    assert run_cli("kafka_server.py", *target, "--limit", "100").returncode == 0
+    first = topic_id()
+    recreated = run_cli("kafka_server.py", *target, "--recreate", timeout=180)
+    assert recreated.returncode == 0, recreated.stderr
+    assert f"deleted topic {kafka.topic} (it held 100 messages) and created it anew" in recreated.stderr
+    assert topic_id() != first
+    assert len(read_topic(kafka.bootstrap_servers, kafka.topic, 3000)) == 3000  # the file once, nothing of before
+    assert verify(kafka, sample_file, progress=False).exact
+    both = run_cli("kafka_server.py", *target, "--recreate", "--append")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
 def test_verify_reads_the_fall_back_night_in_the_producer_s_order(kafka, all_records, tmp_path):
