@@ -72,8 +72,12 @@ def generated_users() -> dict[str, str]:
 
 
 def _cluster_id() -> str:
-    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding; like Kafka's own
+    Uuid.randomUuid, never one starting with "-", which a command line would take for an option."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class KafkaNode:
@@ -190,7 +194,7 @@ class KafkaNode:
     def _format_storage(self, state: dict, properties: Path) -> None:
         users = [f"SCRAM-SHA-512=[name={user},password={password}]" for user, password in self.scram_users.items()]
         command = self._java("kafka.tools.StorageTool", "format", *([] if self.voters else ["--standalone"]),
-                             "--ignore-formatted", "-t", state["cluster_id"], "-c", str(properties),
+                             "--ignore-formatted", f"--cluster-id={state['cluster_id']}", "-c", str(properties),
                              *[arg for user in users for arg in ("--add-scram", user)], log_level="warn")
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode:
