@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DATASET = REPO / "police-department-calls-for-service.json.gz"
 PYTHON = sys.executable
+
+
+def pytest_configure(config):
+    """Started in the background by a shell without job control, pytest (and every process a test starts)
+    inherits SIGINT ignored, and the Ctrl-C tests would press Ctrl-C on processes that cannot hear it.
+    A handler here is reset to the default in each child, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items):
