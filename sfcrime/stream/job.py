@@ -254,13 +254,22 @@ def duplicates_of(progress) -> int:
     return total
 
 
+def durations_of(progress) -> str | None:
+    """Spark's own breakdown of the batch's time (durationMs: latestOffset, queryPlanning, addBatch,
+    walCommit, commitOffsets, ...) as JSON: where a micro-batch's fixed cost goes (README, "Latency")."""
+    try:
+        return json.dumps({k: int(v) for k, v in dict(progress.durationMs or {}).items()}, sort_keys=True)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def progress_row(progress, backlog: int | None, watermark_s: float | None = None) -> tuple:
     """A StreamingQueryProgress as a row of the results' progress table. late_rows is always 0: nothing is
     dropped for being late any more (late calls are counted; results.revisions says where)."""
     state_rows = sum(op.numRowsTotal for op in progress.stateOperators)
     return (progress.batchId, progress.timestamp, progress.numInputRows, progress.inputRowsPerSecond,
             progress.processedRowsPerSecond, progress.batchDuration, watermark_s, 0, state_rows, backlog,
-            duplicates_of(progress))
+            duplicates_of(progress), durations_of(progress))
 
 
 def backlog_of(progress) -> int | None:
