@@ -168,6 +168,9 @@ def plausible_until(panes: list[tuple[int, int]], front: float | None, max_ahead
     return None
 
 
+GC_EVERY_S = 5.0
+
+
 class BatchWriter:
     """foreachBatch: count one micro-batch and add it to the results, once per batch id."""
 
@@ -181,12 +184,17 @@ class BatchWriter:
         self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
         self._shown_final: int | None = None  # the console view's last final window, and when it was printed
         self._shown_at = float("-inf")
+        self._collected_at = float("-inf")
 
     def __call__(self, batch, batch_id: int) -> None:
         # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
-        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
-        gc.collect()
+        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak"). A full collection
+        # costs tens of milliseconds: with a batch a second, every few seconds is enough.
+        now = time.monotonic()
+        if now - self._collected_at >= GC_EVERY_S:
+            gc.collect()
+            self._collected_at = now
         if self.checkpoint is not None and "query_id" not in self.identity:
             from .identity import checkpoint_query_id
 
@@ -196,18 +204,14 @@ class BatchWriter:
         # Always run the whole batch, even one already in the results (a re-run after a restart): its
         # stateful dedupe must commit every partition, or Spark fails the query
         # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
-        # Two actions (event times per pane, then the counts) read the batch once: it is cached between them.
         batch = batch.select(*_BATCH_COLUMNS).persist()
         try:
-            panes = [(r["pane_start"], r["count"]) for r in T.pane_counts(batch, self.pane_seconds).collect()]
-            ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
-                                         time.time())
+            counts, ahead_from = self.count(batch)
             if ahead_from is not None:
                 from ..report import local_time
 
                 log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
                             batch_id, local_time(ahead_from, named=True))
-            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
         finally:
             batch.unpersist()
         dead_letters = counts["dead_letters"]
@@ -225,6 +229,23 @@ class BatchWriter:
             log.info("batch %d is already in the results (a re-run after a restart): not counted again", batch_id)
         elif self.console_top and counts["crime_type_windows"]:
             self.print_windows()
+
+    def count(self, batch) -> tuple[dict[str, list[dict]], int | None]:
+        """The batch's counts, and where its implausible event times begin (or None).
+
+        One Spark job per batch: the panes the plausibility rule needs are the windows' counts summed over
+        crime types. Only when some calls are implausibly far ahead does a second job (from the cached batch)
+        count again with those calls set aside as dead letters. A batch's fixed cost is what a live job's
+        latency is made of (README, "Latency")."""
+        counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
+        panes: dict[int, int] = {}
+        for row in counts["crime_type_windows"]:
+            panes[row["window_start"]] = panes.get(row["window_start"], 0) + row["count"]
+        ahead_from = plausible_until(list(panes.items()), self.store.event_time_max(), self.max_ahead_s,
+                                     self.pane_seconds, time.time())
+        if ahead_from is not None:
+            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
+        return counts, ahead_from
 
     def print_windows(self, every_s: float = 30.0) -> None:
         """The top crime types of the last final window and of the open one, labelled. Printed when a new
