@@ -24,6 +24,13 @@ def duration(text: str) -> str:
     return f"{amount} {name}{'s' if amount != 1 else ''}"
 
 
+def trigger_interval(text: str) -> str:
+    """A micro-batch interval: a duration, or 0 for each batch as soon as the one before has finished."""
+    if text.strip() in ("0", "0s") or _DURATION.match(text) and int(_DURATION.match(text).group(1)) == 0:
+        return "0 seconds"
+    return duration(text)
+
+
 def duration_seconds(text: str) -> int:
     amount, name = duration(text).split()
     return int(amount) * _UNIT_SECONDS[name[0]]
@@ -42,7 +49,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an event time this far ahead of the stream is a dead letter, not a call (default 1 day)")
     parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
                         help="at most N messages per micro-batch (default: all available)")
-    parser.add_argument("--trigger", type=duration, default="10 seconds", help="micro-batch interval (default 10 seconds)")
+    parser.add_argument("--trigger", type=trigger_interval, default="0 seconds",
+                        help="micro-batch interval (default 0: each batch as soon as the one before is done, "
+                             "for answers within a second or two; e.g. '10 seconds' for fewer, larger batches)")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest",
                         help="where a new query starts (a restarted one resumes from its checkpoint)")
     parser.add_argument("--start-over", action="store_true",
