@@ -10,6 +10,7 @@ JSON pandas UDF (ArrowEvalPythonExec) are not in the operator allowlist; only a 
 
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def main() -> None:
                ("without dropDuplicates", T.with_descriptions(T.parse_calls(raw), codes), "foreach"),
                ("without the strict JSON UDF", plain.dropDuplicates(["crime_id"]), "foreach"),
                ("without either (from_json only)", plain, "foreach")]
-    workdir = Path(out).resolve().parent / f"{topic}-checkpoints"
+    workdir = Path(tempfile.mkdtemp(prefix="realtime-probe-"))
     results = []
     for name, frame, sink in queries:
         results.append(attempt(name, frame, sink, workdir))
