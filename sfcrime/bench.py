@@ -346,6 +346,20 @@ def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[floa
 WARM_UP_RATE, WARM_UP_S = 500, 10.0  # calls/s and seconds before each measured live run
 
 
+def backlog_series(db: sqlite3.Connection, started_at: float, rate: int, total: int) -> list[tuple[float, int]]:
+    """(seconds since the send began, calls sent but not yet counted) at each batch's commit.
+
+    The progress table's backlog is what was in the topic when the batch was planned beyond what it read:
+    always 0 without maxOffsetsPerTrigger. What a live job owes is what was sent meanwhile: the producer's
+    pace times the time, minus the calls counted so far."""
+    series, counted = [], 0
+    for written, rows in db.execute("SELECT written_at, rows FROM batches WHERE rows > 0 AND kafka_ts_min >= ? "
+                                    "ORDER BY batch_id", (started_at,)):
+        counted += rows
+        series.append((round(written - started_at, 1), max(0, min(total, int(rate * (written - started_at))) - counted)))
+    return series
+
+
 def duration_breakdown(db: sqlite3.Connection, first_batch: int = 0) -> dict[str, float]:
     """Median of each of Spark's durationMs fields over the batches that read calls (ms)."""
     fields: dict[str, list[int]] = {}
@@ -401,8 +415,9 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     latencies = call_latencies(db, sent["started_at"])
     progress = db.execute("SELECT duration_ms, backlog FROM progress WHERE input_rows > 0 AND batch_id >= ? "
                           "ORDER BY batch_id", (first_measured,)).fetchall()
-    backlog = [b for _, b in progress if b is not None]
-    half = len(backlog) // 2
+    owed = backlog_series(db, sent["started_at"], rate, sent["sent"])
+    while_sending = [b for t, b in owed if t <= sent["seconds"]]
+    half = len(while_sending) // 2
     counted = dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type"))
     total_calls = sum(counted.values())
     malformed = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
@@ -419,7 +434,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         "latency_max_s": round(max(latencies), 3),
         "batch_p50_s": _percentile([d / 1000 for d, _ in progress], 0.5),
         "batch_p95_s": _percentile([d / 1000 for d, _ in progress], 0.95),
-        "backlog_max_first_half": max(backlog[:half] or [0]), "backlog_max_second_half": max(backlog[half:] or [0]),
+        "backlog_max_first_half": max(while_sending[:half] or [0]),
+        "backlog_max_second_half": max(while_sending[half:] or [0]), "backlog_series": owed,
         "duration_ms_median": duration_breakdown(db, first_measured), "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
     }
     print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
@@ -531,9 +547,10 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     _create_topic(bootstrap, topic)
     output = workdir / "soak"
     limit = int(rate * 60 * minutes)
-    settings = dict(TUNING_BASE, **{"spark.driver.memory": heap})
-    job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger="5 seconds"),
-                           cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The job's own defaults (trigger, shuffle partitions, no maxOffsetsPerTrigger), but a fixed heap.
+    command = [PY, "data_stream.py", "--console-top", "0", "--bootstrap-servers", bootstrap, "--topic", topic,
+               "--output", str(output), "--spark-conf", f"spark.driver.memory={heap}"]
+    job = subprocess.Popen(command, cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
     try:
         _wait_for(lambda: (output / "results.sqlite").exists(), 120)
