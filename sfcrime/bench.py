@@ -304,7 +304,7 @@ LATENCY_RATES = {2000: 120.0, 10000: 60.0}  # calls/s: seconds of live replay (t
 
 
 def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, baseline: Path | None = None,
-                  rounds: int = 2) -> list[dict]:
+                  rounds: int = 2, rates: list[int] | None = None) -> list[dict]:
     """Produce -> counted, live, with the job's default settings: the code before (a checkout of it, run
     with its own defaults) and now, alternating in one run so the machine's load falls on both.
 
@@ -314,6 +314,8 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
     sides = {"before": baseline, "after": REPO_DIR} if baseline else {"after": REPO_DIR}
     results = []
     for rate, seconds in LATENCY_RATES.items():
+        if rates and rate not in rates:
+            continue
         for i in range(1 if quick or rate != 2000 else rounds):
             for side, checkout in sides.items():
                 results.append(_live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, i))
@@ -674,7 +676,8 @@ def run(args) -> int:
                  "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir, 1 if args.quick else 2,
                                                baseline=baseline),
                  "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
-                 "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick, baseline),
+                 "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick, baseline,
+                                                 rates=getattr(args, "rates", None)),
                  "scale": lambda: bench_scale(bootstrap, input_path, workdir),
                  "soak": lambda: bench_soak(bootstrap, input_path, workdir, args.soak_minutes)}
         for name, step in steps.items():
