@@ -171,9 +171,6 @@ def plausible_until(panes: list[tuple[int, int]], front: float | None, max_ahead
     return None
 
 
-GC_EVERY_S = 5.0
-
-
 class BatchWriter:
     """foreachBatch: count one micro-batch and add it to the results, once per batch id."""
 
@@ -187,17 +184,13 @@ class BatchWriter:
         self.failure: str | None = None  # Spark wraps errors raised here in pages of Java: keep ours to report
         self._shown_final: int | None = None  # the console view's last final window, and when it was printed
         self._shown_at = float("-inf")
-        self._collected_at = float("-inf")
 
     def __call__(self, batch, batch_id: int) -> None:
         # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
-        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak"). A full collection
-        # costs tens of milliseconds: with a batch a second, every few seconds is enough.
-        now = time.monotonic()
-        if now - self._collected_at >= GC_EVERY_S:
-            gc.collect()
-            self._collected_at = now
+        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak"). Every batch, even
+        # back to back: collecting every 5 s instead left the soak's live heap higher and less steady.
+        gc.collect()
         if self.checkpoint is not None and "query_id" not in self.identity:
             from .identity import checkpoint_query_id
 
