@@ -438,7 +438,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         "batch_p95_s": _percentile([d / 1000 for d, _ in progress], 0.95),
         "backlog_max_first_half": max(while_sending[:half] or [0]),
         "backlog_max_second_half": max(while_sending[half:] or [0]), "backlog_series": owed,
-        "duration_ms_median": duration_breakdown(db, first_measured), "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
+        "duration_ms_median": duration_breakdown(db, first_measured),
+        "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
     }
     print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
           f"(after {warm['sent']:,} warm-up calls), "

@@ -114,7 +114,8 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
         while time.monotonic() < deadline and process.poll() is None:
             if (output / "results.sqlite").exists():
                 try:
-                    done = sqlite3.connect(output / "results.sqlite").execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+                    db = sqlite3.connect(output / "results.sqlite")
+                    done = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
                 except sqlite3.OperationalError:  # the file is there, its tables not yet
                     done = 0
                 if done >= wait_for_batches:
