@@ -22,6 +22,8 @@ import signal
 import sqlite3
 import statistics
 import shutil
+from collections import Counter
+from contextlib import closing
 import subprocess
 import sys
 import tempfile
@@ -36,10 +38,11 @@ PY = sys.executable
 ROUNDS = 3
 
 
-def timed(command: list[str], env: dict | None = None, timeout: float = 900) -> tuple[float, str]:
+def timed(command: list[str], env: dict | None = None, timeout: float = 900,
+          cwd: Path = REPO_DIR) -> tuple[float, str]:
     """Run a command to completion; return (wall seconds, its stdout and stderr)."""
     started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    result = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, **(env or {})), timeout=timeout)
     if result.returncode != 0:
         raise UserError(f"benchmark command failed ({result.returncode}): {' '.join(command)}\n{result.stdout[-2000:]}")
@@ -133,28 +136,41 @@ def bench_consumer(bootstrap: str, input_path: str, topic: str) -> dict:
     return result
 
 
-def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 2) -> dict:
+def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 2,
+                 baseline: Path | None = None) -> dict:
     """The full replay --once with Spark's connector and with our Python source, against the plain Spark
-    batch job over the file; JVM start included in each, run alternately so the machine's noise is shared."""
-    def stream(source: str, i: int) -> float:
-        return timed([PY, "data_stream.py", "--once", "--console-top", "0", "--source", source,
-                      "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(workdir / f"stream-{source}-{i}")])[0]
+    batch job over the file; JVM start included in each, run alternately so the machine's noise is shared.
+    With a baseline checkout, its connector run too: --once must not get slower than the code before."""
+    def stream(source: str, i: int, checkout: Path = REPO_DIR, name: str = "") -> float:
+        return timed([PY, str(checkout / "data_stream.py"), "--once", "--console-top", "0", "--source", source,
+                      "--bootstrap-servers", bootstrap, "--topic", topic,
+                      "--output", str(workdir / f"stream-{name or source}-{i}")], cwd=checkout)[0]
 
     times: dict[str, list[float]] = {"batch": [], "kafka": [], "python": []}
+    if baseline:
+        times["kafka_before"] = []
     for i in range(rounds):
         times["batch"].append(timed([PY, "-m", "sfcrime.stream.batch", input_path])[0])
+        if baseline:
+            times["kafka_before"].append(stream("kafka", i, baseline, "before"))
         times["kafka"].append(stream("kafka", i))
         times["python"].append(stream("python", i))
-        print(f"  stream round {i + 1}: batch {times['batch'][-1]:.1f} s, connector {times['kafka'][-1]:.1f} s, "
-              f"python source {times['python'][-1]:.1f} s", flush=True)
+        print(f"  stream round {i + 1}: batch {times['batch'][-1]:.1f} s, connector {times['kafka'][-1]:.1f} s"
+              + (f" (before: {times['kafka_before'][-1]:.1f} s)" if baseline else "")
+              + f", python source {times['python'][-1]:.1f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {"seconds": times, "median_s": {k: round(v, 2) for k, v in medians.items()},
               "connector_ratio": round(medians["kafka"] / medians["batch"], 3),
               "python_source_ratio": round(medians["python"] / medians["batch"], 3),
               "target_connector_ratio": 1.0}
+    if baseline:
+        result["connector_ratio_before"] = round(medians["kafka_before"] / medians["batch"], 3)
+        result["after_over_before"] = round(medians["kafka"] / medians["kafka_before"], 3)
     result["met"] = result["connector_ratio"] <= 1.0
     print(f"stream --once: connector {result['connector_ratio']:.2f}x, python source {result['python_source_ratio']:.2f}x "
-          f"the batch job (target: connector <= 1.0x) {'MET' if result['met'] else 'NOT MET'}", flush=True)
+          f"the batch job (target: connector <= 1.0x) {'MET' if result['met'] else 'NOT MET'}"
+          + (f"; the code before: {result['connector_ratio_before']:.2f}x (now/before "
+             f"{result['after_over_before']:.2f})" if baseline else ""), flush=True)
     return result
 
 
@@ -285,36 +301,162 @@ def bench_scale(bootstrap: str, input_path: str, workdir: Path) -> list[dict]:
     return results
 
 
-def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool) -> list[dict]:
-    return [_live_latency(bootstrap, input_path, workdir, trigger, TUNING_BASE)
-            for trigger in (["1 second"] if quick else ["1 second", "10 seconds"])]
+LATENCY_RATES = {2000: 120.0, 10000: 60.0}  # calls/s: seconds of live replay (the issue: >= 2 minutes at 2,000)
 
 
-def _live_latency(bootstrap, input_path, workdir, trigger, settings, rate=2000, limit=60000) -> dict:
-    """Replay at `rate` msg/s while the job runs live; latency = produced -> counted in the results."""
-    topic = f"bench-live-{int(time.time() * 1000)}"
+def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, baseline: Path | None = None,
+                  rounds: int = 2, rates: list[int] | None = None) -> list[dict]:
+    """Produce -> counted, live, with the job's default settings: the code before (a checkout of it, run
+    with its own defaults) and now, alternating in one run so the machine's load falls on both.
+
+    Each run replays at a fixed rate for a fixed time (bench/paced_producer.py, which goes on past the end
+    of the file with renewed calls), waits until the job has read everything, and checks the results equal
+    the producer's own count of what it sent."""
+    sides = {"before": baseline, "after": REPO_DIR} if baseline else {"after": REPO_DIR}
+    results = []
+    for rate, seconds in LATENCY_RATES.items():
+        if rates and rate not in rates:
+            continue
+        for i in range(1 if quick or rate != 2000 else rounds):
+            for side, checkout in sides.items():
+                results.append(_live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, i))
+            if rate == 2000:
+                for side, flags in LATENCY_VARIANTS.items():
+                    results.append(_live_latency(bootstrap, input_path, workdir, side, REPO_DIR, rate, seconds, i,
+                                                 flags))
+    return results
+
+
+# Settings tried beside the defaults, at 2,000 calls/s (README, "Latency")
+LATENCY_VARIANTS = {"after, 2 shuffle partitions": ["--spark-conf", "spark.sql.shuffle.partitions=2"]}
+
+
+def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[float]:
+    """Each call's seconds from its send (Kafka timestamp) to its batch's commit into the results, for
+    calls sent at or after `sent_after` (epoch seconds).
+
+    A batch keeps the earliest, latest and mean send time of its calls, not each one; at a fixed send rate
+    its calls were sent evenly between the earliest and the latest, so each batch stands for that many
+    evenly spaced calls."""
+    latencies = []
+    for written, rows, lo, hi in db.execute("SELECT written_at, rows, kafka_ts_min, kafka_ts_max FROM batches "
+                                            "WHERE rows > 0 AND kafka_ts_min IS NOT NULL"):
+        sends = (lo + (hi - lo) * (k + 0.5) / rows for k in range(rows))
+        latencies.extend(written - sent for sent in sends if sent >= sent_after)
+    return latencies
+
+
+WARM_UP_RATE, WARM_UP_S = 500, 10.0  # calls/s and seconds before each measured live run
+
+
+def backlog_series(db: sqlite3.Connection, started_at: float, rate: int, total: int) -> list[tuple[float, int]]:
+    """(seconds since the send began, calls sent but not yet counted) at each batch's commit.
+
+    The progress table's backlog is what was in the topic when the batch was planned beyond what it read:
+    always 0 without maxOffsetsPerTrigger. What a live job owes is what was sent meanwhile: the producer's
+    pace times the time, minus the calls counted so far."""
+    series, counted = [], 0
+    for written, rows in db.execute("SELECT written_at, rows FROM batches WHERE rows > 0 AND kafka_ts_min >= ? "
+                                    "ORDER BY batch_id", (started_at,)):
+        counted += rows
+        series.append((round(written - started_at, 1), max(0, min(total, int(rate * (written - started_at))) - counted)))
+    return series
+
+
+def duration_breakdown(db: sqlite3.Connection, first_batch: int = 0) -> dict[str, float]:
+    """Median of each of Spark's durationMs fields over the batches that read calls (ms)."""
+    fields: dict[str, list[int]] = {}
+    for (text,) in db.execute("SELECT durations FROM progress WHERE input_rows > 0 AND durations IS NOT NULL "
+                              "AND batch_id >= ?", (first_batch,)):
+        for key, value in json.loads(text).items():
+            fields.setdefault(key, []).append(value)
+    return {key: statistics.median(values) for key, values in sorted(fields.items())}
+
+
+def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, round_no, flags=()) -> dict:
+    name = f"live-{side.replace(',', '').replace(' ', '-')}-{rate}-{round_no}"
+    topic = f"bench-{name}-{int(time.time() * 1000)}"
     _create_topic(bootstrap, topic)
-    output = workdir / f"live-{trigger.replace(' ', '')}"
-    log_path = workdir / f"live-{trigger.replace(' ', '')}.log"
+    output, log_path, sent_path = workdir / name, workdir / f"{name}.log", workdir / f"{name}-sent.json"
+    shutil.rmtree(output, ignore_errors=True)
+    command = [PY, str(Path(checkout) / "data_stream.py"), "--console-top", "0", "--bootstrap-servers", bootstrap,
+               "--topic", topic, "--output", str(output), *flags]  # no flags: the job's defaults are what is measured
     with open(log_path, "w") as log_file:
-        job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger=trigger),
-                               cwd=REPO_DIR, stdout=log_file, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT)
+    label = f"  {side}, {rate:,} calls/s for {seconds:g} s (round {round_no + 1})"
     try:
-        _wait_for(lambda: "query started" in log_path.read_text(), 180)  # planned and waiting for data
-        timed([PY, "kafka_server.py", "--rate", str(rate), "--limit", str(limit), "--quiet", "--input", input_path,
-               "--bootstrap-servers", bootstrap, "--topic", topic])
-        _wait_drained(output, limit, 180)
+        def started() -> bool:
+            if job.poll() is not None:
+                raise UserError(f"the job exited ({job.returncode})")
+            return "query started" in log_path.read_text()
+
+        _wait_for(started, 180)  # planned and waiting for data
+        # A live job runs for hours; its first batches pay once for the JIT, Python workers and code
+        # generation (over a minute on this loaded machine). Warm it up with calls of their own first.
+        warm_path = workdir / f"{name}-warm-up.json"
+        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(WARM_UP_RATE), str(WARM_UP_S),
+               str(warm_path), "w"], timeout=600)
+        warm = json.loads(warm_path.read_text())
+        _wait_drained(output, warm["sent"], 600)
+        with closing(sqlite3.connect(output / "results.sqlite")) as db:
+            first_measured = db.execute("SELECT MAX(batch_id) + 1 FROM progress").fetchone()[0]
+        load_before = os.getloadavg()[0]
+        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path)],
+              timeout=seconds + 600)
+        load_after = os.getloadavg()[0]
+        sent = json.loads(sent_path.read_text())
+        drain_started = time.monotonic()
+        _wait_drained(output, warm["sent"] + sent["sent"], 300 + sent["sent"] / 2000)
+        drain_s = time.monotonic() - drain_started
     except UserError as error:
         tail = " | ".join(log_path.read_text().splitlines()[-8:])
-        print(f"  live at {rate} msg/s, trigger {trigger}: FAILED: {error}; job log: {tail}", flush=True)
-        return {"mode": "latency", "change": {"trigger": trigger}, "error": f"{error}; job log: {tail}"}
+        print(f"{label}: FAILED: {error}; job log: {tail}", flush=True)
+        return {"mode": "latency", "side": side, "input_rate": rate, "error": f"{error}; job log: {tail}"}
     finally:
         _stop(job)
-    metrics = _run_metrics(output)
-    print(f"  live at {rate} msg/s, trigger {trigger}: latency p50 {metrics['latency_p50_s']} s, "
-          f"p95 {metrics['latency_p95_s']} s, batch p50 {metrics['batch_p50_s']} s", flush=True)
-    return {"mode": "latency", "change": {"trigger": trigger}, "settings": dict(settings, trigger=trigger),
-            "input_rate": rate, **metrics}
+    db = sqlite3.connect(output / "results.sqlite")
+    latencies = call_latencies(db, sent["started_at"])
+    progress = db.execute("SELECT duration_ms, backlog FROM progress WHERE input_rows > 0 AND batch_id >= ? "
+                          "ORDER BY batch_id", (first_measured,)).fetchall()
+    owed = backlog_series(db, sent["started_at"], rate, sent["sent"])
+    while_sending = [b for t, b in owed if t <= sent["seconds"]]
+    half = len(while_sending) // 2
+    counted = dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type"))
+    total_calls = sum(counted.values())
+    malformed = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    expected = Counter(sent["crime_types"]) + Counter(warm["crime_types"])  # independent: the producers' own count
+    sent["distinct_calls"] += warm["distinct_calls"]
+    exact = total_calls == sent["distinct_calls"] and counted == dict(expected) and malformed == 0
+    result = {
+        "mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "input_rate": rate,
+        "seconds": seconds,
+        "sent": sent["sent"], "send_seconds": sent["seconds"], "distinct_calls": sent["distinct_calls"],
+        "counted_calls": total_calls, "malformed": malformed, "exact": exact, "drain_after_send_s": round(drain_s, 1),
+        "batches": len(progress),
+        "latency_p50_s": round(_percentile(latencies, 0.5), 3), "latency_p95_s": round(_percentile(latencies, 0.95), 3),
+        "latency_max_s": round(max(latencies), 3),
+        "batch_p50_s": _percentile([d / 1000 for d, _ in progress], 0.5),
+        "batch_p95_s": _percentile([d / 1000 for d, _ in progress], 0.95),
+        "backlog_max_first_half": max(while_sending[:half] or [0]),
+        "backlog_max_second_half": max(while_sending[half:] or [0]), "backlog_series": owed,
+        "duration_ms_median": duration_breakdown(db, first_measured),
+        "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
+    }
+    print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
+          f"(after {warm['sent']:,} warm-up calls), "
+          f"batch p50 {result['batch_p50_s']} s over {len(progress)} batches, backlog max "
+          f"{result['backlog_max_first_half']:,} then {result['backlog_max_second_half']:,}, "
+          f"{'exact' if exact else 'NOT EXACT'} ({total_calls:,} of {sent['distinct_calls']:,} calls), "
+          f"load {load_before:.1f}-{load_after:.1f}; durationMs {result['duration_ms_median']}", flush=True)
+    return result
+
+
+def _has_progress(output: Path) -> bool:
+    db = sqlite3.connect(output / "results.sqlite")
+    try:
+        return db.execute("SELECT COUNT(*) FROM progress").fetchone()[0] > 0
+    finally:
+        db.close()
 
 
 def _wait_drained(output: Path, rows: int, timeout_s: float) -> None:
@@ -409,9 +551,10 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     _create_topic(bootstrap, topic)
     output = workdir / "soak"
     limit = int(rate * 60 * minutes)
-    settings = dict(TUNING_BASE, **{"spark.driver.memory": heap})
-    job = subprocess.Popen(_stream_command(bootstrap, topic, output, settings, once=False, trigger="5 seconds"),
-                           cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The job's own defaults (trigger, shuffle partitions, no maxOffsetsPerTrigger), but a fixed heap.
+    command = [PY, "data_stream.py", "--console-top", "0", "--bootstrap-servers", bootstrap, "--topic", topic,
+               "--output", str(output), "--spark-conf", f"spark.driver.memory={heap}"]
+    job = subprocess.Popen(command, cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
     try:
         _wait_for(lambda: path_in(output).exists(), 120)
@@ -520,6 +663,9 @@ def run(args) -> int:
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     input_path = str(DEFAULT_INPUT)
+    baseline = Path(args.baseline).resolve() if getattr(args, "baseline", None) else None
+    if baseline and not (baseline / "data_stream.py").exists():
+        raise UserError(f"--baseline {args.baseline}: no data_stream.py there (a checkout of the code to compare with)")
     report: dict = {"machine": machine()}
     path = results_dir / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}.json"
     with tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp, KafkaNode(Path(tmp) / "kafka") as broker:
@@ -529,9 +675,11 @@ def run(args) -> int:
         steps = {"broker": lambda: bench_broker(workdir),
                  "producer": lambda: bench_producer(bootstrap, input_path),
                  "consumer": lambda: bench_consumer(bootstrap, input_path, topic),
-                 "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir),
+                 "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir, 1 if args.quick else 2,
+                                               baseline=baseline),
                  "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
-                 "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick),
+                 "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick, baseline,
+                                                 rates=getattr(args, "rates", None)),
                  "scale": lambda: bench_scale(bootstrap, input_path, workdir),
                  "soak": lambda: bench_soak(bootstrap, input_path, workdir, args.soak_minutes)}
         for name, step in steps.items():

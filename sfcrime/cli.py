@@ -249,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", nargs="*", default=["all"],
                        help="any of: broker producer consumer stream tuning latency memory scale soak all (default all; scale and soak are not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
-    bench.add_argument("--quick", action="store_true", help="a smaller tuning grid")
+    bench.add_argument("--quick", action="store_true", help="a smaller tuning grid; one round of latency")
+    bench.add_argument("--rates", type=int, nargs="+", choices=(2000, 10000), metavar="CALLS_PER_S",
+                       help="latency: only these input rates (2000, 10000; default both)")
+    bench.add_argument("--baseline", metavar="CHECKOUT",
+                       help="latency and stream: also run the job of this checkout (git worktree add --detach DIR "
+                            "COMMIT), alternating with this one, each with its own defaults")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"),
                        help="where the JSON results and charts go (default bench/results/ in the repo)")
     bench.set_defaults(func=cmd_bench)

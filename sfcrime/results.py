@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS progress (
     batch_id INTEGER PRIMARY KEY, at TEXT, input_rows INTEGER, input_rps REAL, processed_rps REAL,
     duration_ms INTEGER, watermark REAL, late_rows INTEGER, state_rows INTEGER, backlog INTEGER,
-    duplicates INTEGER);
+    duplicates INTEGER, durations TEXT);
 CREATE TABLE IF NOT EXISTS revisions (
     batch_id INTEGER, pane_start INTEGER, watermark INTEGER, calls INTEGER, PRIMARY KEY (batch_id, pane_start));
 CREATE TABLE IF NOT EXISTS repeated_hour_calls (
@@ -77,6 +77,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(progress)")}
         if "duplicates" not in columns:  # results written before duplicates were counted
             connection.execute("ALTER TABLE progress ADD COLUMN duplicates INTEGER")
+        if "durations" not in columns:  # results written before Spark's durationMs was kept
+            connection.execute("ALTER TABLE progress ADD COLUMN durations TEXT")
     return connection
 
 
@@ -285,7 +287,7 @@ class ResultStore:
 
     def write_progress(self, row: tuple) -> None:
         with self._lock, closing(self._db.cursor()) as cursor:
-            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def top_windows(self, limit: int, watermark: float | None) -> dict[str, tuple[int, list[tuple[str, int]]]]:
         """For the console view: the top crime types of the last final window (its end at or before the

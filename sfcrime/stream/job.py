@@ -44,7 +44,10 @@ KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 
 # The job's Spark settings where spark-submit sets none (--spark-conf wins over them).
 SPARK_DEFAULTS = {
-    "spark.sql.shuffle.partitions": "4",           # 200 tiny tasks per batch cost more than they help on 2 cores
+    # Spark's 200 cost 5x the time; each is a dedupe state store to load and commit every batch, so fewer make
+    # each batch cheaper (2 against 4: batch p50 4.8 s against 6.1 s live, README "Latency"). A checkpoint keeps
+    # the number it was made with. On a cluster: about the executors' cores.
+    "spark.sql.shuffle.partitions": "2",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.streaming.noDataMicroBatches.enabled": "true",
     "spark.python.worker.reuse": "true",
@@ -158,7 +161,8 @@ class BatchWriter:
     def __call__(self, batch, batch_id: int) -> None:
         # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
-        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak").
+        # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak"). Every batch, even
+        # back to back: collecting every 5 s instead left the soak's live heap higher and less steady.
         gc.collect()
         if self.checkpoint is not None and "query_id" not in self.identity:
             query_id = checkpoint_query_id(self.checkpoint)
@@ -167,16 +171,12 @@ class BatchWriter:
         # Always run the whole batch, even one already in the results (a re-run after a restart): its
         # stateful dedupe must commit every partition, or Spark fails the query
         # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
-        # Two actions (event times per pane, then the counts) read the batch once: it is cached between them.
         batch = batch.select(*_BATCH_COLUMNS).persist()
         try:
-            panes = [(r["pane_start"], r["count"]) for r in T.pane_counts(batch, self.pane_seconds).collect()]
-            ahead_from = plausible_until(panes, self.store.event_time_max(), self.max_ahead_s, self.pane_seconds,
-                                         time.time())
+            counts, ahead_from = self.count(batch)
             if ahead_from is not None:
                 log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
                             batch_id, local_time(ahead_from, named=True))
-            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
         finally:
             batch.unpersist()
         dead_letters = counts["dead_letters"]
@@ -194,6 +194,23 @@ class BatchWriter:
             log.info("batch %d is already in the results (a re-run after a restart): not counted again", batch_id)
         elif self.console_top and counts["crime_type_windows"]:
             self.print_windows()
+
+    def count(self, batch) -> tuple[dict[str, list[dict]], int | None]:
+        """The batch's counts, and where its implausible event times begin (or None).
+
+        One Spark job per batch: the panes the plausibility rule needs are the windows' counts summed over
+        crime types. Only when some calls are implausibly far ahead does a second job (from the cached batch)
+        count again with those calls set aside as dead letters. A batch's fixed cost is what a live job's
+        latency is made of (README, "Latency")."""
+        counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
+        panes: dict[int, int] = {}
+        for row in counts["crime_type_windows"]:
+            panes[row["window_start"]] = panes.get(row["window_start"], 0) + row["count"]
+        ahead_from = plausible_until(list(panes.items()), self.store.event_time_max(), self.max_ahead_s,
+                                     self.pane_seconds, time.time())
+        if ahead_from is not None:
+            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
+        return counts, ahead_from
 
     def print_windows(self, every_s: float = 30.0) -> None:
         """The top crime types of the last final window and of the open one, labelled. Printed when a new
@@ -221,13 +238,22 @@ def duplicates_of(progress) -> int:
     return total
 
 
+def durations_of(progress) -> str | None:
+    """Spark's own breakdown of the batch's time (durationMs: latestOffset, queryPlanning, addBatch,
+    walCommit, commitOffsets, ...) as JSON: where a micro-batch's fixed cost goes (README, "Latency")."""
+    try:
+        return json.dumps({k: int(v) for k, v in dict(progress.durationMs or {}).items()}, sort_keys=True)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def progress_row(progress, backlog: int | None, watermark_s: float | None = None) -> tuple:
     """A StreamingQueryProgress as a row of the results' progress table. late_rows is always 0: nothing is
     dropped for being late any more (late calls are counted; results.revisions says where)."""
     state_rows = sum(op.numRowsTotal for op in progress.stateOperators)
     return (progress.batchId, progress.timestamp, progress.numInputRows, progress.inputRowsPerSecond,
             progress.processedRowsPerSecond, progress.batchDuration, watermark_s, 0, state_rows, backlog,
-            duplicates_of(progress))
+            duplicates_of(progress), durations_of(progress))
 
 
 def backlog_of(progress) -> int | None:

@@ -29,6 +29,13 @@ def duration(text: str) -> str:
     return f"{amount} {name}{'s' if amount != 1 else ''}"
 
 
+def trigger_interval(text: str) -> str:
+    """A micro-batch interval: a duration, or 0 for each batch as soon as the one before has finished."""
+    if text.strip() in ("0", "0s") or _DURATION.match(text) and int(_DURATION.match(text).group(1)) == 0:
+        return "0 seconds"
+    return duration(text)
+
+
 def duration_seconds(text: str) -> int:
     amount, name = duration(text).split()
     return int(amount) * _UNIT_SECONDS[name[0]]
@@ -46,7 +53,7 @@ class StreamOptions:
     watermark: str = "1 hour"
     max_ahead: str = "1 day"
     max_offsets_per_trigger: int | None = None
-    trigger: str = "10 seconds"
+    trigger: str = "0 seconds"  # each micro-batch as soon as the one before has finished
     starting_offsets: str = "earliest"
     start_over: bool = False
     once: bool = False
@@ -87,8 +94,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULTS.max_ahead})")
     parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
                         help="at most N messages per micro-batch (default: all available)")
-    parser.add_argument("--trigger", type=duration, default=DEFAULTS.trigger,
-                        help=f"micro-batch interval (default {DEFAULTS.trigger})")
+    parser.add_argument("--trigger", type=trigger_interval, default=DEFAULTS.trigger,
+                        help="micro-batch interval (default 0: each batch as soon as the one before is done, "
+                             "for answers within a second or two; e.g. '10 seconds' for fewer, larger batches)")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default=DEFAULTS.starting_offsets,
                         help="where a new query starts (a restarted one resumes from its checkpoint)")
     parser.add_argument("--start-over", action="store_true",

@@ -1,6 +1,6 @@
 """The job's transformations: pure functions of DataFrames, the same for a stream and for a batch.
 
-parse_calls (validate_calls) -> dedupe_calls (the stream's) -> with_descriptions -> pane_counts, count_calls
+parse_calls (validate_calls) -> dedupe_calls (the stream's) -> with_descriptions -> count_calls
 -> split_counts: malformed records ride along and come out of count_calls as the dead letters. Reading files
 is files.py's; the query wiring (source, sink, listener) lives in job.py.
 """
@@ -157,12 +157,6 @@ COUNT_COLUMNS = ("window_start", "crime_type", "address", "disposition", "descri
 
 def pane_start(pane_seconds: int):
     return F.floor(F.unix_seconds("event_time") / F.lit(pane_seconds)) * F.lit(pane_seconds)
-
-
-def pane_counts(calls: DataFrame, pane_seconds: int) -> DataFrame:
-    """Calls per pane of event time: what the job needs to tell a plausible event time from an absurd one."""
-    return (calls.where(F.col("malformed").isNull()).groupBy(pane_start(pane_seconds).alias("pane_start"))
-            .count())
 
 
 def in_repeated_hour(event_time):

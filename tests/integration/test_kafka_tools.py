@@ -35,7 +35,7 @@ def test_topics_tool_describes_the_partitions_and_the_console_producer_writes(ka
     described = kafka_tool("kafka-topics.sh", "--bootstrap-server", kafka.bootstrap_servers, "--describe",
                            "--topic", kafka.topic)
     assert described.returncode == 0, described.stderr
-    assert f"PartitionCount: 3" in described.stdout
+    assert "PartitionCount: 3" in described.stdout
     assert sorted(int(line.split("Partition: ")[1].split()[0]) for line in described.stdout.splitlines()
                   if "\tPartition: " in line) == [0, 1, 2]
 

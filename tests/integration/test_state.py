@@ -3,7 +3,6 @@ neither the demo nor another job's --start-over can delete it under the job."""
 
 import signal
 import subprocess
-import time
 
 from tests.conftest import PYTHON, REPO, run_cli
 

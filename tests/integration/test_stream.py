@@ -113,7 +113,11 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
             if (output / "results.sqlite").exists():
-                done = sqlite3.connect(output / "results.sqlite").execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+                try:
+                    db = sqlite3.connect(output / "results.sqlite")
+                    done = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+                except sqlite3.OperationalError:  # the file is there, its tables not yet
+                    done = 0
                 if done >= wait_for_batches:
                     break
             time.sleep(0.2)

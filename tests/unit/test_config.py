@@ -74,6 +74,16 @@ def test_durations_are_normalised():
         duration("-1 hour")
 
 
+def test_a_live_job_starts_each_batch_when_the_last_is_done_unless_told_an_interval():
+    from sfcrime.stream.options import trigger_interval
+
+    assert build_parser().parse_args(["stream"]).trigger == "0 seconds"
+    assert trigger_interval("0") == trigger_interval("0 seconds") == "0 seconds"
+    assert trigger_interval("10 sec") == "10 seconds"
+    with pytest.raises(argparse.ArgumentTypeError):
+        trigger_interval("-1 second")
+
+
 def test_checkpoint_on_shared_storage_passes_as_a_uri_and_a_local_one_is_made_absolute(tmp_path, monkeypatch):
     from sfcrime.stream.job import checkpoint_location
 
