@@ -34,7 +34,7 @@ demo: setup
 # Two tests at a time (pytest-xdist, each worker with its own broker): most tests spend much of their time
 # waiting on a JVM, a broker or a job, so two overlap well even on 2 cores. TEST_WORKERS=0 runs one at a time.
 test: setup setup-browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)
