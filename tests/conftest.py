@@ -30,7 +30,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tests (Spark, clusters, the browser) first: with two workers (make test), a long test
+    """The slow tests (Spark, clusters, the browser) first: with several workers (make test), a long test
     started last would run alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
