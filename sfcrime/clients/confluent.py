@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka import Consumer as _Consumer
@@ -17,6 +18,9 @@ from .seam import Columns, Consumer, DeliveryReport, Producer, Record
 # away; our one-line error says what they mean. They go to this logger, shown with -v (config.setup_logging).
 LIBRDKAFKA_LOG = logging.getLogger("sfcrime.librdkafka")
 LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)  # also on executors, where nobody configures logging
+
+# A partition answering these has no leader right now; another broker or a moment may fix it.
+_LEADERLESS = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
 
 
 def client_config(settings: KafkaSettings) -> dict:
@@ -137,13 +141,27 @@ class ConfluentConsumer(Consumer):
         return sorted(self._metadata().partitions)
 
     def _watermarks(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """Low and high offsets; a partition whose leader is still being elected (a topic created a
+        moment ago, a broker that just failed over) is asked again until the timeout, as Kafka's own
+        clients do, instead of failing the command."""
+        deadline = time.monotonic() + self.settings.timeout_s
         result = {}
         for p in partitions:
-            try:
-                result[p] = self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, p), timeout=self.settings.timeout_s, cached=False)
-            except KafkaException as error:
-                raise unreachable(self.settings, confluent_error_detail(error.args[0])) from None
+            while True:
+                try:
+                    result[p] = self._consumer.get_watermark_offsets(
+                        TopicPartition(self._topic, p), timeout=self.settings.timeout_s, cached=False)
+                    break
+                except KafkaException as error:
+                    kafka_error = error.args[0]
+                    if (kafka_error.code() in _LEADERLESS or kafka_error.retriable()) and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    if kafka_error.code() in _LEADERLESS:
+                        raise UserError(f"partition {p} of topic {self._topic!r} at {self.settings.bootstrap_servers} "
+                                        f"has no leader after {self.settings.timeout_s:g}s: "
+                                        f"{kafka_error.str()}") from None
+                    raise unreachable(self.settings, confluent_error_detail(kafka_error)) from None
         return result
 
     def end_offsets(self, partitions: list[int]) -> dict[int, int]:
