@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 4
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-browser demo test test-unit bench broker report dashboard clean
+.PHONY: setup setup-browser demo test test-unit test-cluster bench broker report dashboard clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ test: setup setup-browser
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)
+
+# The secured broker, the three-node Kafka cluster and the Spark standalone cluster, together.
+test-cluster: setup
+	$(PY) -m pytest -m cluster -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m sfcrime bench

@@ -328,10 +328,7 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
 
 
 # Settings tried beside the defaults, at 2,000 calls/s (README, "Latency")
-ROCKSDB = ["--spark-conf", "spark.sql.streaming.stateStore.providerClass="
-           "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
-           "--spark-conf", "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled=true"]
-LATENCY_VARIANTS = {"after, RocksDB state store": ROCKSDB}
+LATENCY_VARIANTS = {"after, 1 shuffle partition": ["--spark-conf", "spark.sql.shuffle.partitions=1"]}
 
 
 def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[float]:
