@@ -12,8 +12,9 @@ import sys
 import time
 
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
+from ..dataset import load_radio_codes
 from . import transforms as T
-from .files import calls_from_file, read_radio_codes
+from .files import calls_from_file
 from .session import build_session
 
 
@@ -21,7 +22,7 @@ def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: in
     calls = calls_from_file(spark, input_path)
     valid = calls.where("malformed IS NULL").dropDuplicates(["crime_id"])
     bad = calls.where("malformed IS NOT NULL")
-    joined = T.with_descriptions(valid.unionByName(bad), read_radio_codes(spark, radio_codes_path))
+    joined = T.with_descriptions(valid.unionByName(bad), load_radio_codes(radio_codes_path))
     return T.split_counts(T.count_calls(joined, pane_seconds).toArrow().to_pylist())
 
 

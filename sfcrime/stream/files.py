@@ -1,5 +1,4 @@
-"""The two files the Spark side reads with Spark: radio_code.json (the job and the batch baseline) and the
-calls file itself (the batch baseline), in the shapes transforms.py expects."""
+"""The calls file read with Spark, in the shape transforms.py expects: for the batch baseline."""
 
 from __future__ import annotations
 
@@ -7,14 +6,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .transforms import CORRUPT, PARSE_SCHEMA, validate_calls
-
-RADIO_CODE_SCHEMA = "disposition_code string, description string"
-
-
-def read_radio_codes(spark, path: str) -> DataFrame:
-    """radio_code.json is a pretty-printed array: it needs multiLine, or every row is corrupt."""
-    return spark.read.schema(RADIO_CODE_SCHEMA).option("multiLine", True).json(path)
-
 
 def calls_from_file(spark, path: str) -> DataFrame:
     """The calls file read as a batch, in parse_calls' shape (no Kafka coordinates): for the batch job."""

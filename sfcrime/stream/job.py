@@ -30,7 +30,6 @@ from ..local.jars import connector_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
-from .files import read_radio_codes
 from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
                        topic_identity)
 from .options import StreamOptions, duration_seconds
@@ -113,10 +112,10 @@ def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     return reader.load()
 
 
-def build_stream(raw, radio_codes):
+def build_stream(raw, descriptions: dict[str, str | None]):
     """The streaming plan: every message comes out once, as a call to count or as a malformed record;
     a call sent again, however much later, comes out once."""
-    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), radio_codes)
+    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), descriptions)
 
 
 _BATCH_COLUMNS = ("value", "partition", "offset", "kafka_timestamp", "crime_id", "crime_type", "event_time",
@@ -441,7 +440,7 @@ def run(options: StreamOptions, settings: KafkaSettings) -> int:
     # The identity checks read the checkpoint's files; on shared storage (hdfs://, s3a://) Spark's own
     # checks remain, ours need a local folder.
     checkpoint = None if "://" in checkpoint_uri else Path(checkpoint_uri)
-    load_radio_codes(options.radio_codes)  # a clear error now rather than a Spark stack trace later
+    descriptions = load_radio_codes(options.radio_codes)  # read before Spark starts: a bad file is one line
     topics = check_reachable(settings)
     window_s, pane_s = duration_seconds(options.window), duration_seconds(options.pane)
     if window_s % pane_s:
@@ -453,7 +452,7 @@ def run(options: StreamOptions, settings: KafkaSettings) -> int:
     with OutputLock(output):  # before --start-over deletes anything: never under a running job
         if settings.topic not in topics:
             wait_for_topic(settings, missing)
-        return _run(options, settings, output, checkpoint, checkpoint_uri, window_s, pane_s)
+        return _run(options, settings, output, checkpoint, checkpoint_uri, window_s, pane_s, descriptions)
 
 
 def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float = 60.0) -> None:
@@ -470,7 +469,7 @@ def wait_for_topic(settings, why: str, every_s: float = 2.0, heartbeat_s: float 
 
 
 def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoint: Path | None, checkpoint_uri: str, window_s: int,
-         pane_s: int) -> int:
+         pane_s: int, descriptions: dict[str, str | None]) -> int:
     if options.start_over:
         if checkpoint is None:
             raise UserError(f"--start-over deletes local folders only: delete {checkpoint_uri} yourself, "
@@ -498,8 +497,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         ship_package(spark, output)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, settings)
-        radio_codes = read_radio_codes(spark, str(Path(options.radio_codes).resolve()))
-        stream = build_stream(raw, radio_codes)
+        stream = build_stream(raw, descriptions)
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sfcrime.stream import transforms as T
-from sfcrime.stream.files import read_radio_codes
+from sfcrime.dataset import load_radio_codes
 from sfcrime.stream.source import cap_offsets
 from tests.conftest import REPO
 
@@ -78,9 +78,9 @@ def test_event_time_is_san_francisco_local_time(spark):
     assert [r.s for r in row] == [1538496660, 1546329420]
 
 
-def test_radio_codes_need_multiline_and_the_join_keeps_unknown_codes(spark):
-    codes = read_radio_codes(spark, str(REPO / "radio_code.json"))
-    assert codes.count() == 19 and codes.where("disposition_code IS NULL").count() == 0
+def test_radio_codes_describe_dispositions_and_unknown_codes_keep_a_null(spark):
+    codes = load_radio_codes(REPO / "radio_code.json")
+    assert len(codes) == 19 and all(codes)
     calls = T.parse_calls(kafka_rows(spark, [good("1", disposition="HAN"), good("2", disposition="Not recorded"),
                                              good("3", disposition="GOA")]))
     joined = {r.crime_id: r.description for r in T.with_descriptions(calls, codes).collect()}
@@ -92,7 +92,7 @@ def test_count_calls_answers_every_question_in_one_pass(spark):
               good("2", "2018-10-02T09:59:00.000", "HAN", "Passing Call", "A St"),
               good("3", "2018-10-02T10:00:00.000", "Not recorded", "Traffic Stop", "B St"),
               b"garbage"]
-    calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), read_radio_codes(spark, str(REPO / "radio_code.json")))
+    calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), load_radio_codes(REPO / "radio_code.json"))
     counts = T.split_counts(T.count_calls(calls, 3600).toArrow().to_pylist())
     nine = 1538496000  # 2018-10-02 09:00 PDT
     assert sorted((r["window_start"], r["crime_type"], r["count"]) for r in counts["crime_type_windows"]) == [
