@@ -628,7 +628,7 @@ def per_key_line(points: list[tuple[int, float]]) -> dict:
     slope = sum((k - mean_k) * (h - mean_h) for k, h in points) / spread if spread else 0.0
     base = mean_h - slope * mean_k
     worst = max(abs(h - (base + slope * k)) for k, h in points)
-    return {"samples": n, "bytes_per_key": round(slope * 2**20), "heap_at_no_keys_mb": round(base, 1),
+    return {"samples": n, "bytes_per_key": round(slope * 2**20), "at_no_keys_mb": round(base, 1),
             "largest_residual_mb": round(worst, 1), "first": points[0], "last": points[-1]}
 
 
