@@ -331,6 +331,11 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
 LATENCY_VARIANTS: dict[str, list[str]] = {}
 
 
+def counted_by_type(db: sqlite3.Connection) -> dict[str, int]:
+    """The job's calls per crime type, from its results: what the producer's own count must equal."""
+    return dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type").fetchall())
+
+
 def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[float]:
     """Each call's seconds from its send (Kafka timestamp) to its batch's commit into the results, for
     calls sent at or after `sent_after` (epoch seconds).
@@ -421,7 +426,7 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     owed = backlog_series(db, sent["started_at"], rate, sent["sent"])
     while_sending = [b for t, b in owed if t <= sent["seconds"]]
     half = len(while_sending) // 2
-    counted = dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type"))
+    counted = counted_by_type(db)
     total_calls = sum(counted.values())
     malformed = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     expected = Counter(sent["crime_types"]) + Counter(warm["crime_types"])  # independent: the producers' own count
@@ -592,7 +597,7 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
     late = db.execute("SELECT COALESCE(SUM(calls), 0) FROM revisions").fetchone()[0]  # late, yet counted
     state_keys = db.execute("SELECT MAX(state_rows) FROM progress").fetchone()[0]
-    types = dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type").fetchall())
+    types = counted_by_type(db)
     steady = samples[len(samples) // 4:] or samples
     growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
     heap_line = per_key_line([(s["state_keys"], s["jvm_live_heap_mb"]) for s in steady
