@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer,
@@ -176,17 +179,52 @@ def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: in
     return summary
 
 
+class _CtrlC:
+    """Ctrl-C between two calls, never between handing one over and counting it.
+
+    Python raises KeyboardInterrupt at any bytecode: right after the client took a call but before
+    `handed` counted it, the summary said "resume with --skip 324" for 325 calls in the topic, and the
+    resumed replay sent one call twice. Inside `sending` a Ctrl-C is only noted and raised after the count.
+    """
+
+    def __init__(self) -> None:
+        self.sending = False
+        self.pending = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.sending and not self.pending:
+            self.pending = True  # a second Ctrl-C stops at once (a send blocked on a full queue)
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread gets signals; a replay in a thread is stopped by its caller
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _send_all(producer: Producer, calls: Calls, pacing: Pacing, summary: ReplaySummary, progress: bool) -> None:
     """Hand every call to the producer on the pacing's schedule, counting in `summary.handed`."""
     pacer = Pacer(pacing)
     last_event = max((t for t in calls.event_times if not math.isnan(t)), default=math.nan) if pacing.speedup else None
-    with Progress("sending", len(calls), enabled=progress) as bar:
+    ctrl_c = _CtrlC()
+    with ctrl_c.installed(), Progress("sending", len(calls), enabled=progress) as bar:
         send, poll, advance = producer.send, producer.poll, bar.advance
         step = 1000 if not (pacing.rate or pacing.speedup) else 100  # paced: a bar that moves
         for index, (key, value, event_time) in enumerate(calls):
             pacer.wait(index, event_time)
+            ctrl_c.sending = True
             send(key, value)
             summary.handed += 1
+            ctrl_c.sending = False
+            if ctrl_c.pending:
+                raise KeyboardInterrupt
             if summary.handed % step == 0:
                 poll()
                 advance(step, replay_note(event_time, last_event, pacing))
