@@ -204,31 +204,47 @@ class EventClock:
         return (moment - _NAIVE_EPOCH).total_seconds() - offset
 
 
-def event_times(stamps: list[tuple[object, object]]) -> tuple[array, int]:
-    """Epoch seconds of each (crime_id, call_date_time), NaN where there is no time, and how many have none.
+class EventTimes:
+    """Epoch seconds of calls added one at a time, NaN where there is no time; `missing` counts those.
 
     The producer's event clock, which `--verify` checks order against too: a fall-back night's repeated
-    hour is split by second_occurrence, the rule the job applies.
+    hour is split by second_occurrence, the rule the job applies. Only the calls of such an hour are
+    remembered until `finish`: holding every (crime_id, call_date_time) pair cost the producer 37 MB.
     """
-    clock = EventClock()
-    times = array("d")
-    missing = 0
-    repeated: dict[tuple, list[tuple[str, float, int]]] = {}
-    for key, text in stamps:
-        seconds = clock.epoch_seconds(text)
+
+    def __init__(self) -> None:
+        self.clock = EventClock()
+        self.times = array("d")
+        self.missing = 0
+        self._repeated: dict[tuple, list[tuple[str, float, int]]] = {}
+
+    def add(self, key: object, text: object) -> None:
+        seconds = self.clock.epoch_seconds(text)
         if seconds is None:
-            missing += 1
-            times.append(float("nan"))
-        else:
-            if clock.repeated_hour is not None and key is not None:
-                repeated.setdefault(clock.repeated_hour, []).append((str(key).strip(), seconds, len(times)))
-            times.append(seconds)
-    for calls in repeated.values():
-        second = second_occurrence((crime_id, seconds) for crime_id, seconds, _ in calls)
-        for crime_id, seconds, index in calls:
-            if crime_id in second:
-                times[index] = seconds + 3600
-    return times, missing
+            self.missing += 1
+            self.times.append(float("nan"))
+            return
+        if self.clock.repeated_hour is not None and key is not None:
+            self._repeated.setdefault(self.clock.repeated_hour, []).append((str(key).strip(), seconds,
+                                                                            len(self.times)))
+        self.times.append(seconds)
+
+    def finish(self) -> tuple[array, int]:
+        times = self.times
+        for calls in self._repeated.values():
+            second = second_occurrence((crime_id, seconds) for crime_id, seconds, _ in calls)
+            for crime_id, seconds, index in calls:
+                if crime_id in second:
+                    times[index] = seconds + 3600
+        return times, self.missing
+
+
+def event_times(stamps) -> tuple[array, int]:
+    """Epoch seconds of each (crime_id, call_date_time), NaN where there is no time, and how many have none."""
+    builder = EventTimes()
+    for key, text in stamps:
+        builder.add(key, text)
+    return builder.finish()
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -248,27 +264,43 @@ class Calls:
     event_times: array
     order: list[int]
     without_event_time: int = 0
+    spent: bool = False  # sent by a replay, which lets go of each call (drain)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes, float]]:
+        if self.spent:
+            raise RuntimeError("these calls were sent and let go of (Calls.drain); load them again")
         keys, values, times = self.keys, self.values, self.event_times
         for i in self.order:
             yield keys[i], values[i], times[i]
+
+    def drain(self) -> Iterator[tuple[bytes, bytes, float]]:
+        """Each call in order, let go of once yielded: the producer's queue holds its own copy.
+
+        Sending from `__iter__` holds every value twice at the peak, here and in librdkafka's queue: 250 MB
+        for the full file. Let go of in replay order, the newest-first file frees its memory from the end.
+        """
+        self.spent = True
+        keys, values, times = self.keys, self.values, self.event_times
+        for i in self.order:
+            key, value = keys[i], values[i]
+            keys[i] = values[i] = None
+            yield key, value, times[i]
 
 
 def load_calls(path: str | Path, order: str = "event-time", limit: int | None = None, skip: int = 0) -> Calls:
     """Read every record, then order them; `skip` and `limit` apply after ordering (to resume a replay)."""
     keys: list[bytes] = []
     values: list[bytes] = []
-    stamps: list[tuple[object, object]] = []
+    clock = EventTimes()
     for record in iter_records(path):
         key = record.get(KEY_FIELD)
         keys.append(str(key).encode("utf-8") if key is not None else b"")
         values.append(encode_record(record))
-        stamps.append((key, record.get(EVENT_TIME_FIELD)))
-    times, missing_time = event_times(stamps)
+        clock.add(key, record.get(EVENT_TIME_FIELD))
+    times, missing_time = clock.finish()
     if not values:
         raise UserError(f"{path}: the array holds no call records")
     indices = list(range(len(values)))

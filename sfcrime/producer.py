@@ -144,6 +144,8 @@ def replay(calls: Calls, settings: KafkaSettings, pacing: Pacing, partitions: in
            recreate: bool = False) -> ReplaySummary:
     """Send every call once, in order; on Ctrl-C stop handing over, flush what was sent and report it.
 
+    `calls` is spent afterwards: each call is let go of once the producer holds it (Calls.drain).
+
     A topic that already holds messages is refused unless `append` (add to it) or `recreate` (delete it and
     send into a new, empty one): a second replay would silently double every call (the job counts each
     once, but `--verify` and anyone else reading the topic would not).
@@ -217,7 +219,7 @@ def _send_all(producer: Producer, calls: Calls, pacing: Pacing, summary: ReplayS
     with ctrl_c.installed(), Progress("sending", len(calls), enabled=progress) as bar:
         send, poll, advance = producer.send, producer.poll, bar.advance
         step = 1000 if not (pacing.rate or pacing.speedup) else 100  # paced: a bar that moves
-        for index, (key, value, event_time) in enumerate(calls):
+        for index, (key, value, event_time) in enumerate(calls.drain()):
             pacer.wait(index, event_time)
             ctrl_c.sending = True
             send(key, value)

@@ -78,6 +78,7 @@ def test_verify_passes_on_an_exact_topic(kafka, sample_file):
 
 def test_verify_reports_a_missing_and_a_duplicated_call(kafka, sample_file, tmp_path, sample_records):
     calls = load_calls(sample_file)
+    sixth_value = list(calls)[5][1]
     replay(calls, kafka, Pacing(), progress=False)
     # the same topic again, for a second file: one call fewer, one call twice
     lossy = sample_records[:10] + sample_records[11:] + [sample_records[20]]
@@ -88,7 +89,7 @@ def test_verify_reports_a_missing_and_a_duplicated_call(kafka, sample_file, tmp_
 
     kafka2 = KafkaSettings(kafka.bootstrap_servers, kafka.topic + "-b", timeout_s=10)
     replay(load_calls(sample_file, limit=2999), kafka2, Pacing(), progress=False)  # one missing
-    produce_raw(kafka2.bootstrap_servers, kafka2.topic, [list(calls)[5][1]])      # one duplicated
+    produce_raw(kafka2.bootstrap_servers, kafka2.topic, [sixth_value])      # one duplicated
     result = verify(kafka2, sample_file, progress=False)
     assert (result.missing, result.duplicated, result.unexpected, result.corrupt) == (1, 1, 0, 0)
     assert result.out_of_order == 1  # the duplicate arrived after later calls
