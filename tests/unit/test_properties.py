@@ -61,3 +61,42 @@ def test_any_message_is_a_call_or_a_malformed_record(spark, messages):
             assert row.event_time is not None
         else:
             assert row.event_time is None and row.value == message
+
+
+def python_json_object(value: bytes) -> bool:
+    """The judge, written here from the RFC's side: strict UTF-8, Python's json, no NaN or Infinity."""
+    def no_constants(name):
+        raise ValueError(name)
+
+    try:
+        text = value.decode("utf-8")
+        return text.lstrip(" \t\r\n").startswith("{") and isinstance(json.loads(text, parse_constant=no_constants), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _spliced(parts: tuple[bytes, bytes, int]) -> bytes:
+    head, tail, at = parts
+    return head[:at] + tail + head[at:]
+
+
+TRICKY = [b"{}", b"{} ", b" {}", b"\xef\xbb\xbf{}", b"{\"a\":1}x", b"{\"a\":1}{}", b"{\"a\":NaN}", b"{\"a\":-Infinity}",
+          b"{\"a\":\"\xed\xa0\x80\"}", b"{\"a\":\"\\ud800\"}", b"{\"a\":\"\xc0\x80\"}", b"{\"a\":\"\xf4\x90\x80\x80\"}",
+          b"{\"a\":123456789012345678901234567890}", b"{\"a\":1e400}", b"{\"a\":1,\"a\":2}", b"{\"a\":\"\t\"}",
+          b"{\"a\":" * 2000 + b"1" + b"}" * 2000, b"{\"a\":" + b"[" * 1100 + b"]" * 1100 + b"}", b"{'a':1}",
+          b"{\"a\":01}", b"{\"a\":1.}", b"{\"a\":.5}", b"{\"a\":\"\\x41\"}", b"{\"a\":true,}", b"{\"a\" : [1 , 2]}\n"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.one_of(
+    MESSAGES,
+    st.sampled_from(TRICKY),
+    st.tuples(JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), st.binary(max_size=3),
+              st.integers(0, 40)).map(_spliced),
+    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5).map(
+        lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()),
+), max_size=20))
+def test_the_fast_json_check_agrees_with_pythons_json(values):
+    from sfcrime.stream.transforms import json_object_reasons
+
+    assert [reason is None for reason in json_object_reasons(values)] == list(map(python_json_object, values))
