@@ -112,6 +112,25 @@ def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     return reader.load()
 
 
+def warm_python_workers(spark) -> threading.Thread:
+    """Start the executors' Python workers, with pandas, pyarrow and the JSON check loaded, while the driver
+    plans the query: the first batch's tasks otherwise wait for them (about 4 s of a --once replay here).
+    Workers are reused (spark.python.worker.reuse), so the first batch gets these."""
+    from pyspark.sql import functions as F
+
+    def run() -> None:
+        try:
+            slots = spark.sparkContext.defaultParallelism
+            probe = spark.range(0, slots, 1, slots).select(T.strict_json_reason(F.lit(b"{}")).alias("reason"))
+            probe.write.format("noop").mode("overwrite").save()
+        except Exception as error:  # only a head start: the query starts its workers itself if this fails
+            log.debug("warming the Python workers failed: %s", first_line(error))
+
+    thread = threading.Thread(target=run, name="warm-python-workers", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_stream(raw, descriptions: dict[str, str | None]):
     """The streaming plan: every message comes out once, as a call to count or as a malformed record;
     a call sent again, however much later, comes out once."""
@@ -494,8 +513,10 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
     spark = start_spark(options)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
+    warming = None
     try:
         ship_package(spark, output)
+        warming = warm_python_workers(spark)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, settings)
         stream = build_stream(raw, descriptions)
@@ -544,6 +565,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         return 0
     finally:
         gc.unfreeze()  # a caller that goes on (the demo, a test) gets its objects back to the collector
+        if warming is not None:
+            warming.join(timeout=30)
         if listener is not None:
             spark.streams.removeListener(listener)
         spark.stop()
