@@ -87,7 +87,13 @@ TRICKY = [b"{}", b"{} ", b" {}", b"\xef\xbb\xbf{}", b"{\"a\":1}x", b"{\"a\":1}{}
           b"{\"a\":01}", b"{\"a\":1.}", b"{\"a\":.5}", b"{\"a\":\"\\x41\"}", b"{\"a\":true,}", b"{\"a\" : [1 , 2]}\n"]
 
 
-@settings(max_examples=2000, deadline=None)
+def test_the_fast_json_check_agrees_with_pythons_json_on_the_tricky_cases():
+    from sfcrime.stream.transforms import json_object_reasons
+
+    assert [reason is None for reason in json_object_reasons(TRICKY)] == list(map(python_json_object, TRICKY))
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.one_of(
     MESSAGES,
     st.sampled_from(TRICKY),
