@@ -57,8 +57,8 @@ def json_object_reasons(values) -> list[str | None]:
     """json_object_reason of each value, four times as fast for the usual valid call.
 
     orjson is a strict RFC 8259 parser too: what it reads as an object, Python's json reads as one
-    (test_transforms checks the two agree). Whatever it refuses or reads otherwise goes to
-    json_object_reason, which decides: orjson refuses some valid JSON, e.g. integers over 64 bits.
+    (test_properties holds the two to the same answers). Whatever it refuses or reads otherwise goes to
+    json_object_reason, which decides: orjson refuses some valid JSON, e.g. a lone `\ud800` escape or 1e400.
     """
     from orjson import JSONDecodeError, loads
 
