@@ -78,10 +78,6 @@ def json_object_reasons(values) -> list[str | None]:
 
 def strict_json_reason(column):
     """json_object_reasons as a column: a pandas UDF, so values reach Python in Arrow batches."""
-    return _strict_json_udf()(column)
-
-
-def _strict_json_udf():
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("string")
@@ -90,7 +86,7 @@ def _strict_json_udf():
 
         return pd.Series(json_object_reasons(values), dtype=object)
 
-    return reasons
+    return reasons(column)
 
 
 # Spark's from_json, made as strict as its options allow; json_object_reason has already said the value is

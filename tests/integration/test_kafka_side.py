@@ -89,7 +89,7 @@ def test_verify_reports_a_missing_and_a_duplicated_call(kafka, sample_file, tmp_
 
     kafka2 = KafkaSettings(kafka.bootstrap_servers, kafka.topic + "-b", timeout_s=10)
     replay(load_calls(sample_file, limit=2999), kafka2, Pacing(), progress=False)  # one missing
-    produce_raw(kafka2.bootstrap_servers, kafka2.topic, [sixth_value])      # one duplicated
+    produce_raw(kafka2.bootstrap_servers, kafka2.topic, [sixth_value])  # one duplicated
     result = verify(kafka2, sample_file, progress=False)
     assert (result.missing, result.duplicated, result.unexpected, result.corrupt) == (1, 1, 0, 0)
     assert result.out_of_order == 1  # the duplicate arrived after later calls
@@ -183,8 +183,8 @@ def test_ctrl_c_just_after_the_client_took_a_call_still_counts_it(kafka, client,
     real_open = producer_module.open_producer
 
     def interrupting_producer(settings, report):
-        client = real_open(settings, report)
-        real_send, taken = client.send, []
+        producer = real_open(settings, report)
+        real_send, taken = producer.send, []
 
         def send(key, value):
             real_send(key, value)
@@ -192,8 +192,8 @@ def test_ctrl_c_just_after_the_client_took_a_call_still_counts_it(kafka, client,
             if len(taken) == 250:
                 os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler here, inside send
 
-        client.send = send
-        return client
+        producer.send = send
+        return producer
 
     monkeypatch.setattr(producer_module, "open_producer", interrupting_producer)
     kafka.client = client
