@@ -22,6 +22,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from sfcrime.clients import ensure_topic  # noqa: E402
 from sfcrime.config import DEFAULT_RADIO_CODES, KafkaSettings  # noqa: E402
+from sfcrime.dataset import load_radio_codes  # noqa: E402
 from sfcrime.local.jars import connector_jar_paths  # noqa: E402
 from sfcrime.stream import transforms as T  # noqa: E402
 from sfcrime.stream.job import build_stream  # noqa: E402
@@ -74,10 +75,10 @@ def main() -> None:
     spark.sparkContext.setLogLevel("OFF")
     raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
            .option("startingOffsets", "earliest").load())
-    codes = T.read_radio_codes(spark, str(DEFAULT_RADIO_CODES))
+    codes = load_radio_codes(DEFAULT_RADIO_CODES)
     plain = raw.select(F.from_json(F.col("value").cast("string"), T.CALL_SCHEMA)["crime_id"].alias("crime_id"))
-    queries = [("the job's plan", build_stream(raw, codes), "foreachBatch"),
-               ("the job's plan", build_stream(raw, codes), "foreach"),
+    queries = [("the job's plan", build_stream(raw, codes, 3600), "foreachBatch"),
+               ("the job's plan", build_stream(raw, codes, 3600), "foreach"),
                ("without dropDuplicates", T.with_descriptions(T.parse_calls(raw), codes), "foreach"),
                ("without the strict JSON UDF", plain.dropDuplicates(["crime_id"]), "foreach"),
                ("without either (from_json only)", plain, "foreach")]

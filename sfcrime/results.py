@@ -200,7 +200,7 @@ class ResultStore:
         return None if value is None else float(value)
 
     def write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str] | None = None) -> bool:
-        """Add one micro-batch's counts (transforms.split_counts); False, writing nothing, if it is already here.
+        """Add one micro-batch's counts (transforms.count_table); False, writing nothing, if it is already here.
 
         `identity` (query, cluster and topic ids) is checked and kept in the same transaction: a batch id
         of another query must never be taken for one of ours.

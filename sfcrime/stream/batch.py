@@ -23,7 +23,7 @@ def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: in
     valid = calls.where("malformed IS NULL").dropDuplicates(["crime_id"])
     bad = calls.where("malformed IS NOT NULL")
     joined = T.with_descriptions(valid.unionByName(bad), load_radio_codes(radio_codes_path))
-    return T.split_counts(T.count_calls(joined, pane_seconds).toArrow().to_pylist())
+    return T.count_table(T.count_columns(joined, pane_seconds).toArrow())
 
 
 def main(argv: list[str]) -> int:

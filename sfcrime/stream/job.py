@@ -1,9 +1,9 @@
 """The streaming job's wiring: Spark session, Kafka source, the query, its sink and progress listener.
 
 Plan: source -> parse_calls (strict JSON) -> dedupe by crime_id for good (malformed records pass through
-keyed by their offset) -> broadcast left join with the radio codes -> foreachBatch: implausible event
-times set aside, per-batch counts added to the SQLite results (exactly once per batch id, with the job's
-own event-time watermark), malformed records to the dead letters. No Spark watermark: nothing is dropped
+keyed by their offset) -> dispositions described -> each message's pane, hour and day -> foreachBatch: the
+batch's rows counted in Python, implausible event times set aside, the counts added to the SQLite results
+(exactly once per batch id, with the job's own event-time watermark), malformed records to the dead letters. No Spark watermark: nothing is dropped
 for being late.
 """
 
@@ -131,14 +131,10 @@ def warm_python_workers(spark) -> threading.Thread:
     return thread
 
 
-def build_stream(raw, descriptions: dict[str, str | None]):
+def build_stream(raw, descriptions: dict[str, str | None], pane_seconds: int):
     """The streaming plan: every message comes out once, as a call to count or as a malformed record;
-    a call sent again, however much later, comes out once."""
-    return T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), descriptions)
-
-
-_BATCH_COLUMNS = ("value", "partition", "offset", "kafka_timestamp", "crime_id", "crime_type", "event_time",
-                  "disposition", "description", "address", "malformed")
+    a call sent again, however much later, comes out once. Each batch's rows are what count_table needs."""
+    return T.count_columns(T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), descriptions), pane_seconds)
 
 
 def plausible_until(panes: list[tuple[int, int]], front: float | None, max_ahead_s: int, pane_s: int,
@@ -199,14 +195,10 @@ class BatchWriter:
         # Always run the whole batch, even one already in the results (a re-run after a restart): its
         # stateful dedupe must commit every partition, or Spark fails the query
         # (STATE_STORE_COMMIT_VALIDATION_FAILED). write_batch then keeps it from being counted twice.
-        batch = batch.select(*_BATCH_COLUMNS).persist()
-        try:
-            counts, ahead_from = self.count(batch)
-            if ahead_from is not None:
-                log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
-                            batch_id, local_time(ahead_from, named=True))
-        finally:
-            batch.unpersist()
+        counts, ahead_from = self.count(batch)
+        if ahead_from is not None:
+            log.warning("batch %d: calls from %s on are implausibly far ahead of the stream: dead letters",
+                        batch_id, local_time(ahead_from, named=True))
         dead_letters = counts["dead_letters"]
         if dead_letters and self.strict:
             first = min(dead_letters, key=lambda r: (r["dl_partition"], r["dl_offset"]))
@@ -231,18 +223,20 @@ class BatchWriter:
     def count(self, batch) -> tuple[dict[str, list[dict]], int | None]:
         """The batch's counts, and where its implausible event times begin (or None).
 
-        One Spark job per batch: the panes the plausibility rule needs are the windows' counts summed over
-        crime types. Only when some calls are implausibly far ahead does a second job (from the cached batch)
-        count again with those calls set aside as dead letters. A batch's fixed cost is what a live job's
-        latency is made of (README, "Latency")."""
-        counts = T.split_counts(T.count_calls(batch, self.pane_seconds).toArrow().to_pylist())
+        One Spark job per batch, which brings the batch's rows to Python (Arrow) to be counted there: a
+        batch's fixed cost is what a live job's latency is made of (README, "Latency"), and a Spark
+        aggregation costs a shuffle and a stage more. The panes the plausibility rule needs are the windows'
+        counts summed over crime types; only when some calls are implausibly far ahead are the same rows
+        counted again, with those calls set aside as dead letters."""
+        table = batch.toArrow()
+        counts = T.count_table(table)
         panes: dict[int, int] = {}
         for row in counts["crime_type_windows"]:
             panes[row["window_start"]] = panes.get(row["window_start"], 0) + row["count"]
         ahead_from = plausible_until(list(panes.items()), self.store.event_time_max(), self.max_ahead_s,
                                      self.pane_seconds, time.time())
         if ahead_from is not None:
-            counts = T.split_counts(T.count_calls(batch, self.pane_seconds, ahead_from).toArrow().to_pylist())
+            counts = T.count_table(table, ahead_from)
         return counts, ahead_from
 
     def print_windows(self, every_s: float = 30.0) -> None:
@@ -519,7 +513,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         warming = warm_python_workers(spark)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, settings)
-        stream = build_stream(raw, descriptions)
+        stream = build_stream(raw, descriptions, pane_s)
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,

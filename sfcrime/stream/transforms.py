@@ -1,8 +1,8 @@
 """The job's transformations: pure functions of DataFrames, the same for a stream and for a batch.
 
-parse_calls (validate_calls) -> dedupe_calls (the stream's) -> with_descriptions -> count_calls
--> split_counts: malformed records ride along and come out of count_calls as the dead letters. Reading files
-is files.py's; the query wiring (source, sink, listener) lives in job.py.
+parse_calls (validate_calls) -> dedupe_calls (the stream's) -> with_descriptions -> count_columns, in Spark;
+then count_table, in Python, over each batch's rows: malformed records ride along and come out as the dead
+letters. Reading files is files.py's; the query wiring (source, sink, listener) lives in job.py.
 """
 
 from __future__ import annotations
@@ -165,25 +165,6 @@ def with_descriptions(calls: DataFrame, descriptions: dict[str, str | None]) -> 
     return calls.withColumn("description", lookup[F.col("disposition")])
 
 
-# One aggregation answers every question for a batch of calls: each count is a grouping set, so Spark
-# reads the batch once and shuffles once. Malformed records come out as the dead-letter set: their
-# partition/offset/value columns are null for valid calls, which all fold into one group there.
-# "repeated_hour" lists the calls whose local time falls in an hour a daylight-saving change repeats
-# (a few dozen a year), one row each, for results.py to place in the right occurrence of that hour.
-COUNT_SETS = {
-    "crime_type_windows": ("window_start", "crime_type"),
-    "locations": ("address",),
-    "dispositions": ("disposition", "description"),
-    "hourly": ("hour", "crime_type"),
-    "daily": ("day", "crime_type"),
-    "dead_letters": ("dl_partition", "dl_offset", "dl_timestamp", "reason", "value"),
-    "repeated_hour": ("rh_crime_id", "rh_time", "rh_type"),
-    "total": (),
-}
-COUNT_COLUMNS = ("window_start", "crime_type", "address", "disposition", "description", "hour", "day",
-                 "dl_partition", "dl_offset", "dl_timestamp", "reason", "value", "rh_crime_id", "rh_time", "rh_type")
-
-
 def pane_start(pane_seconds: int):
     return F.floor(F.unix_seconds("event_time") / F.lit(pane_seconds)) * F.lit(pane_seconds)
 
@@ -195,67 +176,74 @@ def in_repeated_hour(event_time):
     return F.date_format(event_time + F.expr("INTERVAL 1 HOUR"), fmt) == F.date_format(event_time, fmt)
 
 
-def count_calls(calls: DataFrame, pane_seconds: int, ahead_from: int | None = None) -> DataFrame:
-    """Every count of a batch in one DataFrame, tagged by grouping_id (see split_counts).
+def count_columns(calls: DataFrame, pane_seconds: int) -> DataFrame:
+    """Each message as counting needs it (count_table): its pane, local hour and day, computed here in the
+    session time zone, beside its Kafka coordinates and why it is malformed.
 
     Windows are counted as tumbling panes of `pane_seconds` (the window slide), aligned to the epoch as
     Spark's window() aligns them; a sliding window is the sum of its panes (results.window_counts), so
     one pass serves tumbling and sliding windows alike. Not window() itself: in a projection it adds a
     filter on a non-null event time, which would drop the malformed records on their way to the dead letters.
-    A call whose event time is at or after `ahead_from` (epoch seconds) is implausibly far ahead of the
-    stream: it goes to the dead letters. `calls` is parse_calls' output, joined with the radio codes.
+    `calls` is parse_calls' output (deduped, described); a malformed row's event time, and so its pane,
+    hour and day, are null.
     """
-    reason = F.col("malformed")
+    event_time = F.col("event_time")
+    return calls.select(
+        pane_start(pane_seconds).alias("window_start"), "crime_type", "address", "disposition", "description",
+        F.hour(event_time).alias("hour"), F.date_format(event_time, "yyyy-MM-dd").alias("day"),
+        in_repeated_hour(event_time).alias("repeated_hour"), "crime_id",
+        F.unix_seconds(event_time).alias("event_s"), "partition", "offset",
+        F.unix_micros("kafka_timestamp").alias("kafka_us"), "value", "malformed")
+
+
+# What each count set groups by: (its name in count_table's answer, its column in count_columns).
+COUNT_SETS = {
+    "crime_type_windows": (("window_start", "window_start"), ("crime_type", "crime_type")),
+    "locations": (("address", "address"),),
+    "dispositions": (("disposition", "disposition"), ("description", "description")),
+    "hourly": (("hour", "hour"), ("crime_type", "crime_type")),
+    "daily": (("day", "day"), ("crime_type", "crime_type")),
+    "repeated_hour": (("rh_crime_id", "crime_id"), ("rh_time", "event_s"), ("rh_type", "crime_type")),
+    "dead_letters": (("dl_partition", "partition"), ("dl_offset", "offset"), ("dl_timestamp", "kafka_us"),
+                     ("reason", "reason"), ("value", "value")),
+}
+
+
+def count_table(table, ahead_from: int | None = None) -> dict[str, list[dict]]:
+    """Every count of a batch from count_columns' rows (a pyarrow Table), by count set: a list of rows,
+    each its keys and `count`; "total" also has the batch's first, last and mean Kafka time (kafka_us_*)
+    and its latest event time (event_s_max), or is empty for an empty batch.
+
+    Counted in the driver's Python, not by a Spark aggregation: a batch's rows are small next to Spark's
+    fixed cost for another shuffle and stage (README, "Latency"), and a batch is read once. A call whose
+    event time is at or after `ahead_from` (epoch seconds) is implausibly far ahead of the stream: it is a
+    dead letter. "repeated_hour" lists the calls whose local time falls in an hour a daylight-saving change
+    repeats (a few dozen a year), one row each, for results.py to place in the right occurrence of that hour.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    reason = table["malformed"]
     if ahead_from is not None:
-        reason = F.when(reason.isNull() & (F.unix_seconds("event_time") >= F.lit(ahead_from)),
-                        F.lit(TOO_FAR_AHEAD)).otherwise(reason)
-    ok = reason.isNull()
-    bad = ~ok
-    repeated = ok & in_repeated_hour(F.col("event_time"))
-    dims = calls.select(
-        F.when(ok, pane_start(pane_seconds)).alias("window_start"),
-        F.when(ok, F.col("crime_type")).alias("crime_type"),
-        F.when(ok, F.col("address")).alias("address"),
-        F.when(ok, F.col("disposition")).alias("disposition"),
-        F.when(ok, F.col("description")).alias("description"),
-        F.when(ok, F.hour("event_time")).alias("hour"),
-        F.when(ok, F.date_format("event_time", "yyyy-MM-dd")).alias("day"),
-        F.when(bad, F.col("partition")).alias("dl_partition"),
-        F.when(bad, F.col("offset")).alias("dl_offset"),
-        F.when(bad, F.unix_micros("kafka_timestamp")).alias("dl_timestamp"),
-        reason.alias("reason"),
-        F.when(bad, F.col("value")).alias("value"),
-        F.when(repeated, F.col("crime_id")).alias("rh_crime_id"),
-        F.when(repeated, F.unix_seconds("event_time")).alias("rh_time"),
-        F.when(repeated, F.col("crime_type")).alias("rh_type"),
-        F.unix_micros("kafka_timestamp").alias("kafka_us"),
-        F.when(ok, F.unix_seconds("event_time")).alias("event_s"),
-    )
-    return dims.groupingSets([list(cols) for cols in COUNT_SETS.values()], *COUNT_COLUMNS).agg(
-        F.grouping_id().alias("gid"), F.count("*").alias("count"),
-        F.min("kafka_us").alias("kafka_us_min"), F.max("kafka_us").alias("kafka_us_max"),
-        F.avg("kafka_us").alias("kafka_us_avg"), F.max("event_s").alias("event_s_max"))
+        far = pc.fill_null(pc.and_(pc.is_null(reason), pc.greater_equal(table["event_s"], ahead_from)), False)
+        reason = pc.if_else(far, pa.scalar(TOO_FAR_AHEAD), reason)
+    table = table.append_column("reason", reason)
+    ok = pc.is_null(reason)
+    calls, bad = table.filter(ok), table.filter(pc.invert(ok))
+    repeated = calls.filter(pc.fill_null(calls["repeated_hour"], False))
+    counts = {name: _grouped(repeated if name == "repeated_hour" else bad if name == "dead_letters" else calls, keys)
+              for name, keys in COUNT_SETS.items()}
+    counts["total"] = [] if not table.num_rows else [{
+        "count": table.num_rows, "kafka_us_min": pc.min(table["kafka_us"]).as_py(),
+        "kafka_us_max": pc.max(table["kafka_us"]).as_py(), "kafka_us_avg": pc.mean(table["kafka_us"]).as_py(),
+        "event_s_max": pc.max(calls["event_s"]).as_py()}]
+    return counts
 
 
-def _grouping_id(columns: tuple[str, ...]) -> int:
-    n = len(COUNT_COLUMNS)
-    return sum(1 << (n - 1 - i) for i, name in enumerate(COUNT_COLUMNS) if name not in columns)
-
-
-GROUPING_IDS = {_grouping_id(cols): name for name, cols in COUNT_SETS.items()}
-
-
-def split_counts(rows: list[dict]) -> dict[str, list[dict]]:
-    """count_calls' rows (as dicts) by count set. In a set of calls a null key is a malformed record's
-    (valid calls have no null keys: parse_calls fills them), so those rows are left out."""
-    result: dict[str, list[dict]] = {name: [] for name in COUNT_SETS}
-    for row in rows:
-        name = GROUPING_IDS[row["gid"]]
-        keys = COUNT_SETS[name]
-        if name == "dead_letters":
-            if row["reason"] is None:
-                continue  # the valid calls, folded into one group
-        elif name != "total" and any(row[k] is None for k in keys if k != "description"):
-            continue
-        result[name].append(row)
-    return result
+def _grouped(table, keys: tuple[tuple[str, str], ...]) -> list[dict]:
+    """Rows of `table` counted by the columns of `keys` (a null is a key like any other), renamed."""
+    if not table.num_rows:
+        return []
+    columns = [column for _, column in keys]
+    grouped = table.select(columns).group_by(columns, use_threads=False).aggregate([([], "count_all")])
+    return grouped.select(columns + ["count_all"]).rename_columns([name for name, _ in keys] + ["count"]).to_pylist()

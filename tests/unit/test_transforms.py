@@ -93,7 +93,7 @@ def test_count_calls_answers_every_question_in_one_pass(spark):
               good("3", "2018-10-02T10:00:00.000", "Not recorded", "Traffic Stop", "B St"),
               b"garbage"]
     calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), load_radio_codes(REPO / "radio_code.json"))
-    counts = T.split_counts(T.count_calls(calls, 3600).toArrow().to_pylist())
+    counts = T.count_table(T.count_columns(calls, 3600).toArrow())
     nine = 1538496000  # 2018-10-02 09:00 PDT
     assert sorted((r["window_start"], r["crime_type"], r["count"]) for r in counts["crime_type_windows"]) == [
         (nine, "Passing Call", 2), (nine + 3600, "Traffic Stop", 1)]
@@ -106,6 +106,16 @@ def test_count_calls_answers_every_question_in_one_pass(spark):
                                                                  [("2018-10-02", 1), ("2018-10-02", 2)])
     assert [(r["dl_offset"], r["reason"], r["value"]) for r in counts["dead_letters"]] == [(3, T.NOT_AN_OBJECT, b"garbage")]
     assert counts["total"][0]["count"] == 4
+
+    table = T.count_columns(calls, 3600).toArrow()
+    ahead = T.count_table(table, ahead_from=nine + 3600)  # the 10:00 call is implausibly far ahead
+    assert sorted((r["dl_offset"], r["reason"]) for r in ahead["dead_letters"]) == [
+        (2, T.TOO_FAR_AHEAD), (3, T.NOT_AN_OBJECT)]
+    assert [(r["window_start"], r["crime_type"], r["count"]) for r in ahead["crime_type_windows"]] == [
+        (nine, "Passing Call", 2)]
+    assert [(r["address"], r["count"]) for r in ahead["locations"]] == [("A St", 2)]
+    assert ahead["total"][0]["count"] == 4 and ahead["total"][0]["event_s_max"] == nine + 59 * 60
+    assert T.count_table(table.slice(0, 0)) == {name: [] for name in [*T.COUNT_SETS, "total"]}
 
 
 def test_batch_job_reads_the_file_with_the_same_transforms(spark, tmp_path):
