@@ -621,8 +621,16 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
 
 
 def dir_mb(path: Path) -> float:
-    """Bytes under a folder, in MB (the checkpoint's state: what the dedupe keeps on disk)."""
-    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1) if path.exists() else 0.0
+    """Bytes under a folder, in MB (the checkpoint's state: what the dedupe keeps on disk). The job writes
+    there meanwhile: a temporary file renamed between the listing and its stat is skipped."""
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                pass
+    return round(total / 2**20, 1)
 
 
 def per_key_line(points: list[tuple[int, float]]) -> dict:
