@@ -3,8 +3,8 @@
 Plan: source -> parse_calls (strict JSON) -> dedupe by crime_id for good (malformed records pass through
 keyed by their offset) -> dispositions described -> each message's pane, hour and day -> foreachBatch: the
 batch's rows counted in Python, implausible event times set aside, the counts added to the SQLite results
-(exactly once per batch id, with the job's own event-time watermark), malformed records to the dead letters. No Spark watermark: nothing is dropped
-for being late.
+(exactly once per batch id, with the job's own event-time watermark), malformed records to the dead
+letters. No Spark watermark: nothing is dropped for being late.
 """
 
 from __future__ import annotations
