@@ -176,10 +176,10 @@ def run_foreground(workers: int, cores_per_worker: int, memory: str, host: str, 
     print(f"starting Spark {spark_version()} standalone: a master and {workers} worker(s) "
           f"of {cores_per_worker} core(s) and {memory} ...", file=sys.stderr, flush=True)
     cluster.start()
-    print(f"master: {cluster.master_url}\nUI: {cluster.ui_url}", flush=True)
-    print(f"logs in {cluster.work_dir}; submit with: spark-submit --master {cluster.master_url} data_stream.py; "
-          "Ctrl-C to stop.", file=sys.stderr, flush=True)
-    try:
+    try:  # from the first line that says the cluster is up: a Ctrl-C right after it is a clean stop too
+        print(f"master: {cluster.master_url}\nUI: {cluster.ui_url}", flush=True)
+        print(f"logs in {cluster.work_dir}; submit with: spark-submit --master {cluster.master_url} data_stream.py; "
+              "Ctrl-C to stop.", file=sys.stderr, flush=True)
         while cluster.master is not None and cluster.master.poll() is None:
             time.sleep(0.5)
         raise UserError(f"the Spark master exited unexpectedly; see {cluster.log_file('master')}")
