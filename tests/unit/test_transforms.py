@@ -87,13 +87,14 @@ def test_radio_codes_describe_dispositions_and_unknown_codes_keep_a_null(spark):
     assert joined == {"1": "Handled", "2": None, "3": "Gone on Arrival"}
 
 
-def test_count_calls_answers_every_question_in_one_pass(spark):
+def test_count_table_answers_every_question_from_one_read_of_the_batch(spark):
     values = [good("1", "2018-10-02T09:11:00.000", "HAN", "Passing Call", "A St"),
               good("2", "2018-10-02T09:59:00.000", "HAN", "Passing Call", "A St"),
               good("3", "2018-10-02T10:00:00.000", "Not recorded", "Traffic Stop", "B St"),
               b"garbage"]
     calls = T.with_descriptions(T.parse_calls(kafka_rows(spark, values)), load_radio_codes(REPO / "radio_code.json"))
-    counts = T.count_table(T.count_columns(calls, 3600).toArrow())
+    table = T.count_columns(calls, 3600).toArrow()
+    counts = T.count_table(table)
     nine = 1538496000  # 2018-10-02 09:00 PDT
     assert sorted((r["window_start"], r["crime_type"], r["count"]) for r in counts["crime_type_windows"]) == [
         (nine, "Passing Call", 2), (nine + 3600, "Traffic Stop", 1)]
@@ -107,7 +108,6 @@ def test_count_calls_answers_every_question_in_one_pass(spark):
     assert [(r["dl_offset"], r["reason"], r["value"]) for r in counts["dead_letters"]] == [(3, T.NOT_AN_OBJECT, b"garbage")]
     assert counts["total"][0]["count"] == 4
 
-    table = T.count_columns(calls, 3600).toArrow()
     ahead = T.count_table(table, ahead_from=nine + 3600)  # the 10:00 call is implausibly far ahead
     assert sorted((r["dl_offset"], r["reason"]) for r in ahead["dead_letters"]) == [
         (2, T.TOO_FAR_AHEAD), (3, T.NOT_AN_OBJECT)]
