@@ -12,7 +12,9 @@ calls per crime type) that the job's results must equal.
 
 Messages are made before the clock starts (at 10,000 calls/s re-encoding would compete with the job for
 CPU); with --lazy, as they are sent, so that a soak of any length holds one pass in memory, not all.
-Usage: python bench/paced_producer.py FILE BOOTSTRAP TOPIC RATE SECONDS OUT [TAG] [--lazy]
+With --from=N the calls begin where an earlier run of N calls ended, in event time and in passes, so a
+measured run carries on after its warm-up rather than going back in event time (its calls would be late).
+Usage: python bench/paced_producer.py FILE BOOTSTRAP TOPIC RATE SECONDS OUT [TAG] [--lazy] [--from=N]
 """
 
 import json
@@ -46,7 +48,8 @@ def renewed(value: bytes, n: int, tag: str = "") -> tuple[bytes, dict]:
 
 def main() -> None:
     lazy = "--lazy" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--lazy"]
+    first = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--from=")), 0))
+    args = [a for a in sys.argv[1:] if a != "--lazy" and not a.startswith("--from=")]
     path, bootstrap, topic, rate, seconds, out = args[:6]
     tag = args[6] if len(args) > 6 else ""
     rate, seconds = int(rate), float(seconds)
@@ -65,7 +68,8 @@ def main() -> None:
             types[record.get("original_crime_type_name") or "(none)"] += 1
         return crime_id.encode(), value
 
-    messages = map(made, range(total)) if lazy else [made(sent) for sent in range(total)]
+    numbers = range(first, first + total)
+    messages = map(made, numbers) if lazy else [made(n) for n in numbers]
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True,
                          "queue.buffering.max.kbytes": 65536})
 

@@ -16,6 +16,7 @@ medians and their ratio. Targets (from the issues):
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import signal
@@ -340,9 +341,9 @@ def counted_by_type(db: sqlite3.Connection) -> dict[str, int]:
     return dict(db.execute("SELECT crime_type, SUM(count) FROM crime_type_panes GROUP BY crime_type").fetchall())
 
 
-def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[float]:
+def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0, sent_before: float = float("inf")) -> list[float]:
     """Each call's seconds from its send (Kafka timestamp) to its batch's commit into the results, for
-    calls sent at or after `sent_after` (epoch seconds).
+    calls sent at or after `sent_after` and before `sent_before` (epoch seconds).
 
     A batch keeps the earliest, latest and mean send time of its calls, not each one; at a fixed send rate
     its calls were sent evenly between the earliest and the latest, so each batch stands for that many
@@ -351,11 +352,25 @@ def call_latencies(db: sqlite3.Connection, sent_after: float = 0.0) -> list[floa
     for written, rows, lo, hi in db.execute("SELECT written_at, rows, kafka_ts_min, kafka_ts_max FROM batches "
                                             "WHERE rows > 0 AND kafka_ts_min IS NOT NULL"):
         sends = (lo + (hi - lo) * (k + 0.5) / rows for k in range(rows))
-        latencies.extend(written - sent for sent in sends if sent >= sent_after)
+        latencies.extend(written - sent for sent in sends if sent_after <= sent < sent_before)
     return latencies
 
 
-WARM_UP_RATE, WARM_UP_S = 500, 10.0  # calls/s and seconds before each measured live run
+def latency_by_minute(db: sqlite3.Connection, started_at: float, minutes: int) -> list[list[float]]:
+    """[p50, p95] of the calls sent in each minute from `started_at`: how latency settles as the JVM warms up."""
+    series = []
+    for minute in range(minutes):
+        latencies = call_latencies(db, started_at + 60 * minute, started_at + 60 * (minute + 1))
+        if latencies:
+            series.append([round(_percentile(latencies, 0.5), 3), round(_percentile(latencies, 0.95), 3)])
+    return series
+
+
+# Calls/s and seconds of warm-up before each measured live run. A live job runs for hours; right after its
+# start the JVM is still compiling Spark's code: at 2,000 calls/s here the JIT took ~1 core-second a second in
+# the first minute and ~0.35 in the third (jstat -compiler), and latency p50 fell from 1.38 s in the first
+# 40 s to 0.9-1.0 s after two minutes. Two minutes at 2,000 calls/s come first; their latency is reported too.
+WARM_UP_RATE, WARM_UP_S = 2000, 120.0
 
 
 def backlog_series(db: sqlite3.Connection, started_at: float, rate: int, total: int) -> list[tuple[float, int]]:
@@ -410,8 +425,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         with closing(sqlite3.connect(output / "results.sqlite")) as db:
             first_measured = db.execute("SELECT MAX(batch_id) + 1 FROM progress").fetchone()[0]
         load_before = os.getloadavg()[0]
-        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path)],
-              timeout=seconds + 600)
+        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path),
+               f"--from={warm['sent']}"], timeout=seconds + 600)  # carries on in event time after the warm-up
         load_after = os.getloadavg()[0]
         sent = json.loads(sent_path.read_text())
         drain_started = time.monotonic()
@@ -425,6 +440,7 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         _stop(job)
     db = sqlite3.connect(output / "results.sqlite")
     latencies = call_latencies(db, sent["started_at"])
+    warm_latencies = call_latencies(db, warm["started_at"], sent["started_at"])
     progress = db.execute("SELECT duration_ms, backlog FROM progress WHERE input_rows > 0 AND batch_id >= ? "
                           "ORDER BY batch_id", (first_measured,)).fetchall()
     owed = backlog_series(db, sent["started_at"], rate, sent["sent"])
@@ -444,6 +460,11 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         "batches": len(progress),
         "latency_p50_s": round(_percentile(latencies, 0.5), 3), "latency_p95_s": round(_percentile(latencies, 0.95), 3),
         "latency_max_s": round(max(latencies), 3),
+        "warm_up": {"rate": WARM_UP_RATE, "seconds": WARM_UP_S, "calls": warm["sent"],
+                    "latency_p50_s": round(_percentile(warm_latencies, 0.5), 3),
+                    "latency_p95_s": round(_percentile(warm_latencies, 0.95), 3)},
+        "latency_by_minute_from_start": latency_by_minute(db, warm["started_at"],
+                                                          math.ceil((WARM_UP_S + seconds) / 60) + 1),
         "batch_p50_s": _percentile([d / 1000 for d, _ in progress], 0.5),
         "batch_p95_s": _percentile([d / 1000 for d, _ in progress], 0.95),
         "backlog_max_first_half": max(while_sending[:half] or [0]),
@@ -452,7 +473,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
     }
     print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
-          f"(after {warm['sent']:,} warm-up calls), "
+          f"(warm-up before it, {warm['sent']:,} calls at {WARM_UP_RATE:,}/s: p50 "
+          f"{result['warm_up']['latency_p50_s']:.2f} s, p95 {result['warm_up']['latency_p95_s']:.2f} s), "
           f"batch p50 {result['batch_p50_s']} s over {len(progress)} batches, backlog max "
           f"{result['backlog_max_first_half']:,} then {result['backlog_max_second_half']:,}, "
           f"{'exact' if exact else 'NOT EXACT'} ({total_calls:,} of {sent['distinct_calls']:,} calls), "
