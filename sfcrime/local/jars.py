@@ -4,6 +4,8 @@
   (only Kafka's tarball ships one): the local broker and Kafka's own console tools run from these.
 - Spark's Kafka connector (`spark-sql-kafka-0-10_2.13`) at exactly the installed Spark's version, with the
   dependencies Spark itself does not ship (kafka-clients, the token provider, commons-pool2).
+- Our strict JSON check for the executors' JVM (`sfcrime/stream/jvm/`), compiled against pyspark's jars when
+  the machine has `javac`; without it the job checks JSON in Python workers, the same answers, slower.
 
 `mvn` is used when the machine has it: it honours the machine's own Maven settings and mirrors, and fills
 `~/.m2/repository`, where `spark-submit --packages` looks first, so the course's original command then
@@ -13,6 +15,7 @@ repository. A second set-up finds the stamp and does nothing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -20,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+import zipfile
 from xml.sax.saxutils import quoteattr
 
 from ..config import REPO_DIR, UserError
@@ -88,6 +92,54 @@ def connector_jars() -> JarSet:
 
 def connector_coordinate() -> str:
     return f"{CONNECTOR}:{spark_version()}"
+
+
+JSON_CHECK_SOURCE = REPO_DIR / "sfcrime" / "stream" / "jvm" / "sfcrime" / "StrictJsonReason.java"
+JSON_CHECK_CLASS = "sfcrime.StrictJsonReason"
+
+
+def json_check_jar() -> Path:
+    return JARS_DIR / "sfcrime-jvm" / f"sfcrime-jvm-spark-{spark_version()}.jar"
+
+
+def _json_check_digest() -> str:
+    return hashlib.sha256(JSON_CHECK_SOURCE.read_bytes() + spark_version().encode()).hexdigest()
+
+
+def json_check_jar_paths() -> list[str]:
+    """The JVM JSON check's jar when it is built from the current source for this Spark, else none."""
+    jar = json_check_jar()
+    stamp = jar.with_suffix(".sha256")
+    if jar.exists() and stamp.exists() and stamp.read_text().strip() == _json_check_digest():
+        return [str(jar)]
+    return []
+
+
+def _javac() -> str | None:
+    beside_java = Path(java_executable()).parent / "javac"
+    return str(beside_java) if beside_java.exists() else shutil.which("javac")
+
+
+def build_json_check() -> str:
+    """Compile the strict JSON check into a jar unless it is built already; says what it did, in one line."""
+    if json_check_jar_paths():
+        return f"the JVM JSON check is built ({json_check_jar().relative_to(REPO_DIR)})"
+    javac = _javac()
+    if javac is None:
+        return "no javac here: the job checks each message's JSON in Python workers (the same answers, slower)"
+    jar = json_check_jar()
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".javac-", dir=jar.parent) as tmp:
+        classes = Path(tmp) / "classes"
+        _run([javac, "--release", "17", "-nowarn", "-cp", str(spark_home() / "jars" / "*"), "-d", str(classes),
+              str(JSON_CHECK_SOURCE)], "javac")
+        staged = Path(tmp) / jar.name
+        with zipfile.ZipFile(staged, "w") as zf:
+            for path in sorted(classes.rglob("*.class")):
+                zf.write(path, path.relative_to(classes).as_posix())
+        staged.replace(jar)
+    jar.with_suffix(".sha256").write_text(_json_check_digest() + "\n")
+    return f"built the JVM JSON check ({jar.relative_to(REPO_DIR)})"
 
 
 def _artifact(file_name: str) -> str:
@@ -194,7 +246,7 @@ SPARK_LOG4J2 = stderr_log4j2(
      "org.sparkproject.jetty": "error"})
 
 
-def install_spark_conf(connector: JarSet) -> Path | None:
+def install_spark_conf(connector: JarSet, extra_jars: list[str] | None = None) -> Path | None:
     """Put the connector on every Spark our venv starts (`spark-submit data_stream.py` included) through
     Spark's own defaults file, and quiet Spark's console logging. Only a pyspark inside this repo's .venv
     is touched; anywhere else, README's `--jars` / `--packages` command does the same."""
@@ -204,8 +256,9 @@ def install_spark_conf(connector: JarSet) -> Path | None:
     conf = home / "conf"
     conf.mkdir(exist_ok=True)
     defaults = conf / "spark-defaults.conf"
-    jars = ",".join(str(j) for j in connector.jars())
-    text = ("# Written by `make setup` (sfcrime/local/jars.py): Spark's Kafka connector for every job of this venv.\n"
+    jars = ",".join([str(j) for j in connector.jars()] + list(extra_jars or []))
+    text = ("# Written by `make setup` (sfcrime/local/jars.py): Spark's Kafka connector and our JVM JSON check\n"
+            "# for every job of this venv.\n"
             f"spark.jars {jars}\n")
     if not defaults.exists() or defaults.read_text() != text:
         defaults.write_text(text)

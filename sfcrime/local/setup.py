@@ -55,7 +55,8 @@ def main() -> int:
         jars.install(jars.kafka_jars(), f"Apache Kafka {jars.KAFKA_VERSION}")
         connector = jars.connector_jars()
         jars.install(connector, f"Spark's Kafka connector for Spark {jars.spark_version()}")
-        defaults = jars.install_spark_conf(connector)
+        print(jars.build_json_check(), flush=True)
+        defaults = jars.install_spark_conf(connector, jars.json_check_jar_paths())
         if defaults:
             print(f"Spark's Kafka connector is on spark-submit's classpath ({defaults})", flush=True)
         else:

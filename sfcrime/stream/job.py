@@ -26,7 +26,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 from ..clients import any_port_open, check_reachable, java_client_config, open_consumer
 from ..config import KafkaSettings, UserError
 from ..dataset import load_radio_codes
-from ..local.jars import connector_jar_paths
+from ..local.jars import connector_jar_paths, json_check_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
@@ -63,8 +63,9 @@ SPARK_DEFAULTS = {
 
 
 def start_spark(options: StreamOptions):
-    jars = connector_jar_paths() if options.source == "kafka" else None
-    return build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone, jars)
+    jars = (connector_jar_paths() if options.source == "kafka" else []) + json_check_jar_paths()
+    return build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone,
+                         jars or None)
 
 
 def ship_package(spark, output: Path) -> None:
@@ -131,10 +132,11 @@ def warm_python_workers(spark) -> threading.Thread:
     return thread
 
 
-def build_stream(raw, descriptions: dict[str, str | None], pane_seconds: int):
+def build_stream(raw, descriptions: dict[str, str | None], pane_seconds: int, jvm_json_check: bool | None = None):
     """The streaming plan: every message comes out once, as a call to count or as a malformed record;
     a call sent again, however much later, comes out once. Each batch's rows are what count_table needs."""
-    return T.count_columns(T.with_descriptions(T.dedupe_calls(T.parse_calls(raw)), descriptions), pane_seconds)
+    calls = T.parse_calls(raw, jvm_json_check)
+    return T.count_columns(T.with_descriptions(T.dedupe_calls(calls), descriptions), pane_seconds)
 
 
 def plausible_until(panes: list[tuple[int, int]], front: float | None, max_ahead_s: int, pane_s: int,
@@ -510,10 +512,13 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
     warming = None
     try:
         ship_package(spark, output)
-        warming = warm_python_workers(spark)
+        jvm_json_check = T.jvm_json_check(spark)
+        log.info("JSON check: %s", "in the JVM (Jackson)" if jvm_json_check else "in Python workers")
+        if options.source == "python" or not jvm_json_check:  # else no Python runs in the executors
+            warming = warm_python_workers(spark)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, settings)
-        stream = build_stream(raw, descriptions, pane_s)
+        stream = build_stream(raw, descriptions, pane_s, jvm_json_check)
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,

@@ -89,6 +89,28 @@ def strict_json_reason(column):
     return reasons(column)
 
 
+JVM_JSON_CHECK = "sfcrime_strict_json_reason"
+
+
+def jvm_json_check(spark) -> bool:
+    """Make the JVM JSON check (sfcrime/stream/jvm/, built by `make setup` where there is javac) a SQL
+    function of this session; False when its jar is not built from the current source or not on Spark's
+    classpath, or SFCRIME_JSON_CHECK=python asks for the Python workers' check.
+
+    The same judge as json_object_reason (test_properties holds them to the same answers), without a
+    Python worker per task: about a quarter of a live batch's time here (README, "Latency")."""
+    import os
+
+    from ..local.jars import JSON_CHECK_CLASS, json_check_jar_paths
+
+    if os.environ.get("SFCRIME_JSON_CHECK", "").lower() == "python" or not json_check_jar_paths():
+        return False
+    if not spark._jvm.org.apache.spark.util.Utils.classIsLoadable(JSON_CHECK_CLASS):
+        return False
+    spark.udf.registerJavaFunction(JVM_JSON_CHECK, JSON_CHECK_CLASS, "string")
+    return True
+
+
 # Spark's from_json, made as strict as its options allow; json_object_reason has already said the value is
 # exactly an object, so these only make sure Spark reads it the same way.
 _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, "allowSingleQuotes": "false",
@@ -97,16 +119,22 @@ _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, "al
                  "allowComments": "false", "allowUnquotedFieldNames": "false"}
 
 
-def parse_calls(raw: DataFrame) -> DataFrame:
+def parse_calls(raw: DataFrame, jvm: bool | None = None) -> DataFrame:
     """Kafka rows -> one row per message with the call's fields, its event time and, if malformed, why.
 
-    A value must be exactly a JSON object (RFC 8259, UTF-8): anything else is malformed with its reason.
+    A value must be exactly a JSON object (RFC 8259, UTF-8): anything else is malformed with its reason,
+    checked in the JVM where the check is built (`jvm` None: if jvm_json_check can; True: it must), else in
+    Python workers.
     It is then read against an explicit schema; `call_date_time` is read in the session time zone
     (set to San Francisco's by the job). A message that lacks a crime_id or has no parseable
     call_date_time is malformed too. Malformed messages keep their raw value, partition and offset.
     """
+    use_jvm = jvm_json_check(raw.sparkSession) if jvm is None or jvm else False
+    if jvm and not use_jvm:
+        raise RuntimeError("the JVM JSON check is not built or not on Spark's classpath (make setup)")
+    reason = F.call_function(JVM_JSON_CHECK, F.col("value")) if use_jvm else strict_json_reason(F.col("value"))
     rows = raw.select("value", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
-                      strict_json_reason(F.col("value")).alias("json_reason"))
+                      reason.alias("json_reason"))
     parsed = F.when(F.col("json_reason").isNull(),
                     F.from_json(F.col("value").cast("string"), PARSE_SCHEMA, _JSON_OPTIONS))
     return validate_calls(rows.select("value", "partition", "offset", "kafka_timestamp", "json_reason",

@@ -106,3 +106,39 @@ def test_the_fast_json_check_agrees_with_pythons_json(values):
     from sfcrime.stream.transforms import json_object_reasons
 
     assert [reason is None for reason in json_object_reasons(values)] == list(map(python_json_object, values))
+
+
+def jvm_reasons(spark, values: list) -> list:
+    """The JVM JSON check's reason for each value, from Spark (the jar `make setup` built)."""
+    from pyspark.sql import functions as F
+
+    from sfcrime.stream import transforms as T
+
+    assert T.jvm_json_check(spark), "the JVM JSON check is not built or not on Spark's classpath (make setup)"
+    frame = spark.createDataFrame([(v,) for v in values], "value binary").coalesce(1)
+    return [row[0] for row in frame.select(F.call_function(T.JVM_JSON_CHECK, F.col("value"))).collect()]
+
+
+@pytest.mark.slow
+def test_the_jvm_json_check_gives_pythons_reasons_on_the_tricky_cases(spark):
+    from sfcrime.stream.transforms import json_object_reason
+
+    values = TRICKY + [None, b"", b"{", b"{}\x00", b"{} \n\t\r", b"{\"a\":\"}\"}x", b"{\"a\":\"x\"} ]", b" \t[]",
+                       b"{\"a\":1.5" + b"5" * 5000 + b"}", b"{\"a\":\"" + "\u00e9\U0001f600".encode() * 3 + b"\"}"]
+    reasons = jvm_reasons(spark, values)
+    assert reasons == [json_object_reason(v) for v in values]
+    assert [r is None for r in reasons] == [v is not None and python_json_object(v) for v in values]
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    MESSAGES,
+    st.sampled_from(TRICKY),
+    st.tuples(JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), st.binary(max_size=3),
+              st.integers(0, 40)).map(_spliced),
+    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5).map(
+        lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()),
+), min_size=1, max_size=30))
+def test_the_jvm_json_check_agrees_with_pythons_json(spark, values):
+    assert [reason is None for reason in jvm_reasons(spark, values)] == list(map(python_json_object, values))

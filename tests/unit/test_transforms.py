@@ -49,9 +49,10 @@ HOSTILE = [
 VALID_WITH_WHITESPACE = b"\n\t " + good("18") + b" \r\n\t"
 
 
-def test_parse_calls_marks_every_kind_of_malformed_record(spark):
+@pytest.mark.parametrize("jvm", [True, False], ids=["jvm-check", "python-check"])
+def test_parse_calls_marks_every_kind_of_malformed_record(spark, jvm):
     values = [good("1"), good(12345), VALID_WITH_WHITESPACE] + [v for v, _ in HOSTILE]
-    rows = T.parse_calls(kafka_rows(spark, values)).orderBy("offset").collect()
+    rows = T.parse_calls(kafka_rows(spark, values), jvm=jvm).orderBy("offset").collect()
     assert [r.malformed for r in rows] == [None, None, None] + [reason for _, reason in HOSTILE]
     assert rows[1].crime_id == "12345"  # a numeric id is still an id
     assert rows[2].crime_id == "18"  # JSON whitespace around the object is fine (RFC 8259)
