@@ -123,7 +123,7 @@ def _javac() -> str | None:
 def build_json_check() -> str:
     """Compile the strict JSON check into a jar unless it is built already; says what it did, in one line."""
     if json_check_jar_paths():
-        return f"the JVM JSON check is built ({json_check_jar().relative_to(REPO_DIR)})"
+        return f"the JVM JSON check is built ({_shown(json_check_jar())})"
     javac = _javac()
     if javac is None:
         return "no javac here: the job checks each message's JSON in Python workers (the same answers, slower)"
@@ -139,7 +139,11 @@ def build_json_check() -> str:
                 zf.write(path, path.relative_to(classes).as_posix())
         staged.replace(jar)
     jar.with_suffix(".sha256").write_text(_json_check_digest() + "\n")
-    return f"built the JVM JSON check ({jar.relative_to(REPO_DIR)})"
+    return f"built the JVM JSON check ({_shown(jar)})"
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path
 
 
 def _artifact(file_name: str) -> str:
@@ -174,8 +178,7 @@ def install(jar_set: JarSet, label: str) -> bool:
         staging.rename(jar_set.folder)
     jars = jar_set.jars()
     size = sum(j.stat().st_size for j in jars) / 1e6
-    where = jar_set.folder.relative_to(REPO_DIR) if jar_set.folder.is_relative_to(REPO_DIR) else jar_set.folder
-    print(f"  {len(jars)} jars, {size:.0f} MB, in {where} "
+    print(f"  {len(jars)} jars, {size:.0f} MB, in {_shown(jar_set.folder)} "
           f"({time.monotonic() - started:.0f} s)", flush=True)
     return True
 
