@@ -86,6 +86,17 @@ TRICKY = [b"{}", b"{} ", b" {}", b"\xef\xbb\xbf{}", b"{\"a\":1}x", b"{\"a\":1}{}
           b"{\"a\":" * 2000 + b"1" + b"}" * 2000, b"{\"a\":" + b"[" * 1100 + b"]" * 1100 + b"}", b"{'a':1}",
           b"{\"a\":01}", b"{\"a\":1.}", b"{\"a\":.5}", b"{\"a\":\"\\x41\"}", b"{\"a\":true,}", b"{\"a\" : [1 , 2]}\n"]
 
+# What the JSON checks are held to Python's json on: messages, tricky cases, valid JSON with a few bytes
+# spliced in, and compact objects.
+JSON_CHECK_INPUTS = st.one_of(
+    MESSAGES,
+    st.sampled_from(TRICKY),
+    st.tuples(JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), st.binary(max_size=3),
+              st.integers(0, 40)).map(_spliced),
+    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5).map(
+        lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()),
+)
+
 
 def test_the_fast_json_check_agrees_with_pythons_json_on_the_tricky_cases():
     from sfcrime.stream.transforms import json_object_reasons
@@ -94,14 +105,7 @@ def test_the_fast_json_check_agrees_with_pythons_json_on_the_tricky_cases():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.one_of(
-    MESSAGES,
-    st.sampled_from(TRICKY),
-    st.tuples(JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), st.binary(max_size=3),
-              st.integers(0, 40)).map(_spliced),
-    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5).map(
-        lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()),
-), max_size=20))
+@given(st.lists(JSON_CHECK_INPUTS, max_size=20))
 def test_the_fast_json_check_agrees_with_pythons_json(values):
     from sfcrime.stream.transforms import json_object_reasons
 
@@ -132,13 +136,6 @@ def test_the_jvm_json_check_gives_pythons_reasons_on_the_tricky_cases(spark):
 
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(
-    MESSAGES,
-    st.sampled_from(TRICKY),
-    st.tuples(JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode()), st.binary(max_size=3),
-              st.integers(0, 40)).map(_spliced),
-    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5).map(
-        lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()),
-), min_size=1, max_size=30))
+@given(st.lists(JSON_CHECK_INPUTS, min_size=1, max_size=30))
 def test_the_jvm_json_check_agrees_with_pythons_json(spark, values):
     assert [reason is None for reason in jvm_reasons(spark, values)] == list(map(python_json_object, values))
