@@ -21,9 +21,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-import zipfile
 from xml.sax.saxutils import quoteattr
 
 from ..config import REPO_DIR, UserError

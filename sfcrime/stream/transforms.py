@@ -129,7 +129,7 @@ def parse_calls(raw: DataFrame, jvm: bool | None = None) -> DataFrame:
     (set to San Francisco's by the job). A message that lacks a crime_id or has no parseable
     call_date_time is malformed too. Malformed messages keep their raw value, partition and offset.
     """
-    use_jvm = jvm_json_check(raw.sparkSession) if jvm is None or jvm else False
+    use_jvm = jvm is not False and jvm_json_check(raw.sparkSession)
     if jvm and not use_jvm:
         raise RuntimeError("the JVM JSON check is not built or not on Spark's classpath (make setup)")
     reason = F.call_function(JVM_JSON_CHECK, F.col("value")) if use_jvm else strict_json_reason(F.col("value"))
