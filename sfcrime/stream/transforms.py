@@ -23,6 +23,10 @@ PARSE_SCHEMA = StructType(CALL_SCHEMA.fields + [StructField(CORRUPT, StringType(
 NOT_AN_OBJECT = "not a JSON object"
 NOT_JSON = "not valid JSON"
 NOT_UTF8 = "not valid UTF-8"
+# RFC 8259 lets a parser limit nesting (section 9). A fixed limit, not Python's recursion limit, which depends on
+# how deep the caller's stack is (and Hypothesis raises it): the Python and JVM checks must agree on every value.
+MAX_NESTING = 512
+TOO_DEEP = f"JSON nested deeper than {MAX_NESTING}"
 TOO_FAR_AHEAD = "event time implausibly far ahead"
 NO_CRIME_ID = "missing crime_id"
 BAD_EVENT_TIME = "missing or unparseable call_date_time"
@@ -48,9 +52,26 @@ def json_object_reason(value: bytes | None) -> str | None:
         return NOT_AN_OBJECT
     try:
         parsed = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
+    except ValueError:
         return NOT_JSON
-    return None if isinstance(parsed, dict) else NOT_AN_OBJECT
+    except RecursionError:  # deeper than Python's stack allows, which is far deeper than MAX_NESTING
+        return TOO_DEEP
+    if not isinstance(parsed, dict):
+        return NOT_AN_OBJECT
+    return TOO_DEEP if nested_deeper_than(parsed, MAX_NESTING) else None
+
+
+def nested_deeper_than(value, limit: int) -> bool:
+    """Objects and arrays nest more than `limit` deep in `value` (the outer one is 1). A loop, not recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in (item.values() if isinstance(item, dict) else item):
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def json_object_reasons(values) -> list[str | None]:
@@ -67,7 +88,8 @@ def json_object_reasons(values) -> list[str | None]:
     for value in values:
         if value is not None and value.startswith(b"{"):  # no leading whitespace or byte-order mark to judge
             try:
-                if type(loads(value)) is dict:
+                parsed = loads(value)
+                if type(parsed) is dict and not nested_deeper_than(parsed, MAX_NESTING):
                     append(None)
                     continue
             except JSONDecodeError:

@@ -63,14 +63,37 @@ def test_any_message_is_a_call_or_a_malformed_record(spark, messages):
             assert row.event_time is None and row.value == message
 
 
+# RFC 8259 lets a parser limit nesting (section 9); both checks refuse objects and arrays nested deeper than this.
+NESTING_LIMIT = 512
+
+
 def python_json_object(value: bytes) -> bool:
-    """The judge, written here from the RFC's side: strict UTF-8, Python's json, no NaN or Infinity."""
+    """The judge, written here from the RFC's side: strict UTF-8, Python's json, no NaN or Infinity, nesting
+    within the limit."""
     def no_constants(name):
         raise ValueError(name)
 
+    def depth(text: str) -> int:  # of valid JSON text: brackets outside strings
+        deepest = level = 0
+        in_string = escaped = False
+        for char in text:
+            if in_string:
+                escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                level += 1
+                deepest = max(deepest, level)
+            elif char in "]}":
+                level -= 1
+        return deepest
+
     try:
         text = value.decode("utf-8")
-        return text.lstrip(" \t\r\n").startswith("{") and isinstance(json.loads(text, parse_constant=no_constants), dict)
+        if not text.lstrip(" \t\r\n").startswith("{"):
+            return False
+        parsed = json.loads(text, parse_constant=no_constants)
+        return isinstance(parsed, dict) and depth(text) <= NESTING_LIMIT
     except (ValueError, RecursionError):
         return False
 
@@ -84,6 +107,8 @@ TRICKY = [b"{}", b"{} ", b" {}", b"\xef\xbb\xbf{}", b"{\"a\":1}x", b"{\"a\":1}{}
           b"{\"a\":\"\xed\xa0\x80\"}", b"{\"a\":\"\\ud800\"}", b"{\"a\":\"\xc0\x80\"}", b"{\"a\":\"\xf4\x90\x80\x80\"}",
           b"{\"a\":123456789012345678901234567890}", b"{\"a\":1e400}", b"{\"a\":1,\"a\":2}", b"{\"a\":\"\t\"}",
           b"{\"a\":" * 2000 + b"1" + b"}" * 2000, b"{\"a\":" + b"[" * 1100 + b"]" * 1100 + b"}", b"{'a':1}",
+          b"{\"a\":" + b"[" * 511 + b"]" * 511 + b"}", b"{\"a\":" + b"[" * 512 + b"]" * 512 + b"}",
+          b"{\"a\":" * 511 + b"{}" + b"}" * 511, b"{\"a\":" * 512 + b"{}" + b"}" * 512,
           b"{\"a\":01}", b"{\"a\":1.}", b"{\"a\":.5}", b"{\"a\":\"\\x41\"}", b"{\"a\":true,}", b"{\"a\" : [1 , 2]}\n"]
 
 # What the JSON checks are held to Python's json on: messages, tricky cases, valid JSON with a few bytes

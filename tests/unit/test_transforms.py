@@ -68,7 +68,11 @@ def test_json_object_reason_is_exactly_rfc_8259_objects():
     assert T.json_object_reason(b"{\"a\": Infinity}") == T.NOT_JSON
     assert T.json_object_reason(b"{\"a\": \"tab\there\"}") == T.NOT_JSON  # control characters must be escaped
     assert T.json_object_reason(b"[" * 100_000) == T.NOT_AN_OBJECT
-    assert T.json_object_reason(b"{\"a\":" * 100_000) == T.NOT_JSON
+    assert T.json_object_reason(b"{\"a\":" * 100_000) == T.TOO_DEEP
+    # Nesting has a fixed limit, whatever the caller's stack: the JVM check has the same one.
+    assert T.json_object_reason(b"{\"a\":" * 511 + b"[]" + b"}" * 511) is None
+    assert T.json_object_reason(b"{\"a\":" * 512 + b"[]" + b"}" * 512) == T.TOO_DEEP
+    assert T.json_object_reasons([b"{\"a\":" * 512 + b"[]" + b"}" * 512]) == [T.TOO_DEEP]
 
 
 def test_event_time_is_san_francisco_local_time(spark):

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.core.JsonFactory;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.core.StreamReadConstraints;
+import com.fasterxml.jackson.core.exc.StreamConstraintsException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
@@ -20,13 +21,15 @@ import org.apache.spark.sql.api.java.UDF1;
  * as Python's does), then Jackson with its defaults, which are RFC 8259's rules: no NaN or Infinity, no single
  * quotes, no comments, no leading zeros, no trailing commas, control characters only escaped. Jackson then must
  * find nothing after the object but JSON whitespace: Spark's own JSON reader ignores what follows it. Nesting
- * deeper than 1000 is refused, as Python's json refuses it (its recursion limit); numbers, strings and names
- * may be of any length (Python refuses only integers of more than 4,300 digits).
+ * deeper than MAX_NESTING is refused, with its own reason, as json_object_reason refuses it; numbers, strings
+ * and names may be of any length (Python refuses only integers of more than 4,300 digits).
  */
 public final class StrictJsonReason implements UDF1<byte[], String> {
   public static final String NOT_AN_OBJECT = "not a JSON object";
   public static final String NOT_JSON = "not valid JSON";
   public static final String NOT_UTF8 = "not valid UTF-8";
+  public static final int MAX_NESTING = 512;  // transforms.MAX_NESTING
+  public static final String TOO_DEEP = "JSON nested deeper than " + MAX_NESTING;
 
   private static final JsonFactory JSON = JsonFactory.builder()
       .streamReadConstraints(StreamReadConstraints.builder()
@@ -34,6 +37,7 @@ public final class StrictJsonReason implements UDF1<byte[], String> {
           .maxStringLength(Integer.MAX_VALUE)
           .maxNameLength(Integer.MAX_VALUE)
           .maxDocumentLength(-1)
+          .maxNestingDepth(MAX_NESTING)
           .build())
       .disable(JsonFactory.Feature.CANONICALIZE_FIELD_NAMES)  // no symbol table: many colliding keys stay valid
       .build();
@@ -74,6 +78,8 @@ public final class StrictJsonReason implements UDF1<byte[], String> {
         return NOT_JSON;
       }
       return parser.nextToken() == null ? null : NOT_JSON;
+    } catch (StreamConstraintsException e) {
+      return TOO_DEEP;  // the only constraint left in force
     } catch (IOException | RuntimeException e) {
       return NOT_JSON;
     }
