@@ -129,7 +129,8 @@ def jvm_json_check(spark) -> bool:
         return False
     if not spark._jvm.org.apache.spark.util.Utils.classIsLoadable(JSON_CHECK_CLASS):
         return False
-    spark.udf.registerJavaFunction(JVM_JSON_CHECK, JSON_CHECK_CLASS, "string")
+    # A DataType, not "string": the name would be parsed as DDL by the JVM, about half a second cold.
+    spark.udf.registerJavaFunction(JVM_JSON_CHECK, JSON_CHECK_CLASS, StringType())
     return True
 
 
