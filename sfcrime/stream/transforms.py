@@ -195,15 +195,14 @@ def dedupe_calls(parsed: DataFrame) -> DataFrame:
     the checkpoint on restart) and drops nothing for being late. Malformed records pass through in the same
     plan, so the source is read once: each is keyed by its own partition and offset, so it is never a
     duplicate (one key per dead letter: the state stays one key per message kept). The raw value is kept
-    only for malformed records, the only ones that need it, and dropped before the dedupe's shuffle: a call's
-    raw JSON would otherwise cross it for nothing (half the shuffle's bytes of a full replay).
+    only for malformed records, the only ones that need it.
     """
     key = F.when(F.col("malformed").isNull(), F.col("crime_id")).otherwise(
         F.concat(F.lit("!"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string")))
     return (parsed.withColumn("dedupe_key", key)
-            .withColumn("value", F.when(F.col("malformed").isNotNull(), F.col("value")))
             .dropDuplicates(["dedupe_key"])
-            .drop("dedupe_key"))
+            .drop("dedupe_key")
+            .withColumn("value", F.when(F.col("malformed").isNotNull(), F.col("value"))))
 
 
 def with_descriptions(calls: DataFrame, descriptions: dict[str, str | None]) -> DataFrame:
