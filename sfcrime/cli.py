@@ -12,7 +12,7 @@ import os
 import sys
 
 from . import config
-from .config import UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
+from .config import FlagConflict, UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("sfcrime")
 
@@ -38,7 +38,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = config.kafka_settings(args)
     if args.recreate and args.skip:
-        raise UserError("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
+        raise FlagConflict("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
     calls = load_calls(args.input, order=args.order, limit=args.limit, skip=args.skip)
     if calls.without_event_time:
         log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     config.setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
+    except FlagConflict as error:
+        (script if command is not None else _subcommand(parser, args.command)).error(str(error))  # exits 2
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         _exit_past_stuck_threads(1)

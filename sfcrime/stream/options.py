@@ -10,7 +10,7 @@ import argparse
 import re
 from dataclasses import dataclass, field, fields
 
-from ..config import DEFAULT_RADIO_CODES, SF_TIMEZONE, add_kafka_arguments, key_value, non_negative_int, positive_int
+from ..config import DEFAULT_RADIO_CODES, SF_TIMEZONE, FlagConflict, add_kafka_arguments, key_value, non_negative_int, positive_int
 
 _DURATION = re.compile(
     r"^\s*(\d+)\s*(second|seconds|sec|secs|s|minute|minutes|min|mins|m|hour|hours|h|day|days|d)\s*$", re.I)
@@ -63,6 +63,10 @@ class StreamOptions:
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        if duration_seconds(self.window) % duration_seconds(self.pane):
+            raise FlagConflict(f"--window ({self.window}) must be a whole multiple of --slide ({self.slide})")
 
     @property
     def pane(self) -> str:

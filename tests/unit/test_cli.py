@@ -28,3 +28,17 @@ def test_help_is_plain_words_and_every_broker_and_demo_flag_says_what_it_does():
     for name in ("broker", "demo"):
         for action in _subcommand(build_parser(), name)._actions:
             assert action.help, f"{name} {action.option_strings} has no help text"
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("kafka_server.py", ["--recreate", "--skip", "3"], "--recreate and --skip contradict each other"),
+    ("data_stream.py", ["--window", "1 hour", "--slide", "7 minutes"],
+     "--window (1 hour) must be a whole multiple of --slide (7 minutes)"),
+])
+def test_flags_that_contradict_each_other_are_a_usage_error_before_any_broker_is_asked(script, flags, message):
+    """Exit 2 with the usage, as argparse does for --append --recreate; no broker is at localhost:1, so a
+    check made after contacting it would exit 1 with "cannot reach"."""
+    result = run_cli(script, *flags, "--bootstrap-servers", "localhost:1", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"usage: {script} ")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{script}: error: {message}")
