@@ -370,7 +370,12 @@ class KafkaCluster:
 
 
 def run_foreground(host: str, port: int, data_dir: str | Path, heap: str, nodes: int = 1, secure: bool = False) -> int:
-    """`python -m sfcrime broker`: run until Ctrl-C, then stop the broker(s) cleanly and return 0."""
+    """`python -m sfcrime broker`: run until Ctrl-C or SIGTERM, then stop the broker(s) cleanly and return 0.
+
+    SIGTERM (`kill`, the way to stop a broker started with `&`, which ignores Ctrl-C) waits for Kafka's
+    controlled shutdown too: once `kill PID; wait PID` returns, the port and the data folder are free.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
     what = f"{nodes} nodes" if nodes > 1 else "one node"
     print(f"starting Apache Kafka {KAFKA_VERSION} (KRaft, {what}{', SASL_SSL' if secure else ''}) ...",
           file=sys.stderr, flush=True)
