@@ -205,6 +205,7 @@ TUNING_BASE = {"spark.sql.shuffle.partitions": "4", "maxOffsetsPerTrigger": "500
 TUNING_GRID = [
     {},
     {"spark.sql.shuffle.partitions": "1"},
+    {"spark.sql.shuffle.partitions": "2"},  # the job's own default
     {"spark.sql.shuffle.partitions": "16"},
     {"spark.sql.shuffle.partitions": "200"},
     {"spark.default.parallelism": "8"},
