@@ -11,7 +11,7 @@ from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ..config import KafkaSettings, TopicMissing, UserError
-from .diagnosis import confluent_connect_error, confluent_error_detail, unreachable
+from .diagnosis import confluent_connect_error, confluent_error_detail, confluent_setting_error, unreachable
 from .seam import Columns, Consumer, DeliveryReport, Producer, Record
 
 # librdkafka's own log lines (a connection refused, a handshake cut) come many a second while a broker is
@@ -30,12 +30,20 @@ def client_config(settings: KafkaSettings) -> dict:
     return config
 
 
+def made(client_class, config: dict):
+    """A librdkafka client; settings it refuses are one line, not a traceback."""
+    try:
+        return client_class(config)
+    except KafkaException as error:
+        raise confluent_setting_error(error) from None
+
+
 def topics(settings: KafkaSettings) -> dict[str, int]:
     """{topic: partition count}; one clear line when no broker answers."""
     errors: list = []
     config = client_config(settings)
     config["error_cb"] = errors.append
-    admin = AdminClient(config)
+    admin = made(AdminClient, config)
     try:
         metadata = admin.list_topics(timeout=settings.timeout_s)
     except KafkaException as error:
@@ -44,7 +52,7 @@ def topics(settings: KafkaSettings) -> dict[str, int]:
 
 
 def create_topic(settings: KafkaSettings, partitions: int) -> None:
-    admin = AdminClient(client_config(settings))
+    admin = made(AdminClient, client_config(settings))
     future = admin.create_topics([NewTopic(settings.topic, partitions, -1)])[settings.topic]  # -1: broker's default
     try:
         future.result(timeout=settings.timeout_s)
@@ -54,7 +62,7 @@ def create_topic(settings: KafkaSettings, partitions: int) -> None:
 
 
 def delete_topic(settings: KafkaSettings) -> None:
-    admin = AdminClient(client_config(settings))
+    admin = made(AdminClient, client_config(settings))
     try:
         admin.delete_topics([settings.topic])[settings.topic].result(timeout=settings.timeout_s)
     except KafkaException as error:
@@ -76,7 +84,7 @@ class ConfluentProducer(Producer):
             "enable.idempotence": True,
         }
         config.update(client_config(settings))
-        self._producer = _Producer(config)
+        self._producer = made(_Producer, config)
         self._produce = self._producer.produce
         self._poll = self._producer.poll
         self._topic = settings.topic
@@ -124,7 +132,7 @@ class ConfluentConsumer(Consumer):
         }
         config.update(client_config(settings))
         config["auto.offset.reset"] = "earliest" if from_beginning else "latest"
-        self._consumer = _Consumer(config)
+        self._consumer = made(_Consumer, config)
         self._topic = settings.topic
 
     def _metadata(self):

@@ -45,6 +45,15 @@ def kafka_python_error(settings: KafkaSettings, error: Exception) -> UserError:
     return unreachable(settings, type(error).__name__)
 
 
+def confluent_setting_error(error: Exception) -> UserError:
+    """librdkafka refused its configuration as the client was made: a property it does not know (a Java
+    client's name, a typo), a bad value, a certificate file it can't read."""
+    detail = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
+    names = (" (--kafka-config and --kafka-config-file take librdkafka's property names)"
+             if "No such configuration property" in detail else "")
+    return UserError(f"bad Kafka setting: {detail}{names}")
+
+
 def confluent_connect_error(settings: KafkaSettings, client, errors: list, error: Exception) -> UserError:
     """Why a librdkafka client got no metadata, in one line: a refused login says so, not "unreachable".
 

@@ -22,9 +22,9 @@ def topic_identity(settings: KafkaSettings) -> dict[str, str]:
     from confluent_kafka import TopicCollection
     from confluent_kafka.admin import AdminClient
 
-    from ..clients.confluent import client_config
+    from ..clients.confluent import client_config, made
 
-    admin = AdminClient(client_config(settings))  # librdkafka's log lines to our logger, as every client's
+    admin = made(AdminClient, client_config(settings))  # librdkafka's log lines to our logger, as every client's
     identity: dict[str, str] = {}
     try:
         identity["cluster_id"] = str(admin.list_topics(timeout=settings.timeout_s).cluster_id or "")

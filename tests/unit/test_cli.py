@@ -42,3 +42,15 @@ def test_flags_that_contradict_each_other_are_a_usage_error_before_any_broker_is
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"usage: {script} ")
     assert result.stderr.strip().splitlines()[-1].startswith(f"{script}: error: {message}")
+
+
+@pytest.mark.parametrize("script", ["kafka_server.py", "consumer_server.py", "data_stream.py"])
+@pytest.mark.parametrize("setting, message", [
+    ("receive.buffer.bytes=1048576", 'No such configuration property: "receive.buffer.bytes"'),  # a Java client's name
+    ("acks=banana", 'Invalid value for configuration property "request.required.acks"'),
+])
+def test_a_setting_the_kafka_client_refuses_is_one_line(script, setting, message):
+    """librdkafka checks its settings as a client is made, before it connects (nothing is at localhost:1)."""
+    result = run_cli(script, "--bootstrap-servers", "localhost:1", "--kafka-config", setting, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"error: bad Kafka setting: {message}") and len(result.stderr.splitlines()) == 1
