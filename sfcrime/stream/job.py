@@ -63,9 +63,20 @@ SPARK_DEFAULTS = {
 
 
 def start_spark(options: StreamOptions):
+    """The job's session; a setting Spark refuses (--spark-conf, --master) is one line. When the JVM itself
+    exits, it has printed its reason just above."""
     jars = (connector_jar_paths() if options.source == "kafka" else []) + json_check_jar_paths()
-    return build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone,
-                         jars or None)
+    master = options.master or ""
+    if master.startswith("spark://") and not any_port_open(master.removeprefix("spark://")):
+        # Spark itself tries for a minute, then says only that its context was stopped
+        raise UserError(f"no Spark master answers at {master} (start one with `python -m sfcrime spark-cluster`)")
+    try:
+        spark = build_session("sfcrime-stream", options.master, SPARK_DEFAULTS, options.spark_conf, options.timezone,
+                              jars or None)
+        spark.conf.get("spark.sql.session.timeZone")  # makes the session state now: its settings fail here, if at all
+        return spark
+    except Exception as error:
+        raise UserError(f"Spark did not start: {first_line(error)}") from None
 
 
 def ship_package(spark, output: Path) -> None:
@@ -346,7 +357,8 @@ class ProgressReporter(StreamingQueryListener):
 def first_line(error) -> str:
     """Spark's query errors carry the whole logical plan after the message: keep the message, and the
     first line of the root cause when there is one ("Exception thrown in awaitResult:" alone says nothing)."""
-    text = str(error).strip()
+    java = getattr(error, "java_exception", None)  # py4j's own error: "An error occurred while calling o326.start."
+    text = str(java.toString() if java is not None else error).strip()
     line = text.splitlines()[0].strip() if text else repr(error)
     root, seen = error, 0
     while getattr(root, "_cause", None) is not None and seen < 20:  # pyspark's captured cause chain
@@ -531,7 +543,10 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         gc.collect()
         gc.freeze()
         started = time.monotonic()
-        query = writer.start()
+        try:
+            query = writer.start()
+        except Exception as error:  # e.g. a checkpoint folder that can't be made
+            raise UserError(f"the streaming query did not start: {first_line(error)}") from None
         resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
         try:
             ended = await_query(query, settings.bootstrap_servers)

@@ -29,6 +29,23 @@ def duration(text: str) -> str:
     return f"{amount} {name}{'s' if amount != 1 else ''}"
 
 
+_ZONE_OFFSET = re.compile(r"^(Z|UTC|GMT|UT|((UTC|GMT|UT)?[+-]\d{1,2}(:\d{2}(:\d{2})?)?))$")
+
+
+def time_zone(text: str) -> str:
+    """A zone Spark's session takes: a region ID ("America/Los_Angeles") or an offset ("+08:00", "UTC")."""
+    from zoneinfo import ZoneInfo
+
+    if _ZONE_OFFSET.match(text):
+        return text
+    try:
+        ZoneInfo(text)
+    except (ValueError, OSError, LookupError):  # ZoneInfoNotFoundError is a KeyError
+        raise argparse.ArgumentTypeError(f"not a time zone: {text!r} (a region such as 'America/Los_Angeles', "
+                                         "or an offset such as '-08:00')") from None
+    return text
+
+
 def trigger_interval(text: str) -> str:
     """A micro-batch interval: a duration, or 0 for each batch as soon as the one before has finished."""
     if text.strip() in ("0", "0s") or _DURATION.match(text) and int(_DURATION.match(text).group(1)) == 0:
@@ -109,7 +126,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=("kafka", "python"), default=DEFAULTS.source,
                         help="kafka: Spark's own connector (spark-sql-kafka-0-10, the default); "
                              "python: ours on the Python Data Source API")
-    parser.add_argument("--timezone", default=DEFAULTS.timezone,
+    parser.add_argument("--timezone", type=time_zone, default=DEFAULTS.timezone,
                         help="session time zone: call_date_time is San Francisco local time")
     parser.add_argument("--master", help="Spark master (default: what spark-submit says, else local[*])")
     parser.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", type=key_value("--spark-conf"),

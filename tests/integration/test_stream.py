@@ -203,6 +203,29 @@ def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_pa
     assert "Traceback" not in output and "Failed to find data source" not in output
 
 
+def test_a_master_nobody_runs_or_a_checkpoint_spark_cannot_make_is_one_line(kafka, sample_file, tmp_path):
+    """Spark tries an absent master for a minute and then says only "Cannot call methods on a stopped
+    SparkContext"; a checkpoint it can't make was a py4j traceback."""
+    from sfcrime.local.kafka import free_port
+
+    replay(load_calls(sample_file, limit=10), kafka, Pacing(), progress=False)
+    job = ["data_stream.py", "--once", "--console-top", "0", "--bootstrap-servers", kafka.bootstrap_servers,
+           "--topic", kafka.topic]
+    master = f"spark://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    absent = run_cli(*job, "--output", str(tmp_path / "a"), "--master", master, timeout=120)
+    assert absent.returncode == 1 and time.monotonic() - started < 30
+    assert absent.stderr.strip().splitlines() == [f"error: no Spark master answers at {master} "
+                                                  "(start one with `python -m sfcrime spark-cluster`)"]
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = run_cli(*job, "--output", str(tmp_path / "b"), "--checkpoint", str(tmp_path / "a-file" / "checkpoint"),
+                      timeout=180)
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
+    assert blocked.stderr.strip().splitlines()[-1].startswith(
+        "error: the streaming query did not start: org.apache.hadoop.fs.ParentNotDirectoryException: Parent path "
+        f"is not a directory: file:{tmp_path / 'a-file'}")
+
+
 def test_unreachable_broker_and_missing_topic_fail_fast_in_one_line(kafka, tmp_path):
     from sfcrime.local.kafka import free_port
 

@@ -55,7 +55,7 @@ def test_kafka_python_gets_its_own_names():
     ["produce", "--rate", "-5"], ["produce", "--rate", "fast"], ["produce", "--limit", "-1"],
     ["produce", "--client", "nope"], ["produce", "--kafka-config", "novalue"], ["produce", "--rate", "1", "--speedup", "2"],
     ["stream", "--window", "an hour"], ["stream", "--window", "0 minutes"], ["stream", "--trigger", "soon"],
-    ["stream", "--spark-conf", "novalue"], ["stream", "--spark-conf", "=4"], ["stream", "--console-top", "-1"],
+    ["stream", "--timezone", "Bogus/Zone"], ["stream", "--timezone", "+25:99:99:99"], ["stream", "--spark-conf", "novalue"], ["stream", "--spark-conf", "=4"], ["stream", "--console-top", "-1"],
     ["demo", "--kafka-config", "novalue"],
 ])
 def test_bad_flags_exit_2(argv, capsys):
@@ -125,3 +125,8 @@ def test_the_demo_takes_the_shared_kafka_flags_and_names_no_broker_by_default(tm
     named = kafka_settings(parser().parse_args(["demo", "--kafka-config-file", str(config_file)]), {},
                            default_bootstrap="", default_topic="")
     assert (named.bootstrap_servers, named.properties) == ("filehost:9093", {"security.protocol": "SASL_SSL"})
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "UTC", "Z", "+08:00", "-08", "GMT-7", "UTC+05:30"])
+def test_time_zones_spark_takes_are_taken(zone):
+    assert build_parser().parse_args(["stream", f"--timezone={zone}"]).timezone == zone
