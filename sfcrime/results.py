@@ -71,10 +71,14 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(SCHEMA)
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(progress)")}
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.executescript(SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(progress)")}
+        except sqlite3.DatabaseError as error:  # not SQLite ("file is not a database"), or damaged
+            connection.close()
+            raise UserError(f"cannot use the results in {path}: {error} (use another --output)") from None
         if "duplicates" not in columns:  # results written before duplicates were counted
             connection.execute("ALTER TABLE progress ADD COLUMN duplicates INTEGER")
         if "durations" not in columns:  # results written before Spark's durationMs was kept
@@ -109,12 +113,17 @@ class OutputLock:
         self._key: Path | None = None
 
     def acquire(self) -> "OutputLock":
-        self.output.mkdir(parents=True, exist_ok=True)
+        if self.output.exists() and not self.output.is_dir():
+            raise UserError(f"--output {self.output} is a file: it names a folder for the results")
         key = self.output.resolve()
         with OutputLock._guard:
             held = OutputLock._held.get(key)
             if held is None:
-                handle = open(key / LOCK_NAME, "a+")
+                try:
+                    self.output.mkdir(parents=True, exist_ok=True)
+                    handle = open(key / LOCK_NAME, "a+")
+                except OSError as error:
+                    raise UserError(f"cannot use --output {self.output}: {error.strerror or error}") from None
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

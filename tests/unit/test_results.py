@@ -84,3 +84,20 @@ def test_calls_of_a_repeated_hour_move_to_its_second_occurrence_whatever_the_arr
             store.write_batch(batch_id, batch)
         panes = dict(sqlite3.connect(store.path).execute("SELECT pane_start, count FROM crime_type_panes"))
         assert panes == {first: 2, first + 3600: 2}
+
+
+def test_an_output_that_is_a_file_or_holds_no_sqlite_is_one_line(tmp_path):
+    import pytest
+
+    from sfcrime.config import UserError
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="^--output .*a-file is a file: it names a folder for the results$"):
+        ResultStore(tmp_path / "a-file")
+    with pytest.raises(UserError, match="^cannot use --output .*: Not a directory$"):
+        ResultStore(tmp_path / "a-file" / "below")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.sqlite").write_text("not a database")
+    with pytest.raises(UserError, match=r"results.sqlite: file is not a database \(use another --output\)$"):
+        ResultStore(tmp_path / "other")
+    ResultStore(tmp_path / "new").close()  # and a new folder is made, as before
