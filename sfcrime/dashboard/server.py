@@ -194,6 +194,8 @@ def start_in_background(output: str | Path, host: str = "127.0.0.1",
 
 def run(args) -> int:
     """Serve in the foreground until Ctrl-C."""
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UserError(f"--output {args.output} is a file: it names the streaming job's results folder")
     server = make_server(args.output, args.host, args.port)
     if not path_in(args.output).exists():
         print(f"no results in {args.output} yet: the page fills in once the streaming job writes them",

@@ -231,7 +231,12 @@ class KafkaNode:
         """Start the JVM (formatting the storage on first start) without waiting for it to be ready."""
         if port_open(self.host, self.port):
             raise UserError(f"port {self.port} on {self.host} is already in use (another broker? pick one with --port)")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise UserError(f"--data-dir {self.data_dir} is a file: it names a folder for Kafka's data")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # no permission, a file above it
+            raise UserError(f"cannot use --data-dir {self.data_dir}: {error.strerror or error}") from None
         state = self._state()
         if port_open("127.0.0.1", state["controller_port"]):
             raise UserError(f"the controller port {state['controller_port']} of {self.data_dir} is in use: "

@@ -136,3 +136,7 @@ def test_a_host_other_than_loopback_is_warned_about_and_a_bind_failure_is_one_li
         "error: cannot serve the dashboard on 192.0.2.1:0: Cannot assign requested address"]
     bad = run_cli("dashboard", "--port", "70000")
     assert bad.returncode == 2 and "a port is 0 to 65535" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "a-file").write_text("x")  # else it would wait for results to appear there, for ever
+    a_file = run_cli("dashboard", "--output", str(tmp_path / "a-file"), "--port", "0", timeout=30)
+    assert a_file.returncode == 1 and a_file.stderr.splitlines() == [
+        f"error: --output {tmp_path / 'a-file'} is a file: it names the streaming job's results folder"]

@@ -9,3 +9,16 @@ def test_a_new_cluster_id_is_a_kafka_uuid_that_no_command_line_takes_for_an_opti
     ids = [_cluster_id() for _ in range(2000)]  # one in 64 random ids starts with "-"
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+def test_a_data_dir_that_is_a_file_or_cannot_be_made_is_one_line_before_any_jvm(tmp_path):
+    import pytest
+
+    from sfcrime.config import UserError
+    from sfcrime.local.kafka import KafkaNode, free_port
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="^--data-dir .*a-file is a file: it names a folder for Kafka's data$"):
+        KafkaNode(tmp_path / "a-file", port=free_port()).launch()
+    with pytest.raises(UserError, match="^cannot use --data-dir .*a-file/below: Not a directory$"):
+        KafkaNode(tmp_path / "a-file" / "below", port=free_port()).launch()
