@@ -65,7 +65,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from .consumer import print_messages
 
     print_messages(settings, args.from_beginning, args.max_messages, args.group_id, args.pretty,
-                   args.timeout_ms / 1000 if args.timeout_ms else None)
+                   args.timeout_ms / 1000 if args.timeout_ms else None, quiet=args.quiet)
     return 0
 
 

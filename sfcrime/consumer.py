@@ -40,10 +40,17 @@ def format_message(record, pretty: bool) -> str:
     return f"# partition {record.partition} offset {record.offset} key {key}\n{body}"
 
 
+WAITING_NOTICE_S = 5.0
+
+
 def print_messages(settings: KafkaSettings, from_beginning: bool, max_messages: int | None,
-                   group_id: str | None, pretty: bool, idle_timeout_s: float | None, out=sys.stdout) -> int:
-    """Print messages until max_messages, an idle timeout or Ctrl-C; return how many were printed."""
-    printed, interrupted = 0, False
+                   group_id: str | None, pretty: bool, idle_timeout_s: float | None, out=sys.stdout,
+                   quiet: bool = False) -> int:
+    """Print messages until max_messages, an idle timeout or Ctrl-C; return how many were printed.
+
+    Like kafka-console-consumer it starts at the end unless from_beginning; unlike it, a wait with nothing
+    printed says so (once, on stderr) rather than look like a hang."""
+    printed, interrupted, waiting_told = 0, False, quiet
     with open_consumer(settings, group_id, from_beginning) as consumer:
         try:
             partitions = consumer.partitions()  # a missing topic is one line, also for a group
@@ -59,6 +66,12 @@ def print_messages(settings: KafkaSettings, from_beginning: bool, max_messages: 
                     last = time.monotonic()
                 elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                     break
+                elif not waiting_told and not printed and time.monotonic() - last > WAITING_NOTICE_S:
+                    waiting_told = True
+                    where = ("" if from_beginning or group_id else
+                             " (this reads only what arrives from now on; --from-beginning reads what it holds)")
+                    print(f"waiting for messages on topic {settings.topic!r}{where}; Ctrl-C stops",
+                          file=sys.stderr, flush=True)
                 for record in records:
                     out.write(format_message(record, pretty) + "\n")
                     printed += 1

@@ -231,6 +231,27 @@ def test_missing_input_file(bootstrap_servers):
     assert result.returncode == 1 and result.stderr.strip() == "error: input file not found: /no/such/file.json"
 
 
+def test_consumer_waiting_for_new_messages_says_so_once_and_prints_the_next_one(kafka):
+    """Without --from-beginning it starts at the end, as kafka-console-consumer does; a newcomer who replayed
+    first saw nothing at all, as if it hung."""
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [b'{"old": 1}'] * 5)
+    process = subprocess.Popen([PYTHON, "consumer_server.py", "--bootstrap-servers", kafka.bootstrap_servers,
+                                "--topic", kafka.topic, "--max-messages", "1"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = process.stderr.readline()
+        assert waiting == (f"waiting for messages on topic {kafka.topic!r} (this reads only what arrives from now on; "
+                           "--from-beginning reads what it holds); Ctrl-C stops\n")
+        produce_raw(kafka.bootstrap_servers, kafka.topic, [b'{"new": 1}'], partition=1)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0 and out == '{"new": 1}\n'
+        assert err == "Processed a total of 1 messages\n"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_consumer_piped_into_head_stops_quietly_and_ctrl_c_exits_130(kafka, sample_file):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     target = f"--bootstrap-servers {kafka.bootstrap_servers} --topic {kafka.topic}"
