@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser("broker", allow_abbrev=False, parents=[common], help="run Apache Kafka (KRaft, one node) in the foreground")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    broker.add_argument("--port", type=positive_int, default=9092, help="client port (default 9092)")
+    broker.add_argument("--port", type=port_number, default=9092, help="client port (default 9092; 0: any free port)")
     broker.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                         help="where Kafka keeps its data across restarts (default kafka-data/ in the repo)")
     broker.add_argument("--heap", default=DEFAULT_HEAP, help=f"each broker JVM's maximum heap (default {DEFAULT_HEAP})")
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default {demo_defaults.output}/)")
     demo.add_argument("--input", default=demo_defaults.input, help="calls file to replay (default: the bundled dataset)")
     demo.add_argument("--limit", type=non_negative_int, metavar="N", help="replay only N calls (default: all)")
-    demo.add_argument("--dashboard-port", type=non_negative_int, default=demo_defaults.dashboard_port,
+    demo.add_argument("--dashboard-port", type=port_number, default=demo_defaults.dashboard_port,
                       help=f"port of the live dashboard (default {demo_defaults.dashboard_port}; 0: any free port)")
     add_kafka_arguments(demo, bootstrap_default="none: start a broker of its own; a named one is used if it answers",
                         topic_default="a fresh topic per run on a named broker, calls on the demo's own")
