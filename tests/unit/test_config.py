@@ -130,3 +130,15 @@ def test_the_demo_takes_the_shared_kafka_flags_and_names_no_broker_by_default(tm
 @pytest.mark.parametrize("zone", ["America/Los_Angeles", "UTC", "Z", "+08:00", "-08", "GMT-7", "UTC+05:30"])
 def test_time_zones_spark_takes_are_taken(zone):
     assert build_parser().parse_args(["stream", f"--timezone={zone}"]).timezone == zone
+
+
+def test_a_count_flag_says_its_own_range_whatever_the_wrong_number():
+    from sfcrime.config import non_negative_int, positive_int
+
+    for text in ("0", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^must be 1 or more, got '{text}'$"):
+            positive_int(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="^must be 0 or more, got '-1'$"):
+        non_negative_int("-1")
+    with pytest.raises(argparse.ArgumentTypeError, match="^not a whole number: '1.5'$"):
+        positive_int("1.5")
