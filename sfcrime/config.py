@@ -154,11 +154,14 @@ def kafka_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         value = getattr(args, prop.replace(".", "_"), None)
         if value:
             properties[prop] = value
+    client = getattr(args, "client", None) or env.get("SFCRIME_CLIENT") or "confluent"
+    if client not in CLIENTS:  # the flag's choices are argparse's; the environment's are checked here
+        raise UserError(f"SFCRIME_CLIENT={client!r}: the Kafka client is one of {', '.join(CLIENTS)}")
     return KafkaSettings(
         bootstrap_servers=(args.bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS") or file_bootstrap
                            or default_bootstrap),
         topic=args.topic or env.get("KAFKA_TOPIC") or default_topic,
-        client=getattr(args, "client", None) or env.get("SFCRIME_CLIENT") or "confluent",
+        client=client,
         properties=properties,
         timeout_s=getattr(args, "timeout", None) or 15.0,
     )

@@ -27,6 +27,15 @@ def test_environment_over_defaults_and_flags_over_environment():
     assert s.properties["sasl.password"] == "flagpw"
 
 
+def test_the_client_comes_from_the_environment_when_valid():
+    from sfcrime.config import UserError
+
+    assert settings([], {"SFCRIME_CLIENT": "kafka-python"}).client == "kafka-python"
+    assert settings(["--client", "confluent"], {"SFCRIME_CLIENT": "kafka-python"}).client == "confluent"
+    with pytest.raises(UserError, match="^SFCRIME_CLIENT='kafka_python': the Kafka client is one of confluent, kafka-python$"):
+        settings([], {"SFCRIME_CLIENT": "kafka_python"})
+
+
 def test_kafka_config_passes_through_and_explicit_flags_win():
     s = settings(["--kafka-config", "security.protocol=SASL_SSL", "--kafka-config", "sasl.mechanism=PLAIN",
                   "--sasl-mechanism", "SCRAM-SHA-512", "--kafka-config", "linger.ms=5"], {})
