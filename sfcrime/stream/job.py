@@ -75,6 +75,8 @@ def start_spark(options: StreamOptions):
                               jars or None)
         spark.conf.get("spark.sql.session.timeZone")  # makes the session state now: its settings fail here, if at all
         return spark
+    except UserError:  # ours already (no Java, say): as it is
+        raise
     except Exception as error:
         raise UserError(f"Spark did not start: {first_line(error)}") from None
 
