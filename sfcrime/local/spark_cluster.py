@@ -170,7 +170,9 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def run_foreground(workers: int, cores_per_worker: int, memory: str, host: str, port: int, webui_port: int) -> int:
-    """`python -m sfcrime spark-cluster`: a master and workers until Ctrl-C, then stop them all and return 0."""
+    """`python -m sfcrime spark-cluster`: a master and workers until Ctrl-C or SIGTERM (`kill`), then stop them
+    all, wait for them, and return 0."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt, as Ctrl-C does
     work_dir = Path(tempfile.mkdtemp(prefix="sfcrime-spark-"))
     cluster = SparkStandaloneCluster(workers, cores_per_worker, memory, host, port, webui_port, work_dir=work_dir)
     print(f"starting Spark {spark_version()} standalone: a master and {workers} worker(s) "

@@ -95,7 +95,8 @@ def batches_in(output) -> int:
         return 0
 
 
-def test_spark_cluster_command_prints_the_master_and_ui_and_ctrl_c_stops_every_jvm():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_spark_cluster_command_prints_the_master_and_ui_and_ctrl_c_or_kill_stops_every_jvm(stop):
     from sfcrime.local.kafka import free_port
 
     port, webui = free_port(), free_port()
@@ -107,10 +108,10 @@ def test_spark_cluster_command_prints_the_master_and_ui_and_ctrl_c_stops_every_j
         assert lines == [f"master: spark://127.0.0.1:{port}", f"UI: http://127.0.0.1:{webui}/"], process.stderr.read()
         jvms = spark_daemons(port)
         assert len(jvms) == 2  # the master and one worker
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         assert process.wait(timeout=60) == 0
         assert "stopping the Spark cluster" in process.stderr.read()
-        assert spark_daemons(port) == []
+        assert spark_daemons(port) == []  # gone once the command has returned, not some time after
     finally:
         if process.poll() is None:
             process.kill()
