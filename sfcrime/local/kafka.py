@@ -52,9 +52,38 @@ logger.request.level = warn
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port nothing is bound to, for a JVM to listen on a few seconds later.
+
+    Taken below the kernel's ephemeral range: a port from bind(0) is in that range, where any outgoing
+    connection, or another JVM's own random port, may take it before Kafka binds it (CI once saw
+    "Address already in use" for a controller port picked that way)."""
+    lowest_ephemeral = _ephemeral_ports()[0]
+    if lowest_ephemeral > PICKED_PORTS_FROM + 1000:
+        for port in secrets.SystemRandom().sample(range(PICKED_PORTS_FROM, lowest_ephemeral), 64):
+            if port in _HANDED_OUT:  # not bound yet, perhaps: a broker's client and controller ports must differ
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as sock:  # an unusual range, or a crowded machine: the kernel's pick
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+PICKED_PORTS_FROM = 20000
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _die_with_parent() -> None:

@@ -22,3 +22,18 @@ def test_a_data_dir_that_is_a_file_or_cannot_be_made_is_one_line_before_any_jvm(
         KafkaNode(tmp_path / "a-file", port=free_port()).launch()
     with pytest.raises(UserError, match="^cannot use --data-dir .*a-file/below: Not a directory$"):
         KafkaNode(tmp_path / "a-file" / "below", port=free_port()).launch()
+
+
+def test_free_ports_are_picked_below_the_ephemeral_range_and_can_be_bound():
+    """Outgoing connections and bind(0) take ports from the ephemeral range: a port picked there could be
+    gone before the broker binds it."""
+    import socket
+
+    from sfcrime.local.kafka import PICKED_PORTS_FROM, _ephemeral_ports, free_port
+
+    low = _ephemeral_ports()[0]
+    ports = [free_port() for _ in range(50)]
+    assert all(PICKED_PORTS_FROM <= port < low for port in ports) and len(set(ports)) == len(ports)
+    for port in ports[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
