@@ -9,21 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from ..config import SF_TIMEZONE
+from ..local import class_archive
 from ..local.java import ensure_java
 
 
 def build_session(app_name: str, master: str | None = None, defaults: dict[str, str] | None = None,
                   conf: dict[str, str] | None = None, timezone: str = SF_TIMEZONE,
-                  jars: list[str] | None = None) -> SparkSession:
+                  jars: list[str] | None = None, make_class_archive: Path | None = None) -> SparkSession:
     """A Spark session in `timezone` (call_date_time is San Francisco local time, with no offset).
 
     `master` defaults to spark-submit's, else local[*]; `defaults` give way to what spark-submit set;
-    `conf` (the user's --spark-conf) wins over both; `jars` go on the classpath only when we start the JVM.
+    `conf` (the user's --spark-conf) wins over both; `jars` go on the classpath only when we start the JVM,
+    and so does the class-data archive (class_archive.py; `make_class_archive` writes one there instead).
     """
     ensure_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -44,7 +47,23 @@ def build_session(app_name: str, master: str | None = None, defaults: dict[str, 
     builder = builder.config("spark.sql.session.timeZone", timezone)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    launch = None if under_spark_submit or SparkContext._active_spark_context else class_archive.launch(make_class_archive)
+    if launch is None:
+        spark = builder.getOrCreate()
+    else:
+        own = ((conf or {}).get(class_archive.JAVA_OPTIONS) or launch.conf_java_options
+               or (defaults or {}).get(class_archive.JAVA_OPTIONS))  # Spark's order: the first of these wins
+        options = f"{own} {launch.java_options}" if own else launch.java_options
+        saved = {name: os.environ.get(name) for name in launch.env}
+        os.environ.update(launch.env)  # read by pyspark as it starts the JVM, then put back
+        try:
+            spark = builder.config(class_archive.JAVA_OPTIONS, options).getOrCreate()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     _quiet(spark)
     return spark
 

@@ -1,0 +1,125 @@
+"""A class-data archive (the JDK's CDS) for the Spark JVMs this project starts with python: they map
+Spark's classes, already parsed and verified, instead of loading them again from some 250 jars each time.
+`make setup` makes it from a short run of the job's own work (stream/training.py);
+session.build_session starts the JVM on it. It saves about 5 s of every Spark start on 2 cores (README,
+"Start-up").
+
+The JVM checks the archive itself (its own build, the class path, each jar's size and time) and ignores
+one that no longer matches, silently: a stale archive costs time, never a wrong answer. CDS takes only jars
+and empty folders on the class path, and Spark puts its conf folder there. So the JVM gets an empty
+SPARK_CONF_DIR, and the conf folder's two files go in by other means: spark-defaults.conf as
+--properties-file, log4j2.properties as log4j2.configurationFile. A conf folder holding anything else
+(hive-site.xml, spark-env.sh, ...) is left alone and the archive unused. `spark-submit` starts its own JVM
+and never uses it. SFCRIME_CLASS_ARCHIVE=off starts Spark as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .jars import JARS_DIR, spark_home, spark_version
+from .java import java_executable
+
+ARCHIVE_DIR = JARS_DIR / "class-archive"
+EMPTY_CONF = ARCHIVE_DIR / "empty-spark-conf"
+CONF_FILES = {"spark-defaults.conf", "log4j2.properties"}  # what a conf folder may hold for the archive to be used
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # a stale archive is dropped without a warning on stdout
+
+
+def archive_path() -> Path:
+    """The archive for this pyspark and this java: another of either needs its own."""
+    java = Path(java_executable()).resolve()
+    stat = java.stat()
+    key = hashlib.sha256(f"{spark_home()}|{java}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return ARCHIVE_DIR / f"spark-{spark_version()}-{key}.jsa"
+
+
+def conf_folder() -> Path:
+    return Path(os.environ.get("SPARK_CONF_DIR") or spark_home() / "conf")
+
+
+def defaults_value(defaults: Path, key: str) -> str:
+    """A setting of a spark-defaults.conf (Java properties: the last line of a key wins), or ""."""
+    try:
+        lines = defaults.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    value = ""
+    for line in lines:
+        match = re.match(r"\s*([^#!\s=:][^\s=:]*)\s*(?:[=:]\s*|\s)(.*)$", line)
+        if match and match.group(1) == key:
+            value = match.group(2).strip()
+    return value
+
+
+@dataclass
+class Launch:
+    """How to start Spark's JVM on the archive: options for it, and the environment for spark-submit."""
+    java_options: str  # ours, after the conf folder's own (`conf_java_options`) or the user's
+    conf_java_options: str
+    env: dict[str, str]
+
+
+def launch(make: Path | None = None) -> Launch | None:
+    """The JVM's launch on the archive (or, with `make`, one that writes the archive there when it exits);
+    None to start Spark as usual."""
+    if os.environ.get("SFCRIME_CLASS_ARCHIVE", "").lower() == "off" or "PYSPARK_SUBMIT_ARGS" in os.environ:
+        return None
+    archive = archive_path()
+    if make is None and not archive.is_file():
+        return None
+    conf = conf_folder()
+    held = {p.name for p in conf.iterdir()} if conf.is_dir() else set()
+    if held - CONF_FILES:
+        return None
+    EMPTY_CONF.mkdir(parents=True, exist_ok=True)
+    options = [f"-XX:ArchiveClassesAtExit={shlex.quote(str(make))}" if make
+               else f"-XX:SharedArchiveFile={shlex.quote(str(archive))} {QUIET}"]
+    if "log4j2.properties" in held:
+        options.append(f"-Dlog4j2.configurationFile={shlex.quote(str(conf / 'log4j2.properties'))}")
+    submit = ["pyspark-shell"]
+    if "spark-defaults.conf" in held:
+        submit = ["--properties-file", str(conf / "spark-defaults.conf")] + submit
+    return Launch(" ".join(options), defaults_value(conf / "spark-defaults.conf", JAVA_OPTIONS),
+                  {"SPARK_CONF_DIR": str(EMPTY_CONF), "PYSPARK_SUBMIT_ARGS": shlex.join(submit)})
+
+
+def make(path: Path | None = None) -> str:
+    """`make setup`: the archive, made by a training run in a JVM of its own (a minute, once); a second
+    run finds it and does nothing."""
+    path = path or archive_path()
+    if path.is_file():
+        return f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} (already made)"
+    print("making a class-data archive of Spark's JVM from a short run of the job (about a minute, once) ...",
+          flush=True)
+    started = time.monotonic()
+    ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
+    for leftover in ARCHIVE_DIR.glob(".*.jsa.*"):  # an interrupted training run's
+        leftover.unlink(missing_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    log = ARCHIVE_DIR / "training.log"
+    with open(log, "wb") as out:
+        try:
+            failed = subprocess.run([sys.executable, "-m", "sfcrime.stream.training", str(staging)],
+                                    stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode != 0
+        except subprocess.TimeoutExpired:
+            failed = True
+    if failed or not staging.is_file():
+        staging.unlink(missing_ok=True)
+        return (f"no class-data archive (the training run failed, see {log}): Spark starts as usual, "
+                "about 5 s slower")
+    staging.replace(path)
+    for old in ARCHIVE_DIR.glob("*.jsa"):  # another pyspark's or java's: no JVM here can use it any more
+        if old != path:
+            old.unlink()
+    return (f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} "
+            f"({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s)")

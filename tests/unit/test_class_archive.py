@@ -1,0 +1,61 @@
+"""When a Spark JVM we start may use the class-data archive, and what it is then given (class_archive.py)."""
+
+import shlex
+
+from sfcrime.local import class_archive
+
+
+def _conf(tmp_path, monkeypatch, *files):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for name in files:
+        (conf / name).write_text("spark.driver.extraJavaOptions  -Dfrom.defaults=1\n" if name == "spark-defaults.conf" else "")
+    archive = tmp_path / "spark.jsa"
+    archive.write_bytes(b"archive")
+    monkeypatch.setenv("SPARK_CONF_DIR", str(conf))
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    monkeypatch.delenv("SFCRIME_CLASS_ARCHIVE", raising=False)
+    monkeypatch.setattr(class_archive, "archive_path", lambda: archive)
+    monkeypatch.setattr(class_archive, "EMPTY_CONF", tmp_path / "empty")
+    return conf, archive
+
+
+def test_the_conf_folders_two_files_go_in_by_flags_and_its_place_on_the_class_path_is_an_empty_folder(tmp_path, monkeypatch):
+    conf, archive = _conf(tmp_path, monkeypatch, "spark-defaults.conf", "log4j2.properties")
+    launch = class_archive.launch()
+    assert launch.env["SPARK_CONF_DIR"] == str(tmp_path / "empty") and not any((tmp_path / "empty").iterdir())
+    assert shlex.split(launch.env["PYSPARK_SUBMIT_ARGS"]) == ["--properties-file", str(conf / "spark-defaults.conf"),
+                                                              "pyspark-shell"]
+    options = shlex.split(launch.java_options)
+    assert f"-XX:SharedArchiveFile={archive}" in options
+    assert f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}" in options
+    assert launch.conf_java_options == "-Dfrom.defaults=1"  # Spark would drop it for ours: build_session joins them
+    made = class_archive.launch(make=tmp_path / "new.jsa")
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in shlex.split(made.java_options)
+
+
+def test_spark_starts_as_usual_when_the_archive_could_change_what_runs(tmp_path, monkeypatch):
+    conf, archive = _conf(tmp_path, monkeypatch, "spark-defaults.conf")
+    assert class_archive.launch() is not None
+    (conf / "hive-site.xml").write_text("<configuration/>")  # read from the class path: it must stay there
+    assert class_archive.launch() is None
+    (conf / "hive-site.xml").unlink()
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--jars x.jar pyspark-shell")  # the user's own launch
+    assert class_archive.launch() is None
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    monkeypatch.setenv("SFCRIME_CLASS_ARCHIVE", "off")
+    assert class_archive.launch() is None
+    monkeypatch.delenv("SFCRIME_CLASS_ARCHIVE")
+    archive.unlink()  # not made (no set-up yet, or its training failed)
+    assert class_archive.launch() is None
+
+
+def test_java_options_are_read_from_spark_defaults_as_java_properties(tmp_path):
+    defaults = tmp_path / "spark-defaults.conf"
+    defaults.write_text("# spark.driver.extraJavaOptions -Dcommented=1\nspark.jars a.jar\n"
+                        "spark.driver.extraJavaOptions=-Dfirst=1\nspark.driver.extraJavaOptions   -Da=1 -Db=2  \n")
+    assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == "-Da=1 -Db=2"  # the last one, as java.util.Properties
+    assert class_archive.defaults_value(defaults, "spark.jars") == "a.jar"
+    defaults.write_text("spark.driver.extraJavaOptionsX -Dother=1\n")
+    assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == ""
+    assert class_archive.defaults_value(tmp_path / "missing.conf", "spark.jars") == ""
