@@ -6,6 +6,8 @@ medians and their ratio. Targets (from the issues):
   memory     kafka_server.py, full replay      <= 200 MB peak RSS
   consumer   consumer_server.py --verify       topic read <= 2x a minimal librdkafka consumer
   stream     data_stream.py --once              <= 2x a plain Spark batch job (python -m sfcrime.stream.batch)
+  startup    Spark started on the class-data archive (local/class_archive.py) and without it: a session and
+             its first query, the full replay --once, the batch job
   tuning     the streaming job under a grid of Spark settings: rows/s, batch p50/p95, end-to-end latency
   scale      (not in `all`) the full replay --once on 1, 2, 3 topic partitions x 1, 2 executors of a
              Spark standalone cluster (local/spark_cluster.py): rows/s side by side
@@ -176,6 +178,42 @@ def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rou
           f"the batch job (target: connector <= 1.0x) {'MET' if result['met'] else 'NOT MET'}"
           + (f"; the code before: {result['connector_ratio_before']:.2f}x (now/before "
              f"{result['after_over_before']:.2f})" if baseline else ""), flush=True)
+    return result
+
+
+SESSION_AND_FIRST_QUERY = ("from sfcrime.stream.session import build_session; "
+                           "build_session('bench-startup').range(10).selectExpr('sum(id)').collect()")
+
+
+def bench_startup(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 2) -> dict:
+    """Each Spark start with the class-data archive `make setup` made and with SFCRIME_CLASS_ARCHIVE=off,
+    alternately: a session and its first query, the connector's full replay --once, the batch job."""
+    from .local.class_archive import archive_path
+
+    if not archive_path().is_file():
+        raise UserError("bench startup: no class-data archive (make setup makes it)")
+    runs = {
+        "session": lambda i, name: [PY, "-c", SESSION_AND_FIRST_QUERY],
+        "stream_once": lambda i, name: [PY, "data_stream.py", "--once", "--console-top", "0", "--bootstrap-servers",
+                                        bootstrap, "--topic", topic, "--output", str(workdir / f"startup-{name}-{i}")],
+        "batch": lambda i, name: [PY, "-m", "sfcrime.stream.batch", input_path],
+    }
+    times: dict[str, list[float]] = {f"{run}_{side}": [] for run in runs for side in ("archive", "off")}
+    for i in range(rounds):
+        for run, command in runs.items():
+            times[f"{run}_archive"].append(timed(command(i, "archive"))[0])
+            times[f"{run}_off"].append(timed(command(i, "off"), env={"SFCRIME_CLASS_ARCHIVE": "off"})[0])
+        print(f"  startup round {i + 1}: " + ", ".join(
+            f"{run} {times[f'{run}_archive'][-1]:.1f} s (off: {times[f'{run}_off'][-1]:.1f} s)" for run in runs), flush=True)
+    medians = {name: round(statistics.median(values), 2) for name, values in times.items()}
+    result = {"seconds": times, "median_s": medians, "archive_mb": round(archive_path().stat().st_size / 1e6),
+              "saved_s": {run: round(medians[f"{run}_off"] - medians[f"{run}_archive"], 2) for run in runs},
+              "connector_over_batch": {side: round(medians[f"stream_once_{side}"] / medians[f"batch_{side}"], 3)
+                                       for side in ("archive", "off")}}
+    print("startup, saved by the class-data archive (medians): " + ", ".join(
+        f"{run} {result['saved_s'][run]:.1f} s of {medians[f'{run}_off']:.1f}" for run in runs)
+          + f"; connector/batch {result['connector_over_batch']['archive']:.2f}x on it, "
+          f"{result['connector_over_batch']['off']:.2f}x off", flush=True)
     return result
 
 
@@ -676,6 +714,7 @@ def machine() -> dict:
     import pyspark
     import confluent_kafka
 
+    from .local import class_archive
     from .local.jars import KAFKA_VERSION
     from .local.kafka import DEFAULT_HEAP
 
@@ -683,6 +722,7 @@ def machine() -> dict:
             "platform": platform.platform(), "cpus": os.cpu_count(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "pyspark": pyspark.__version__, "librdkafka": confluent_kafka.libversion()[0],
+            "spark_class_archive": class_archive.launch() is not None,
             "broker": f"Apache Kafka {KAFKA_VERSION} (KRaft, one node, on disk, -Xmx{DEFAULT_HEAP})"}
 
 
@@ -726,8 +766,9 @@ def run(args) -> int:
 
     what = set(args.what)
     if "all" in what:
-        what = {"broker", "producer", "consumer", "stream", "tuning", "latency"}
-    unknown = what - {"broker", "producer", "consumer", "stream", "tuning", "latency", "memory", "scale", "soak"}
+        what = {"broker", "producer", "consumer", "stream", "startup", "tuning", "latency"}
+    unknown = what - {"broker", "producer", "consumer", "stream", "startup", "tuning", "latency", "memory", "scale",
+                      "soak"}
     if unknown:
         raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if "memory" in what:
@@ -743,12 +784,13 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp, KafkaNode(Path(tmp) / "kafka") as broker:
         bootstrap, workdir = broker.bootstrap_servers, Path(tmp)
         print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
-        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "tuning"} else None
+        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "startup", "tuning"} else None
         steps = {"broker": lambda: bench_broker(workdir),
                  "producer": lambda: bench_producer(bootstrap, input_path),
                  "consumer": lambda: bench_consumer(bootstrap, input_path, topic),
                  "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir, 1 if args.quick else 2,
                                                baseline=baseline),
+                 "startup": lambda: bench_startup(bootstrap, input_path, topic, workdir, 1 if args.quick else 2),
                  "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
                  "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick, baseline,
                                                  rates=getattr(args, "rates", None)),
