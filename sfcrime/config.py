@@ -91,6 +91,20 @@ def key_value(flag: str):
 _JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
+def properties_lines(text: str):
+    """The logical lines of a Java properties file: a line ending in a backslash goes on in the next one;
+    blank lines and # or ! comments are left out."""
+    pending = ""
+    for line in text.splitlines():
+        line = pending + line.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1]
+            continue
+        if line and line[0] not in "#!":
+            yield line
+
+
 def read_properties_file(path: str) -> dict[str, str]:
     """A Kafka client properties file (Java format: key=value, # comments), in librdkafka's names.
 
@@ -102,15 +116,7 @@ def read_properties_file(path: str) -> dict[str, str]:
     except OSError as error:
         raise UserError(f"cannot read --kafka-config-file {path}: {error.strerror or error}") from None
     raw: dict[str, str] = {}
-    pending = ""
-    for line in text.splitlines():
-        line = pending + line.strip()
-        pending = ""
-        if line.endswith("\\"):
-            pending = line[:-1]
-            continue
-        if not line or line[0] in "#!":
-            continue
+    for line in properties_lines(text):
         match = re.match(r"([^=:\s]+)\s*[=:]\s*(.*)$", line)
         if not match:
             raise UserError(f"{path}: expected key=value, got {line.split()[0]!r}")

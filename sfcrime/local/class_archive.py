@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import properties_lines
 from .jars import JARS_DIR, spark_home, spark_version
 from .java import ensure_java, java_executable, java_in_use
 
@@ -50,12 +51,12 @@ def conf_folder() -> Path:
 def defaults_value(defaults: Path, key: str) -> str:
     """A setting of a spark-defaults.conf (Java properties: the last line of a key wins), or ""."""
     try:
-        lines = defaults.read_text(encoding="utf-8").splitlines()
+        text = defaults.read_text(encoding="utf-8")
     except OSError:
         return ""
     value = ""
-    for line in lines:
-        match = re.match(r"\s*([^#!\s=:][^\s=:]*)\s*(?:[=:]\s*|\s)(.*)$", line)
+    for line in properties_lines(text):
+        match = re.match(r"([^\s=:]+)\s*(?:[=:]\s*|\s)(.*)$", line)  # key=value, key: value or key value
         if match and match.group(1) == key:
             value = match.group(2).strip()
     return value

@@ -56,6 +56,8 @@ def test_java_options_are_read_from_spark_defaults_as_java_properties(tmp_path):
                         "spark.driver.extraJavaOptions=-Dfirst=1\nspark.driver.extraJavaOptions   -Da=1 -Db=2  \n")
     assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == "-Da=1 -Db=2"  # the last one, as java.util.Properties
     assert class_archive.defaults_value(defaults, "spark.jars") == "a.jar"
+    defaults.write_text("spark.driver.extraJavaOptions -Da=1 \\\n   -Db=2\n")  # a value continued on the next line
+    assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == "-Da=1 -Db=2"
     defaults.write_text("spark.driver.extraJavaOptionsX -Dother=1\n")
     assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == ""
     assert class_archive.defaults_value(tmp_path / "missing.conf", "spark.jars") == ""
