@@ -70,20 +70,20 @@ class Launch:
     env: dict[str, str]
 
 
-def launch(make: Path | None = None) -> Launch | None:
-    """The JVM's launch on the archive (or, with `make`, one that writes the archive there when it exits);
-    None to start Spark as usual."""
+def launch(to_make: Path | None = None) -> Launch | None:
+    """The JVM's launch on the archive (or one that writes an archive to `to_make` when it exits); None to
+    start Spark as usual."""
     if os.environ.get("SFCRIME_CLASS_ARCHIVE", "").lower() == "off" or "PYSPARK_SUBMIT_ARGS" in os.environ:
         return None
-    archive = archive_path()
-    if make is None and not archive.is_file():
+    archive = None if to_make else archive_path()
+    if archive is not None and not archive.is_file():
         return None
     conf = conf_folder()
     held = {p.name for p in conf.iterdir()} if conf.is_dir() else set()
     if held - CONF_FILES:
         return None
     EMPTY_CONF.mkdir(parents=True, exist_ok=True)
-    options = [f"-XX:ArchiveClassesAtExit={shlex.quote(str(make))}" if make
+    options = [f"-XX:ArchiveClassesAtExit={shlex.quote(str(to_make))}" if to_make
                else f"-XX:SharedArchiveFile={shlex.quote(str(archive))} {QUIET}"]
     if "log4j2.properties" in held:
         options.append(f"-Dlog4j2.configurationFile={shlex.quote(str(conf / 'log4j2.properties'))}")

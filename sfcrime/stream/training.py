@@ -36,12 +36,12 @@ def exercise(spark, workdir: Path, calls: int = 3000) -> None:
     raw = spark.readStream.text(str(workdir / "lines")).select(
         F.col("value").cast("binary").alias("value"), F.lit(0).alias("partition"),
         F.xxhash64("value").alias("offset"), F.current_timestamp().alias("timestamp"))
-    counted = []
+    descriptions = load_radio_codes(DEFAULT_RADIO_CODES)
     for jvm_check in (True, False):  # the JVM's JSON check and the Python workers' one
         if jvm_check and not T.jvm_json_check(spark):
             continue
-        stream = build_stream(raw, load_radio_codes(DEFAULT_RADIO_CODES), 3600, jvm_check)
-        query = (stream.writeStream.foreachBatch(lambda batch, _: counted.append(T.count_table(batch.toArrow())))
+        stream = build_stream(raw, descriptions, 3600, jvm_check)
+        query = (stream.writeStream.foreachBatch(lambda batch, _: T.count_table(batch.toArrow()))
                  .option("checkpointLocation", str(workdir / f"checkpoint-{jvm_check}"))
                  .trigger(availableNow=True).start())
         query.awaitTermination()

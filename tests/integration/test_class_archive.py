@@ -19,8 +19,6 @@ SESSION = """
 import json, sys
 from pathlib import Path
 from sfcrime.local import class_archive
-from sfcrime.local.jars import spark_home
-from sfcrime.local.java import java_executable
 if len(sys.argv) > 1:
     class_archive.archive_path = lambda: Path(sys.argv[1])
 from sfcrime.stream.session import build_session

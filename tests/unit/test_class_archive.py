@@ -30,7 +30,7 @@ def test_the_conf_folders_two_files_go_in_by_flags_and_its_place_on_the_class_pa
     assert f"-XX:SharedArchiveFile={archive}" in options
     assert f"-Dlog4j2.configurationFile={conf / 'log4j2.properties'}" in options
     assert launch.conf_java_options == "-Dfrom.defaults=1"  # Spark would drop it for ours: build_session joins them
-    made = class_archive.launch(make=tmp_path / "new.jsa")
+    made = class_archive.launch(to_make=tmp_path / "new.jsa")
     assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in shlex.split(made.java_options)
 
 
