@@ -445,6 +445,18 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
         signal.signal(signal.SIGINT, previous)
 
 
+# Spark gives a Python worker it starts for planning (our source's reader, in the driver) a fixed 10 s to
+# connect back (PythonWorkerFactory); on a loaded machine importing pyspark can take longer. The query then
+# fails with nothing lost: it starts again from its checkpoint, and the results take each batch once.
+QUERY_ATTEMPTS = 3
+PYTHON_WORKER_LATE = "Python worker failed to connect back"
+
+
+def python_worker_late(error) -> bool:
+    """The query failed only because a Python worker did not connect back to Spark in time."""
+    return error is not None and PYTHON_WORKER_LATE in first_line(error)
+
+
 def reading(topic: str, checkpoint: Path | None) -> str:
     """What the query was reading, for a line about a lost broker: the topic's partitions and the offsets
     the latest batch reads up to (from the checkpoint's offset log)."""
@@ -545,15 +557,23 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         gc.collect()
         gc.freeze()
         started = time.monotonic()
-        try:
-            query = writer.start()
-        except Exception as error:  # e.g. a checkpoint folder that can't be made
-            raise UserError(f"the streaming query did not start: {first_line(error)}") from None
         resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
-        try:
-            ended = await_query(query, settings.bootstrap_servers)
-        except StreamingQueryException:
-            ended = None  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
+        for attempt in range(1, QUERY_ATTEMPTS + 1):
+            try:
+                query = writer.start()
+            except Exception as error:  # e.g. a checkpoint folder that can't be made
+                raise UserError(f"the streaming query did not start: {first_line(error)}") from None
+            try:
+                ended = await_query(query, settings.bootstrap_servers)
+            except StreamingQueryException:
+                ended = None  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
+            if ended is None and batch_writer.failure is None and python_worker_late(query.exception()) \
+                    and attempt < QUERY_ATTEMPTS:
+                log.warning("the query stopped because a Python worker did not start within Spark's fixed 10 s "
+                            "(a busy machine): starting it again from its checkpoint (attempt %d of %d)",
+                            attempt + 1, QUERY_ATTEMPTS)
+                continue
+            break
         if ended == "interrupted":
             print(f"stopping (Ctrl-C); every finished batch is kept: {resume}", file=sys.stderr, flush=True)
             stop_query(query)

@@ -170,6 +170,28 @@ def spark_submit(*args, env=None, timeout=240):
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def test_a_python_worker_late_to_connect_back_restarts_the_query_and_counts_each_call_once(kafka, sample_file,
+                                                                                          sample_records, tmp_path):
+    """Spark gives the Python worker that runs our source's reader a fixed 10 s to connect back; on a busy
+    machine (the test suite's four workers on 2 cores) importing pyspark took longer, and the job failed.
+    Made exact: the first such worker waits 12 s before Python starts."""
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    slowed = tmp_path / "slowed"
+    python = tmp_path / "python"
+    python.write_text(f"""#!/bin/sh
+case "$*" in *python_streaming_source_runner*) [ -e "{slowed}" ] || {{ touch "{slowed}"; sleep 12; }};; esac
+exec "{PYTHON}" "$@"
+""")
+    python.chmod(0o755)
+    result = run_cli("data_stream.py", "--once", "--source", "python", "--max-offsets-per-trigger", "1000",
+                     "--console-top", "0", "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
+                     "--output", str(tmp_path / "out"), env={"PYSPARK_PYTHON": str(python)}, timeout=240)
+    assert slowed.exists()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "did not start within Spark's fixed 10 s" in result.stderr
+    assert_answers_match(report(tmp_path / "out"), expected_answers(sample_records))
+
+
 def test_spark_submit_uses_the_connector_by_default_and_with_packages_offline(kafka, sample_file, sample_records,
                                                                              tmp_path):
     """The classic command, and the course's original form with --packages, resolved from the local Maven
