@@ -35,15 +35,17 @@ demo: setup
 # Four tests at a time (pytest-xdist, each worker with its own broker): most tests spend much of their time
 # waiting on a JVM, a broker or a job, so they overlap well even on 2 cores (on a fresh clone, 2 cores: 23 min
 # with two, 20 min with three, 13 min with four on a quieter day). TEST_WORKERS=0 runs one at a time.
+# Longest first (tests/durations.json; refresh it with PYTEST_ARGS=--record-durations), and an idle worker
+# takes queued tests from a busy one (worksteal), so the four end together.
 test: setup setup-browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)
 
 # The secured broker, the three-node Kafka cluster and the Spark standalone cluster, together.
 test-cluster: setup
-	$(PY) -m pytest -m cluster -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+	$(PY) -m pytest -m cluster -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m sfcrime bench

@@ -29,10 +29,35 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Each test's seconds in a fresh-clone `make test` (setup, call and teardown), to order the tests by.
+DURATIONS = Path(__file__).with_name("durations.json")
+_durations: dict[str, float] = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test's seconds to {DURATIONS.relative_to(REPO)} (make test orders by them)")
+
+
 def pytest_collection_modifyitems(items):
-    """The slow tests (Spark, clusters, the browser) first: with several workers (make test), a long test
-    started last would run alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Longest first, by the seconds recorded in durations.json (a test not there: 30 s if marked slow, else
+    0). With several workers that take work from each other (make test), the last to start are short ones,
+    and the workers end together instead of one running a long test alone."""
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: recorded.get(item.nodeid, 30.0 if item.get_closest_marker("slow") else 0.0),
+               reverse=True)
+
+
+def pytest_runtest_logreport(report):
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """--record-durations: this run's seconds replace those recorded for the same tests."""
+    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
+        recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+        ordered = sorted({**recorded, **_durations}.items(), key=lambda kv: -kv[1])
+        DURATIONS.write_text(json.dumps({name: round(seconds, 1) for name, seconds in ordered}, indent=0) + "\n")
 
 
 @pytest.fixture(scope="session", autouse=True)
