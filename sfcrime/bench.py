@@ -9,6 +9,8 @@ medians and their ratio. Targets (from the issues):
   startup    Spark started on the class-data archive (local/class_archive.py) and without it: a session and
              its first query, the full replay --once, the batch job
   tuning     the streaming job under a grid of Spark settings: rows/s, batch p50/p95, end-to-end latency
+  once-parts (not in `all`) the connector's full replay --once with parts of the job's plan taken away
+             (bench/once_parts.py) beside the batch job and the job itself: what each part costs
   scale      (not in `all`) the full replay --once on 1, 2, 3 topic partitions x 1, 2 executors of a
              Spark standalone cluster (local/spark_cluster.py): rows/s side by side
   soak       (not in `all`) a fixed-rate replay for minutes while the job runs live: memory stays flat,
@@ -215,6 +217,29 @@ def bench_startup(bootstrap: str, input_path: str, topic: str, workdir: Path, ro
           + f"; connector/batch {result['connector_over_batch']['archive']:.2f}x on it, "
           f"{result['connector_over_batch']['off']:.2f}x off", flush=True)
     return result
+
+
+ONCE_PARTS = ("read", "check", "dedupe", "plan")
+
+
+def bench_once_parts(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 3) -> dict:
+    """The connector's full replay --once with parts of the job's plan taken away (bench/once_parts.py),
+    alternately with the batch job and the job itself: what each part costs against the batch job."""
+    script = str(REPO_DIR / "bench" / "once_parts.py")
+    runs = {"batch": lambda i: [PY, "-m", "sfcrime.stream.batch", input_path],
+            **{part: (lambda i, part=part: [PY, script, part, bootstrap, topic]) for part in ONCE_PARTS},
+            "job": lambda i: [PY, "data_stream.py", "--once", "--console-top", "0", "--bootstrap-servers", bootstrap,
+                              "--topic", topic, "--output", str(workdir / f"once-parts-job-{i}")]}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(rounds):
+        for name, command in runs.items():
+            times[name].append(timed(command(i))[0])
+        print(f"  once-parts round {i + 1}: " + ", ".join(f"{name} {times[name][-1]:.1f} s" for name in runs), flush=True)
+    medians = {name: round(statistics.median(values), 2) for name, values in times.items()}
+    over_batch = {name: round(medians[name] / medians["batch"], 3) for name in runs if name != "batch"}
+    print("once-parts, medians over the batch job's: " + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in
+                                                                  over_batch.items()), flush=True)
+    return {"seconds": times, "median_s": medians, "over_batch": over_batch}
 
 
 def bench_broker(workdir: Path, rounds: int = 3) -> dict:
@@ -768,7 +793,7 @@ def run(args) -> int:
     if "all" in what:
         what = {"broker", "producer", "consumer", "stream", "startup", "tuning", "latency"}
     unknown = what - {"broker", "producer", "consumer", "stream", "startup", "tuning", "latency", "memory", "scale",
-                      "soak"}
+                      "soak", "once-parts"}
     if unknown:
         raise UserError(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if "memory" in what:
@@ -784,13 +809,15 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="sfcrime-bench-") as tmp, KafkaNode(Path(tmp) / "kafka") as broker:
         bootstrap, workdir = broker.bootstrap_servers, Path(tmp)
         print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
-        topic = _filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "startup", "tuning"} else None
+        topic = (_filled_topic(bootstrap, input_path) if what & {"consumer", "stream", "startup", "tuning", "once-parts"}
+                 else None)
         steps = {"broker": lambda: bench_broker(workdir),
                  "producer": lambda: bench_producer(bootstrap, input_path),
                  "consumer": lambda: bench_consumer(bootstrap, input_path, topic),
                  "stream": lambda: bench_stream(bootstrap, input_path, topic, workdir, 1 if args.quick else 2,
                                                baseline=baseline),
                  "startup": lambda: bench_startup(bootstrap, input_path, topic, workdir, 1 if args.quick else 2),
+                 "once-parts": lambda: bench_once_parts(bootstrap, input_path, topic, workdir, 1 if args.quick else 3),
                  "tuning": lambda: bench_tuning(bootstrap, input_path, topic, workdir, args.quick),
                  "latency": lambda: bench_latency(bootstrap, input_path, workdir, args.quick, baseline,
                                                  rates=getattr(args, "rates", None)),

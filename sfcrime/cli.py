@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: broker producer consumer stream startup tuning latency memory scale soak all (default all; scale and soak are not in all)")
+                       help="any of: broker producer consumer stream startup tuning latency memory scale soak once-parts all "
+                            "(default all; scale, soak and once-parts are not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid; one round of latency")
     bench.add_argument("--rates", type=int, nargs="+", choices=(2000, 10000), metavar="CALLS_PER_S",
