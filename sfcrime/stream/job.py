@@ -324,6 +324,8 @@ class ProgressReporter(StreamingQueryListener):
     def __init__(self, store, topic: str, heartbeat_s: float = 60.0) -> None:
         self.store, self.topic, self.heartbeat_s = store, topic, heartbeat_s
         self.last_batch = -1  # the last batch whose line was printed: run() waits for it before its own last line
+        self._quiet = False  # after run()'s last line: batches still go to the results, not to the console
+        self._printing = threading.Lock()
         self._last_line = time.monotonic()
 
     def onQueryStarted(self, event) -> None:
@@ -336,11 +338,10 @@ class ProgressReporter(StreamingQueryListener):
         row = progress_row(progress, backlog, watermark)
         self.store.write_progress(row)
         shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
-        print(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
-              f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
-              f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
-              f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}",
-              file=sys.stderr, flush=True)
+        self._say(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
+                  f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
+                  f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
+                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}")
         self.last_batch, self._last_line = progress.batchId, time.monotonic()
 
     def onQueryIdle(self, event) -> None:
@@ -348,12 +349,22 @@ class ProgressReporter(StreamingQueryListener):
         if now - self._last_line >= self.heartbeat_s:
             self._last_line = now
             batch = self.last_batch
-            print(f"{datetime.now().astimezone().strftime('%H:%M:%S %Z')} waiting for new calls in topic {self.topic!r} "
-                  f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})",
-                  file=sys.stderr, flush=True)
+            self._say(f"{datetime.now().astimezone().strftime('%H:%M:%S %Z')} waiting for new calls in topic {self.topic!r} "
+                      f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})")
 
     def onQueryTerminated(self, event) -> None:
         pass  # run() reports how the query ended, in one line
+
+    def say_last(self, line: str) -> None:
+        """Print run()'s last line: no batch line may come after it, though Spark calls us from its own thread."""
+        with self._printing:
+            self._quiet = True
+            print(line, file=sys.stderr, flush=True)
+
+    def _say(self, line: str) -> None:
+        with self._printing:
+            if not self._quiet:
+                print(line, file=sys.stderr, flush=True)
 
 
 def first_line(error) -> str:
@@ -467,6 +478,15 @@ def reading(topic: str, checkpoint: Path | None) -> str:
     return f"topic {topic!r} (partition{'s' if len(offsets) > 1 else ''} {shown})"
 
 
+def catch_up(listener: ProgressReporter, query, seconds: float = 5.0) -> None:
+    """Wait until the listener, which Spark calls asynchronously, has printed the query's last batch."""
+    last = query.lastProgress
+    last_id = None if last is None else last["batchId"] if isinstance(last, dict) else last.batchId
+    deadline = time.monotonic() + seconds
+    while last_id is not None and listener.last_batch < last_id and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def stop_query(query) -> None:
     """Stop the query; a source stuck on a vanished broker may not stop in time (spark.sql.streaming.stopTimeout)."""
     try:
@@ -575,7 +595,10 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
                 continue
             break
         if ended == "interrupted":
-            print(f"stopping (Ctrl-C); every finished batch is kept: {resume}", file=sys.stderr, flush=True)
+            # A batch that finished just before Ctrl-C has its line printed by the listener, asynchronously:
+            # let it come first, and nothing after ours, so the last line says how to go on.
+            catch_up(listener, query)
+            listener.say_last(f"stopping (Ctrl-C); every finished batch is kept: {resume}")
             stop_query(query)
             return 130
         if ended == "lost broker":
@@ -590,11 +613,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
             store.write_progress(progress_row(progress, backlog_of(progress), job_watermark(store)))
-        last = query.lastProgress
-        deadline = time.monotonic() + 5  # let the listener print the last batch's line before ours
-        last_id = None if last is None else last["batchId"] if isinstance(last, dict) else last.batchId
-        while last_id is not None and listener.last_batch < last_id and time.monotonic() < deadline:
-            time.sleep(0.05)
+        catch_up(listener, query)
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)
         return 0
     finally:
