@@ -1,6 +1,8 @@
 """What the live job prints beside its progress lines, without Spark: the last final and the open window,
 labelled and not every batch; a heartbeat while idle."""
 
+import sqlite3
+
 from sfcrime.results import ResultStore
 from sfcrime.stream.job import BatchWriter, ProgressReporter
 
@@ -34,3 +36,34 @@ def test_an_idle_job_prints_a_heartbeat(capsys):
     listener = ProgressReporter(store=None, topic="calls", heartbeat_s=0)
     listener.onQueryIdle(None)
     assert capsys.readouterr().err.strip().endswith("waiting for new calls in topic 'calls' (no batch yet in this run)")
+
+
+def progress_event(batch_id: int):
+    """A batch's progress as Spark's listener gets it (the JSON a StreamingQueryProgress is made from)."""
+    from pyspark.sql.streaming.listener import QueryProgressEvent
+
+    offsets = {"calls": {"0": 300 * (batch_id + 1)}}
+    return QueryProgressEvent.fromJson({"progress": {
+        "id": "6a1e0c2c-5f5b-4c0e-9d6e-000000000001", "runId": "6a1e0c2c-5f5b-4c0e-9d6e-000000000002",
+        "name": "sfcrime_calls", "timestamp": "2026-12-02T12:00:00.000Z", "batchId": batch_id,
+        "batchDuration": 1200, "numInputRows": 300, "inputRowsPerSecond": 250.0, "processedRowsPerSecond": 250.0,
+        "durationMs": {"addBatch": 900}, "stateOperators": [],
+        "sources": [{"description": "KafkaV2[Subscribe[calls]]", "startOffset": offsets, "endOffset": offsets,
+                     "latestOffset": offsets, "numInputRows": 300, "inputRowsPerSecond": 250.0,
+                     "processedRowsPerSecond": 250.0}],
+        "sink": {"description": "ForeachBatchSink", "numOutputRows": -1}}})
+
+
+def test_nothing_is_printed_after_the_jobs_last_line_though_the_batch_is_kept(tmp_path, capsys):
+    """Spark calls the listener from its own thread: a batch that finished just before Ctrl-C printed its line
+    after "stopping (Ctrl-C) ... resume with ...", which must stay the last."""
+    store = ResultStore(tmp_path)
+    listener = ProgressReporter(store, topic="calls", heartbeat_s=0)
+    listener.onQueryProgress(progress_event(0))
+    listener.say_last("stopping (Ctrl-C)")
+    listener.onQueryProgress(progress_event(1))
+    listener.onQueryIdle(None)
+    assert [line.split(":")[0] for line in capsys.readouterr().err.splitlines()] == ["batch 0", "stopping (Ctrl-C)"]
+    store.close()
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert [row[0] for row in db.execute("SELECT batch_id FROM progress ORDER BY batch_id")] == [0, 1]
