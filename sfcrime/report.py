@@ -156,16 +156,18 @@ def _pipeline(db, meta: dict) -> dict:
     names = ("batch_id", "at", "input_rows", "input_rps", "processed_rps", "duration_ms", "backlog", "late",
              "malformed", "latency_mean_s", "latency_max_s")
     last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
-    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id")),
+    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), meta.get("job_pid")),
             "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
+            "job_pid": meta.get("job_pid"),
             "last_batch_written_at": last_written,  # epoch seconds
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
 
-def job_state(ui_url: str | None, app_id: str | None) -> str:
-    """running, stopped or unknown: the Spark UI lives exactly as long as the job's Spark session.
+def job_state(ui_url: str | None, app_id: str | None, job_pid: str | None = None) -> str:
+    """running, stopped or unknown: the Spark UI lives as long as the job's Spark session.
 
     Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
+    On this machine the job's own process must be alive too: Spark's JVM can outlive it for a moment.
     """
     if not ui_url or not app_id:
         return "unknown"
@@ -176,12 +178,26 @@ def job_state(ui_url: str | None, app_id: str | None) -> str:
     opener = build_opener(ProxyHandler({}))  # the UI is on this machine or the driver's: never via a proxy
     parts = urlsplit(ui_url)
     if parts.hostname and parts.port and on_this_machine(parts.hostname):
+        if job_pid and not process_alive(int(job_pid)):
+            return "stopped"
         ui_url = f"http://127.0.0.1:{parts.port}"  # Spark names the UI by the host's address; it listens on all
     try:
         with opener.open(f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}", timeout=3) as response:
             return "running" if response.status == 200 else "stopped"
     except (HTTPError, URLError, OSError, ValueError):
         return "stopped"
+
+
+def process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def on_this_machine(host: str) -> bool:

@@ -84,7 +84,8 @@ class CachedAnswers:
                 return self._answers
             cached = self._answers
         pipeline = cached["pipeline"]
-        return cached | {"pipeline": pipeline | {"job": job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"])}}
+        return cached | {"pipeline": pipeline | {"job": job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"],
+                                                                   pipeline["job_pid"])}}
 
 
 class DashboardHandler(BaseHTTPRequestHandler):

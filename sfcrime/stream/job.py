@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import logging
 import signal
 import sys
@@ -551,7 +552,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         store.close()
         raise
     spark = start_spark(options)
-    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
+    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId,
+                   job_pid=str(os.getpid()))
     listener = None
     warming = None
     try:

@@ -2,6 +2,8 @@
 and it tells a running job from a stopped one. (The page itself: tests/integration/test_dashboard.py.)"""
 
 import json
+import os
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import HTTPError
@@ -114,6 +116,10 @@ def test_the_job_is_running_while_its_spark_ui_knows_its_application():
     try:
         assert job_state(url, "local-1") == "running"
         assert job_state(url, "local-2") == "stopped"  # another Spark job took the port
+        assert job_state(url, "local-1", str(os.getpid())) == "running"
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        assert job_state(url, "local-1", str(gone.pid)) == "stopped"  # the job's JVM outlived its process
     finally:
         server.shutdown()
         server.server_close()
