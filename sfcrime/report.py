@@ -167,7 +167,8 @@ def job_state(ui_url: str | None, app_id: str | None, job_pid: str | None = None
     """running, stopped or unknown: the Spark UI lives as long as the job's Spark session.
 
     Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
-    On this machine the job's own process must be alive too: Spark's JVM can outlive it for a moment.
+    On this machine the job's own process must be alive too: once that has ended, whatever still answers at
+    the UI's address (CI once saw this, right after a --once run) is not the job.
     """
     if not ui_url or not app_id:
         return "unknown"

@@ -119,7 +119,7 @@ def test_the_job_is_running_while_its_spark_ui_knows_its_application():
         assert job_state(url, "local-1", str(os.getpid())) == "running"
         gone = subprocess.Popen(["true"])
         gone.wait()
-        assert job_state(url, "local-1", str(gone.pid)) == "stopped"  # the job's JVM outlived its process
+        assert job_state(url, "local-1", str(gone.pid)) == "stopped"  # its process has ended
     finally:
         server.shutdown()
         server.server_close()
