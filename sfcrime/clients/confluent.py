@@ -21,6 +21,10 @@ LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)  # also on executors, where nobody con
 
 # A partition answering these has no leader right now; another broker or a moment may fix it.
 _LEADERLESS = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+# A request in flight to a broker that just died: librdkafka fails it with a transport error, or, once the
+# broker has left the metadata, "Broker handle destroyed" (seen in CI right after a leader was killed). The
+# partition's new leader answers a moment later.
+_FAILING_OVER = {KafkaError._TRANSPORT, KafkaError._DESTROY_BROKER}
 
 
 def client_config(settings: KafkaSettings) -> dict:
@@ -150,8 +154,8 @@ class ConfluentConsumer(Consumer):
 
     def _watermarks(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
         """Low and high offsets; a partition whose leader is still being elected (a topic created a
-        moment ago, a broker that just failed over) is asked again until the timeout, as Kafka's own
-        clients do, instead of failing the command."""
+        moment ago, a broker that just failed) is asked again until the timeout, as Kafka's own clients
+        do, instead of failing the command."""
         deadline = time.monotonic() + self.settings.timeout_s
         result = {}
         for p in partitions:
@@ -162,10 +166,12 @@ class ConfluentConsumer(Consumer):
                     break
                 except KafkaException as error:
                     kafka_error = error.args[0]
-                    if (kafka_error.code() in _LEADERLESS or kafka_error.retriable()) and time.monotonic() < deadline:
+                    code = kafka_error.code()
+                    if (code in _LEADERLESS or code in _FAILING_OVER or kafka_error.retriable()) \
+                            and time.monotonic() < deadline:
                         time.sleep(0.2)
                         continue
-                    if kafka_error.code() in _LEADERLESS:
+                    if code in _LEADERLESS:
                         raise UserError(f"partition {p} of topic {self._topic!r} at {self.settings.bootstrap_servers} "
                                         f"has no leader after {self.settings.timeout_s:g}s: "
                                         f"{kafka_error.str()}") from None
