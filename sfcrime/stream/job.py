@@ -97,6 +97,15 @@ def connector_available(spark) -> bool:
     return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER_CLASS))
 
 
+def require_connector(spark) -> None:
+    """The classic "Failed to find data source: kafka", as one line that names the fix."""
+    if not connector_available(spark):
+        from ..local.jars import connector_coordinate
+
+        raise UserError("Spark's Kafka connector is not on the classpath: run `make setup`, or "
+                        f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
+
+
 def open_source(spark, options: StreamOptions, settings: KafkaSettings):
     """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options."""
     source_options = {
@@ -109,12 +118,7 @@ def open_source(spark, options: StreamOptions, settings: KafkaSettings):
         source_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
     if options.source == "kafka":
         source_options.update({f"kafka.{k}": v for k, v in java_client_config(settings.properties).items()})
-        if not connector_available(spark):
-            from ..local.jars import connector_coordinate
-
-            raise UserError("Spark's Kafka connector is not on the classpath: run `make setup`, or "
-                            f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
-        fmt = "kafka"
+        fmt = "kafka"  # _run has made sure the connector is there (require_connector)
     else:
         source_options.update({f"kafka.{k}": v for k, v in settings.properties.items()})
         spark.dataSource.register(KafkaDataSource)
@@ -557,6 +561,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
     listener = None
     warming = None
     try:
+        if options.source == "kafka":
+            require_connector(spark)  # before anything else starts: nothing to wait for on the way out
         ship_package(spark, output)
         jvm_json_check = T.jvm_json_check(spark)
         log.info("JSON check: %s", "in the JVM (Jackson)" if jvm_json_check else "in Python workers")
