@@ -19,7 +19,7 @@ from typing import Callable
 from .config import UserError
 from .dataset import SF_TZ
 from .glossary import MEANINGS, labelled, meaning
-from .results import connect, path_in, window_counts
+from .results import connect, lock_holder, path_in, window_counts
 
 log = logging.getLogger(__name__)
 REPORT_DIR = "report"  # in the job's output folder
@@ -58,12 +58,12 @@ def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) ->
     """
     with connect(path_in(output), readonly=True) as db:
         try:
-            return _answers(db, top, windows)
+            return _answers(db, top, windows, lock_holder(output))
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read the results in {output}: {error}") from None
 
 
-def _answers(db: sqlite3.Connection, top: int, recent: int) -> dict:
+def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: str | None) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
     front = meta.get("event_time_max")
@@ -115,7 +115,7 @@ def _answers(db: sqlite3.Connection, top: int, recent: int) -> dict:
         "calls_by_weekday_hour": _by_weekday_hour(db, int(meta.get("pane_seconds", 3600))),
         "batches": one("SELECT COUNT(*) FROM batches"),
         "event_time_range": _range(db),
-        "pipeline": _pipeline(db, meta),
+        "pipeline": _pipeline(db, meta, job_pid),
     }
 
 
@@ -146,7 +146,7 @@ def _by_weekday_hour(db, pane_seconds: int) -> list[list[int]] | None:
     return matrix
 
 
-def _pipeline(db, meta: dict) -> dict:
+def _pipeline(db, meta: dict, job_pid: str | None) -> dict:
     """The job's health per micro-batch (newest last), and whether it is running now."""
     rows = db.execute(
         "SELECT p.batch_id, p.at, p.input_rows, p.input_rps, p.processed_rps, p.duration_ms, p.backlog, "
@@ -156,9 +156,8 @@ def _pipeline(db, meta: dict) -> dict:
     names = ("batch_id", "at", "input_rows", "input_rps", "processed_rps", "duration_ms", "backlog", "late",
              "malformed", "latency_mean_s", "latency_max_s")
     last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
-    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), meta.get("job_pid")),
+    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), job_pid),
             "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
-            "job_pid": meta.get("job_pid"),
             "last_batch_written_at": last_written,  # epoch seconds
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
@@ -167,8 +166,9 @@ def job_state(ui_url: str | None, app_id: str | None, job_pid: str | None = None
     """running, stopped or unknown: the Spark UI lives as long as the job's Spark session.
 
     Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
-    On this machine the job's own process must be alive too: once that has ended, whatever still answers at
-    the UI's address (CI once saw this, right after a --once run) is not the job.
+    On this machine the job's own process (job_pid, from OUTPUT/.lock) must be alive too: once that has
+    ended, whatever still answers at the UI's address (CI once saw this, right after a --once run) is not
+    the job.
     """
     if not ui_url or not app_id:
         return "unknown"

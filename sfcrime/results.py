@@ -63,6 +63,14 @@ def path_in(output: str | Path) -> Path:
     return Path(output) / FILE_NAME
 
 
+def lock_holder(output: str | Path) -> str | None:
+    """The pid OUTPUT/.lock names: the job (or demo) that holds it now, or the last one that did."""
+    try:
+        return (Path(output) / LOCK_NAME).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         if not path.exists():

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..config import UserError
 from ..report import RECENT_WINDOWS, answers, job_state
-from ..results import path_in
+from ..results import lock_holder, path_in
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8050
@@ -85,7 +85,7 @@ class CachedAnswers:
             cached = self._answers
         pipeline = cached["pipeline"]
         return cached | {"pipeline": pipeline | {"job": job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"],
-                                                                   pipeline["job_pid"])}}
+                                                                   lock_holder(self.output))}}
 
 
 class DashboardHandler(BaseHTTPRequestHandler):

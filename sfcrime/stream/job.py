@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import logging
 import signal
 import sys
@@ -556,8 +555,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         store.close()
         raise
     spark = start_spark(options)
-    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId,
-                   job_pid=str(os.getpid()))
+    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
     listener = None
     warming = None
     try:
