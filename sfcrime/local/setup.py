@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..config import UserError
-from . import class_archive, jars
+from . import class_archive, jars, pyspark_zips
 from .java import install_if_missing, java_executable
 
 # Kafka's own scripts (bin/*.sh in its tarball) and the classes they run.
@@ -66,6 +66,7 @@ def main() -> int:
         if sys.prefix != sys.base_prefix and os.access(bin_dir, os.W_OK):
             tools = install_kafka_tools(bin_dir)
             print(f"Kafka's console tools ({', '.join(t.name for t in tools[:3])}, ...) are in {bin_dir}", flush=True)
+        print(pyspark_zips.make(), flush=True)
         print(class_archive.make(), flush=True)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
