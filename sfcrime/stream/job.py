@@ -462,8 +462,12 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
 
 # Spark gives a Python worker it starts for planning (our source's reader, in the driver) a fixed 10 s to
 # connect back (PythonWorkerFactory); on a loaded machine importing pyspark can take longer. The query then
-# fails with nothing lost: it starts again from its checkpoint, and the results take each batch once.
-QUERY_ATTEMPTS = 3
+# fails with nothing lost: it starts again from its checkpoint, and the results take each batch once. A
+# busy spell can outlast a few seconds (CI once saw three late starts in a row, 13 s apart), so each new
+# attempt first waits a little longer, about a minute in all. `make setup` puts compiled bytecode in
+# pyspark's zips (local/pyspark_zips.py), which halves the import.
+QUERY_ATTEMPTS = 5
+QUERY_ATTEMPT_PAUSE_S = 5
 PYTHON_WORKER_LATE = "Python worker failed to connect back"
 
 
@@ -598,8 +602,9 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
             if ended is None and batch_writer.failure is None and python_worker_late(query.exception()) \
                     and attempt < QUERY_ATTEMPTS:
                 log.warning("the query stopped because a Python worker did not start within Spark's fixed 10 s "
-                            "(a busy machine): starting it again from its checkpoint (attempt %d of %d)",
-                            attempt + 1, QUERY_ATTEMPTS)
+                            "(a busy machine): starting it again from its checkpoint in %d s (attempt %d of %d)",
+                            QUERY_ATTEMPT_PAUSE_S * attempt, attempt + 1, QUERY_ATTEMPTS)
+                time.sleep(QUERY_ATTEMPT_PAUSE_S * attempt)
                 continue
             break
         if ended == "interrupted":
