@@ -60,6 +60,10 @@ def pytest_sessionfinish(session):
         DURATIONS.write_text(json.dumps({name: round(seconds, 1) for name, seconds in ordered}, indent=0) + "\n")
 
 
+QUICK_JIT = "-XX:TieredStopAtLevel=1"
+QUICK_SPARK_JVM = f"{QUICK_JIT} -XX:+UseSerialGC"  # a test's Spark JVM: see quick_jvms
+
+
 @pytest.fixture(scope="session", autouse=True)
 def quick_jvms(tmp_path_factory):
     """The JVMs tests start (Spark's, through SPARK_CONF_DIR; Kafka's, through KAFKA_OPTS) use the C1
@@ -76,17 +80,16 @@ def quick_jvms(tmp_path_factory):
 
     import pyspark
 
-    quick = "-XX:TieredStopAtLevel=1"
     saved = {name: os.environ.get(name) for name in ("SPARK_CONF_DIR", "KAFKA_OPTS")}
     source = Path(saved["SPARK_CONF_DIR"] or Path(pyspark.__file__).parent / "conf")
     conf = tmp_path_factory.mktemp("spark-conf")
     if source.is_dir():
         shutil.copytree(source, conf, dirs_exist_ok=True)
     with open(conf / "spark-defaults.conf", "a", encoding="utf-8") as defaults:
-        spark_jvm = f"{quick} -XX:+UseSerialGC"
-        defaults.write(f"\nspark.driver.extraJavaOptions {spark_jvm}\nspark.executor.extraJavaOptions {spark_jvm}\n")
+        defaults.write(f"\nspark.driver.extraJavaOptions {QUICK_SPARK_JVM}\n"
+                       f"spark.executor.extraJavaOptions {QUICK_SPARK_JVM}\n")
     os.environ["SPARK_CONF_DIR"] = str(conf)
-    os.environ["KAFKA_OPTS"] = f"{saved['KAFKA_OPTS'] or ''} {quick}".strip()
+    os.environ["KAFKA_OPTS"] = f"{saved['KAFKA_OPTS'] or ''} {QUICK_JIT}".strip()
     yield
     for name, value in saved.items():
         if value is None:

@@ -16,7 +16,7 @@ import pytest
 
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
-from tests.conftest import PYTHON, REPO, produce_raw, run_cli
+from tests.conftest import PYTHON, QUICK_SPARK_JVM, REPO, produce_raw, run_cli
 
 pytestmark = pytest.mark.slow
 SOURCES = ["kafka", "python"]
@@ -106,28 +106,22 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
     output = tmp_path / "out"
     command = [PYTHON, "data_stream.py", "--once", "--source", source, "--max-offsets-per-trigger", "300", "--console-top", "0",
                "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)]
-    kills = 0
-    for wait_for_batches in (2, 5):
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            if (output / "results.sqlite").exists():
-                try:
-                    db = sqlite3.connect(output / "results.sqlite")
-                    done = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-                except sqlite3.OperationalError:  # the file is there, its tables not yet
-                    done = 0
-                if done >= wait_for_batches:
-                    break
-            time.sleep(0.2)
-        if process.poll() is None:
-            import os
-
-            os.killpg(process.pid, signal.SIGKILL)  # the JVM and Python workers too, mid-batch
-            process.wait()
-            kills += 1
-    assert kills >= 1
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if (output / "results.sqlite").exists():
+            try:
+                db = sqlite3.connect(output / "results.sqlite")
+                done = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+            except sqlite3.OperationalError:  # the file is there, its tables not yet
+                done = 0
+            if done >= 3:
+                break
+        time.sleep(0.2)
+    assert process.poll() is None, "the job ended before its third batch: nothing was killed"
+    os.killpg(process.pid, signal.SIGKILL)  # the JVM and Python workers too, mid-batch
+    process.wait()
     restarted = stream(kafka, output, "--source", source, "--max-offsets-per-trigger", "300")
     assert re.search(r"^resuming after batch \d+ \(offsets read: partition 0 at [\d,]+, ", restarted.stderr, re.M)
     assert_answers_match(report(output), expected_answers(sample_records))
@@ -204,8 +198,10 @@ def test_spark_submit_uses_the_connector_by_default_and_with_packages_offline(ka
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert "Kafka source: Spark's connector" in plain.stdout  # spark-submit sends the driver's stderr to stdout
     assert_answers_match(report(tmp_path / "a"), expected_answers(sample_records))
-    # no defaults file: only --packages brings the connector
-    packages = spark_submit("--packages", connector_coordinate(), "data_stream.py", "--once", "--output",
+    # no defaults file: only --packages brings the connector (the JVM flags every test's Spark has: C2 alone
+    # took half a minute of the 2 cores)
+    packages = spark_submit("--packages", connector_coordinate(), "--driver-java-options", QUICK_SPARK_JVM,
+                            "data_stream.py", "--once", "--output",
                             str(tmp_path / "b"), *target, env={"SPARK_CONF_DIR": str(tmp_path)})
     assert packages.returncode == 0, packages.stderr[-2000:]
     assert_answers_match(report(tmp_path / "b"), expected_answers(sample_records))
@@ -217,8 +213,9 @@ def test_official_connector_missing_is_one_clear_line(kafka, sample_file, tmp_pa
     replay(load_calls(sample_file, limit=10), kafka, Pacing(), progress=False)
     empty_conf = tmp_path / "conf"  # no spark-defaults.conf: spark-submit without the connector
     empty_conf.mkdir()
-    result = spark_submit("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers,
-                          "--topic", kafka.topic, "--output", str(tmp_path / "out"), env={"SPARK_CONF_DIR": str(empty_conf)})
+    result = spark_submit("--driver-java-options", QUICK_SPARK_JVM, "data_stream.py", "--once", "--bootstrap-servers",
+                          kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(tmp_path / "out"),
+                          env={"SPARK_CONF_DIR": str(empty_conf)})
     assert result.returncode == 1
     # spark-submit sends the driver's stderr to stdout
     assert result.stdout.strip().splitlines()[-1] == (
