@@ -122,7 +122,8 @@ class KafkaNode:
     def __init__(self, data_dir: str | Path = DEFAULT_DATA_DIR, host: str = "127.0.0.1", port: int = 0,
                  heap: str = DEFAULT_HEAP, advertised_host: str | None = None,
                  scram_users: dict[str, str] | None = None, tls: bool = False,
-                 node_id: int = 1, voters: dict[int, int] | None = None, cluster_id: str | None = None) -> None:
+                 node_id: int = 1, voters: dict[int, int] | None = None, cluster_id: str | None = None,
+                 properties: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
@@ -133,6 +134,7 @@ class KafkaNode:
         self.node_id = node_id
         self.voters = voters  # {node id: controller port}; None for a single node (--standalone)
         self.cluster_id = cluster_id  # shared by a cluster's nodes; a new one for a single node
+        self.properties = dict(properties or {})  # more server settings, after ours (the last of a key wins)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -207,6 +209,7 @@ class KafkaNode:
             ca, keystore = make_certificates(self.data_dir, [self.advertised_host, "localhost", "127.0.0.1", self.host])
             lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
                       "ssl.truststore.type=PEM", f"ssl.truststore.location={ca}"]
+        lines += [f"{key}={value}" for key, value in self.properties.items()]
         return "\n".join(lines) + "\n"
 
     def _java(self, main_class: str, *args: str, log_level: str = "info") -> list[str]:

@@ -37,3 +37,13 @@ def test_free_ports_are_picked_below_the_ephemeral_range_and_can_be_bound():
     for port in ports[:5]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_more_server_settings_come_after_ours_so_that_they_win(tmp_path):
+    """Java properties keep the last line of a key: a caller's setting overrides the broker's own."""
+    from sfcrime.local.kafka import KafkaNode
+
+    node = KafkaNode(tmp_path, port=9999, properties={"num.partitions": "1", "num.io.threads": "2"})
+    lines = node.server_properties({"node_id": 1, "controller_port": 9998}).splitlines()
+    assert lines[-2:] == ["num.partitions=1", "num.io.threads=2"]
+    assert lines.index("num.partitions=3") < lines.index("num.partitions=1")
