@@ -63,7 +63,7 @@ def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) ->
             raise UserError(f"cannot read the results in {output}: {error}") from None
 
 
-def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: str | None) -> dict:
+def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
     front = meta.get("event_time_max")
@@ -146,7 +146,7 @@ def _by_weekday_hour(db, pane_seconds: int) -> list[list[int]] | None:
     return matrix
 
 
-def _pipeline(db, meta: dict, job_pid: str | None) -> dict:
+def _pipeline(db, meta: dict, job_pid: int | None) -> dict:
     """The job's health per micro-batch (newest last), and whether it is running now."""
     rows = db.execute(
         "SELECT p.batch_id, p.at, p.input_rows, p.input_rps, p.processed_rps, p.duration_ms, p.backlog, "
@@ -162,7 +162,7 @@ def _pipeline(db, meta: dict, job_pid: str | None) -> dict:
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
 
-def job_state(ui_url: str | None, app_id: str | None, job_pid: str | None = None) -> str:
+def job_state(ui_url: str | None, app_id: str | None, job_pid: int | None = None) -> str:
     """running, stopped or unknown: the Spark UI lives as long as the job's Spark session.
 
     Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
@@ -179,7 +179,7 @@ def job_state(ui_url: str | None, app_id: str | None, job_pid: str | None = None
     opener = build_opener(ProxyHandler({}))  # the UI is on this machine or the driver's: never via a proxy
     parts = urlsplit(ui_url)
     if parts.hostname and parts.port and on_this_machine(parts.hostname):
-        if job_pid and not process_alive(int(job_pid)):
+        if job_pid and not process_alive(job_pid):
             return "stopped"
         ui_url = f"http://127.0.0.1:{parts.port}"  # Spark names the UI by the host's address; it listens on all
     try:

@@ -63,12 +63,14 @@ def path_in(output: str | Path) -> Path:
     return Path(output) / FILE_NAME
 
 
-def lock_holder(output: str | Path) -> str | None:
-    """The pid OUTPUT/.lock names: the job (or demo) that holds it now, or the last one that did."""
+def lock_holder(output: str | Path) -> int | None:
+    """The pid OUTPUT/.lock names: the job (or demo) that holds it now, or the last one that did. None when
+    there is no lock file or it names no pid (the file is in the user's folder: anything may be in it)."""
     try:
-        return (Path(output) / LOCK_NAME).read_text(encoding="utf-8").strip() or None
+        text = (Path(output) / LOCK_NAME).read_text(encoding="utf-8").strip()
     except OSError:
         return None
+    return int(text) if text.isdigit() else None
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:

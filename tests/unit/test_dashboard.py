@@ -116,10 +116,10 @@ def test_the_job_is_running_while_its_spark_ui_knows_its_application():
     try:
         assert job_state(url, "local-1") == "running"
         assert job_state(url, "local-2") == "stopped"  # another Spark job took the port
-        assert job_state(url, "local-1", str(os.getpid())) == "running"
+        assert job_state(url, "local-1", os.getpid()) == "running"
         gone = subprocess.Popen(["true"])
         gone.wait()
-        assert job_state(url, "local-1", str(gone.pid)) == "stopped"  # its process has ended
+        assert job_state(url, "local-1", gone.pid) == "stopped"  # its process has ended
     finally:
         server.shutdown()
         server.server_close()

@@ -1,5 +1,6 @@
 """The results store: a batch is added once; sliding windows are sums of panes."""
 
+import os
 import sqlite3
 
 from sfcrime.results import ResultStore, window_counts
@@ -101,3 +102,13 @@ def test_an_output_that_is_a_file_or_holds_no_sqlite_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"results.sqlite: file is not a database \(use another --output\)$"):
         ResultStore(tmp_path / "other")
     ResultStore(tmp_path / "new").close()  # and a new folder is made, as before
+
+
+def test_the_lock_holder_is_the_pid_the_lock_file_names_or_none(tmp_path):
+    from sfcrime.results import OutputLock, lock_holder
+
+    assert lock_holder(tmp_path) is None  # no lock file yet
+    with OutputLock(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+    (tmp_path / ".lock").write_text("not a pid\n")
+    assert lock_holder(tmp_path) is None
