@@ -1,6 +1,8 @@
 """For `bench once-parts`: the full replay read once (availableNow) with Spark's connector, with parts of the
 job's plan taken away, to see which part costs what against the batch job (issue 8's --once target).
 
+  kafka-batch  the read below as a batch query (spark.read: no stream, no checkpoint): what the
+               connector's read costs before any streaming
   read     the Kafka read and the counting, with Spark's lenient from_json only: the batch job's work
   check    + the strict JSON check in the JVM
   dedupe   + the dedupe of every crime_id in the RocksDB state store
@@ -27,13 +29,13 @@ from sfcrime.stream import transforms as T  # noqa: E402
 from sfcrime.stream.job import SPARK_DEFAULTS, build_stream  # noqa: E402
 from sfcrime.stream.session import build_session  # noqa: E402
 
-PARTS = ("read", "check", "dedupe", "plan")
+PARTS = ("kafka-batch", "read", "check", "dedupe", "plan")
 
 
 def part_of_plan(raw, part: str, descriptions):
     if part == "plan":
         return build_stream(raw, descriptions, 3600, True)
-    if part == "read":
+    if part in ("read", "kafka-batch"):
         rows = raw.select("value", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
                           F.lit(None).cast("string").alias("json_reason"),
                           F.from_json(F.col("value").cast("string"), T.PARSE_SCHEMA).alias("call"))
@@ -48,14 +50,18 @@ def part_of_plan(raw, part: str, descriptions):
 def main(part: str, bootstrap: str, topic: str) -> int:
     spark = build_session("sfcrime-once-parts", "local[*]", SPARK_DEFAULTS,
                           jars=connector_jar_paths() + json_check_jar_paths())
-    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+    reader = spark.read if part == "kafka-batch" else spark.readStream
+    raw = (reader.format("kafka").option("kafka.bootstrap.servers", bootstrap)
            .option("subscribe", topic).option("startingOffsets", "earliest").load())
-    stream = part_of_plan(raw, part, load_radio_codes(DEFAULT_RADIO_CODES))
+    counts = part_of_plan(raw, part, load_radio_codes(DEFAULT_RADIO_CODES))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="sfcrime-once-parts-") as checkpoint:
-        query = (stream.writeStream.foreachBatch(lambda batch, _: rows.append(T.count_table(batch.toArrow())))
-                 .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
-        query.awaitTermination()
+    if part == "kafka-batch":
+        rows.append(T.count_table(counts.toArrow()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="sfcrime-once-parts-") as checkpoint:
+            query = (counts.writeStream.foreachBatch(lambda batch, _: rows.append(T.count_table(batch.toArrow())))
+                     .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+            query.awaitTermination()
     spark.stop()
     print(json.dumps({"part": part, "rows": sum(c["total"][0]["count"] for c in rows if c["total"]),
                       "seconds": round(time.monotonic() - started, 2)}))

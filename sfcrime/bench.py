@@ -5,12 +5,14 @@ medians and their ratio. Targets (from the issues):
   producer   kafka_server.py --max-speed       <= 2x a minimal librdkafka producer (bench/minimal_producer.py)
   memory     kafka_server.py, full replay      <= 200 MB peak RSS
   consumer   consumer_server.py --verify       topic read <= 2x a minimal librdkafka consumer
-  stream     data_stream.py --once              <= 2x a plain Spark batch job (python -m sfcrime.stream.batch)
+  stream     data_stream.py --once, connector   <= 1.0x a plain Spark batch job (python -m sfcrime.stream.batch);
+             our Python source beside it
   startup    Spark started on the class-data archive (local/class_archive.py) and without it: a session and
              its first query, the full replay --once, the batch job
   tuning     the streaming job under a grid of Spark settings: rows/s, batch p50/p95, end-to-end latency
   once-parts (not in `all`) the connector's full replay --once with parts of the job's plan taken away
-             (bench/once_parts.py) beside the batch job and the job itself: what each part costs
+             (bench/once_parts.py), and the same read as a batch query, beside the batch job and the job
+             itself: what each part costs, and what the connector's read costs before any streaming
   scale      (not in `all`) the full replay --once on 1, 2, 3 topic partitions x 1, 2 executors of a
              Spark standalone cluster (local/spark_cluster.py): rows/s side by side
   soak       (not in `all`) a fixed-rate replay for minutes while the job runs live: memory stays flat,
@@ -219,7 +221,7 @@ def bench_startup(bootstrap: str, input_path: str, topic: str, workdir: Path, ro
     return result
 
 
-ONCE_PARTS = ("read", "check", "dedupe", "plan")
+ONCE_PARTS = ("kafka-batch", "read", "check", "dedupe", "plan")
 
 
 def bench_once_parts(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 3) -> dict:
