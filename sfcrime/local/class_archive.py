@@ -105,7 +105,7 @@ def make(path: Path | None = None) -> str:
           flush=True)
     started = time.monotonic()
     ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
-    for leftover in ARCHIVE_DIR.glob(".*.jsa.*"):  # an interrupted training run's
+    for leftover in ARCHIVE_DIR.glob(".spark-*.jsa.*"):  # an interrupted training run's
         leftover.unlink(missing_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     log = ARCHIVE_DIR / "training.log"
@@ -120,7 +120,7 @@ def make(path: Path | None = None) -> str:
         return (f"no class-data archive (the training run failed, see {log}): Spark starts as usual, "
                 "about 5 s slower")
     staging.replace(path)
-    for old in ARCHIVE_DIR.glob("*.jsa"):  # another pyspark's or java's: no JVM here can use it any more
+    for old in ARCHIVE_DIR.glob("spark-*.jsa"):  # another pyspark's or java's: no JVM here can use it any more
         if old != path:
             old.unlink()
     return (f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} "

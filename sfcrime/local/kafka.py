@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..clients import port_open
 from ..config import REPO_DIR, UserError
+from . import kafka_archive
 from .java import java_executable
 from .jars import KAFKA_VERSION, kafka_classpath
 from .tls import CA_FILE, make_certificates, write_private
@@ -123,7 +124,7 @@ class KafkaNode:
                  heap: str = DEFAULT_HEAP, advertised_host: str | None = None,
                  scram_users: dict[str, str] | None = None, tls: bool = False,
                  node_id: int = 1, voters: dict[int, int] | None = None, cluster_id: str | None = None,
-                 properties: dict[str, str] | None = None) -> None:
+                 properties: dict[str, str] | None = None, archive_to: Path | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
@@ -135,6 +136,7 @@ class KafkaNode:
         self.voters = voters  # {node id: controller port}; None for a single node (--standalone)
         self.cluster_id = cluster_id  # shared by a cluster's nodes; a new one for a single node
         self.properties = dict(properties or {})  # more server settings, after ours (the last of a key wins)
+        self.archive_to = archive_to  # set-up's training run: the broker writes Kafka's class archive when it stops
         self.process: subprocess.Popen | None = None
 
     @property
@@ -214,11 +216,16 @@ class KafkaNode:
 
     def _java(self, main_class: str, *args: str, log_level: str = "info") -> list[str]:
         """The JVM command for one of Kafka's main classes, logging to the data folder's server.log; extra JVM
-        options from KAFKA_OPTS, as Kafka's own scripts take them."""
+        options from KAFKA_OPTS, as Kafka's own scripts take them. It maps Kafka's class archive when set-up
+        made one (kafka_archive.py)."""
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(level=log_level, log_file=self.log_file))
+        if self.archive_to is None:
+            archive = kafka_archive.java_options()
+        else:  # only the broker writes it: the storage format's JVM would write one too, of its own classes
+            archive = [f"-XX:ArchiveClassesAtExit={self.archive_to}"] if main_class == "kafka.Kafka" else []
         return [java_executable(), f"-Xmx{self.heap}", f"-Xms{min(256, _megabytes(self.heap))}m",
-                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", *archive,
                 *shlex.split(os.environ.get("KAFKA_OPTS", "")),
                 f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.data_dir}",
                 "-cp", kafka_classpath(), main_class, *args]

@@ -1,6 +1,6 @@
-"""`make setup`'s Java half: a Java 17+, Apache Kafka and Spark's Kafka connector at pinned versions, and
-Kafka's own console tools on the venv's PATH. Run as `python -m sfcrime.local.setup`; a second run only
-checks. What it fetches and where: README, "Set-up".
+"""`make setup`'s Java half: a Java 17+, Apache Kafka and Spark's Kafka connector at pinned versions,
+Kafka's own console tools on the venv's PATH, and the class-data archives that start the JVMs faster. Run as
+`python -m sfcrime.local.setup`; a second run only checks. What it fetches and where: README, "Set-up".
 """
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from ..config import UserError
-from . import class_archive, jars, pyspark_zips
+from . import class_archive, jars, kafka_archive, pyspark_zips
 from .java import install_if_missing, java_executable
+from .kafka import KafkaNode
 
 # Kafka's own scripts (bin/*.sh in its tarball) and the classes they run.
 KAFKA_TOOLS = {
@@ -24,13 +27,19 @@ KAFKA_TOOLS = {
     "kafka-storage.sh": "kafka.tools.StorageTool",
 }
 
+KAFKA_TRAINING_MESSAGES = 2000  # for Kafka's class archive
+
 TOOLS_LOG4J2 = jars.stderr_log4j2("Kafka's tools-log4j2: warnings and errors to stderr, as its tarball's bin/ scripts do.",
                                   "warn", "[%d] %p %m (%c)%n")
 
 TOOL_SCRIPT = """\
 #!/bin/sh
-# Apache Kafka {version}'s {name}, from the jars `make setup` fetched (sfcrime/local/setup.py writes this).
-exec "{java}" ${{KAFKA_HEAP_OPTS:--Xmx256m}} $KAFKA_OPTS -Dlog4j2.configurationFile="{log4j}" \\
+# Apache Kafka {version}'s {name}, from the jars `make setup` fetched (sfcrime/local/setup.py writes this),
+# on Kafka's class archive when there is one (sfcrime/local/kafka_archive.py).
+ARCHIVE="{archive}"
+CDS=""
+[ -f "$ARCHIVE" ] && [ "$SFCRIME_CLASS_ARCHIVE" != off ] && CDS="-XX:SharedArchiveFile=$ARCHIVE {quiet}"
+exec "{java}" ${{KAFKA_HEAP_OPTS:--Xmx256m}} $CDS $KAFKA_OPTS -Dlog4j2.configurationFile="{log4j}" \\
   -cp "{classpath}" {main_class} "$@"
 """
 
@@ -43,10 +52,66 @@ def install_kafka_tools(bin_dir: Path) -> list[Path]:
     for name, main_class in KAFKA_TOOLS.items():
         script = bin_dir / name
         script.write_text(TOOL_SCRIPT.format(version=jars.KAFKA_VERSION, name=name, java=java_executable(),
-                                             log4j=log4j, classpath=jars.kafka_classpath(), main_class=main_class))
+                                             log4j=log4j, classpath=jars.kafka_classpath(), main_class=main_class,
+                                             archive=kafka_archive.archive_path(), quiet=class_archive.QUIET))
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         written.append(script)
     return written
+
+
+def make_kafka_archive() -> str:
+    """Kafka's class-data archive (kafka_archive.py), written by a broker when it stops after a short run
+    (some seconds, once); a second run finds it and does nothing."""
+    path = kafka_archive.archive_path()
+    if path.is_file():
+        return f"class-data archive of Kafka's JVMs: {path.relative_to(jars.JARS_DIR.parent)} (already made)"
+    print("making a class-data archive of Kafka's JVMs from a broker's short run (some seconds, once) ...", flush=True)
+    started = time.monotonic()
+    class_archive.ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
+    for leftover in class_archive.ARCHIVE_DIR.glob(".kafka-*.jsa.*"):  # an interrupted training run's
+        leftover.unlink(missing_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    failure = None
+    with tempfile.TemporaryDirectory(prefix=".kafka-training-", dir=class_archive.ARCHIVE_DIR) as tmp:
+        node = KafkaNode(Path(tmp) / "data", archive_to=staging)
+        try:
+            _kafka_training_run(node.start().bootstrap_servers)
+        except Exception as error:  # set-up goes on without it: Kafka only starts slower
+            failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+        finally:
+            node.stop()  # the JVM writes the archive as it exits
+    if failure or not staging.is_file():
+        staging.unlink(missing_ok=True)
+        return (f"no class-data archive of Kafka's JVMs ({failure or 'the broker wrote none'}): Kafka starts as "
+                "usual, about a second slower")
+    staging.replace(path)
+    for old in class_archive.ARCHIVE_DIR.glob("kafka-*.jsa"):  # another Kafka's or java's: of no use here now
+        if old != path:
+            old.unlink()
+    return (f"class-data archive of Kafka's JVMs: {path.relative_to(jars.JARS_DIR.parent)} "
+            f"({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s)")
+
+
+def _kafka_training_run(bootstrap: str) -> None:
+    """What the broker does for us: a topic made, calls written idempotently, read back by a group."""
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from ..clients.confluent import LIBRDKAFKA_LOG
+
+    client = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
+    admin = AdminClient(client)  # kept: a client dropped at once cancels its requests
+    admin.create_topics([NewTopic("training", 3, 1)])["training"].result(30)
+    producer = Producer({**client, "enable.idempotence": True})
+    for i in range(KAFKA_TRAINING_MESSAGES):
+        producer.produce("training", key=str(i).encode(), value=b'{"crime_id": "%d"}' % i)
+    producer.flush(30)
+    consumer = Consumer({**client, "group.id": "training", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["training"])
+    read, deadline = 0, time.monotonic() + 30
+    while read < KAFKA_TRAINING_MESSAGES and time.monotonic() < deadline:
+        read += len(consumer.consume(500, timeout=1))
+    consumer.close()
 
 
 def main() -> int:
@@ -62,6 +127,7 @@ def main() -> int:
         else:
             print("pyspark is outside this repo's .venv: pass the connector yourself, e.g. "
                   f"spark-submit --packages {jars.connector_coordinate()} data_stream.py", flush=True)
+        print(make_kafka_archive(), flush=True)
         bin_dir = Path(sys.prefix) / "bin"
         if sys.prefix != sys.base_prefix and os.access(bin_dir, os.W_OK):
             tools = install_kafka_tools(bin_dir)

@@ -61,3 +61,25 @@ def test_java_options_are_read_from_spark_defaults_as_java_properties(tmp_path):
     defaults.write_text("spark.driver.extraJavaOptionsX -Dother=1\n")
     assert class_archive.defaults_value(defaults, class_archive.JAVA_OPTIONS) == ""
     assert class_archive.defaults_value(tmp_path / "missing.conf", "spark.jars") == ""
+
+
+def test_kafkas_jvms_get_kafkas_archive_only_when_it_is_there_and_not_turned_off(tmp_path, monkeypatch):
+    from sfcrime.local import kafka_archive
+    from sfcrime.local.kafka import KafkaNode
+
+    archive = tmp_path / "kafka.jsa"
+    monkeypatch.setattr(kafka_archive, "archive_path", lambda: archive)
+    monkeypatch.delenv("SFCRIME_CLASS_ARCHIVE", raising=False)
+    monkeypatch.delenv("KAFKA_OPTS", raising=False)
+    node = KafkaNode(tmp_path / "kafka", port=19999)
+    node.data_dir.mkdir()
+    assert not any("SharedArchiveFile" in option for option in node._java("kafka.Kafka"))  # none made yet
+    archive.write_bytes(b"archive")
+    command = node._java("kafka.tools.StorageTool")
+    assert f"-XX:SharedArchiveFile={archive}" in command and "-Xlog:cds=off" in command
+    assert command.index(f"-XX:SharedArchiveFile={archive}") < command.index("-cp")
+    monkeypatch.setenv("SFCRIME_CLASS_ARCHIVE", "off")
+    assert not any("SharedArchiveFile" in option for option in node._java("kafka.Kafka"))
+    training = KafkaNode(tmp_path / "kafka", port=19999, archive_to=tmp_path / "new.jsa")
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in training._java("kafka.Kafka")
+    assert not any("Archive" in option for option in training._java("kafka.tools.StorageTool"))  # only the broker writes it
