@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,22 @@ QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # a stale archive is dropped with
 
 def archive_path() -> Path:
     """The archive for this pyspark and this java (after ensure_java): another of either needs its own."""
-    java = Path(java_in_use() or java_executable()).resolve()  # cheap: no `java -version` per session
-    stat = java.stat()
-    key = hashlib.sha256(f"{spark_home()}|{java}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = archive_key(java_in_use() or java_executable(), str(spark_home()))  # cheap: no `java -version` per session
     return ARCHIVE_DIR / f"spark-{spark_version()}-{key}.jsa"
+
+
+def archive_key(java: str, *made_of: str) -> str:
+    """A short key for an archive's name: this java's build (its path, size and time) and what else the
+    archive holds classes of."""
+    resolved = Path(java).resolve()
+    stat = resolved.stat()
+    return hashlib.sha256("|".join([*made_of, str(resolved), str(stat.st_size), str(stat.st_mtime_ns)])
+                          .encode()).hexdigest()[:12]
+
+
+def enabled() -> bool:
+    """SFCRIME_CLASS_ARCHIVE=off starts every JVM as usual."""
+    return os.environ.get("SFCRIME_CLASS_ARCHIVE", "").lower() != "off"
 
 
 def conf_folder() -> Path:
@@ -73,7 +86,7 @@ class Launch:
 def launch(to_make: Path | None = None) -> Launch | None:
     """The JVM's launch on the archive (or one that writes an archive to `to_make` when it exits); None to
     start Spark as usual."""
-    if os.environ.get("SFCRIME_CLASS_ARCHIVE", "").lower() == "off" or "PYSPARK_SUBMIT_ARGS" in os.environ:
+    if not enabled() or "PYSPARK_SUBMIT_ARGS" in os.environ:
         return None
     archive = None if to_make else archive_path()
     if archive is not None and not archive.is_file():
@@ -98,16 +111,12 @@ def make(path: Path | None = None) -> str:
     """`make setup`: the archive, made by a training run in a JVM of its own (a minute, once); a second
     run finds it and does nothing."""
     ensure_java()  # the java build_session will start, so the archive's name is the one it looks for
-    path = path or archive_path()
-    if path.is_file():
-        return f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} (already made)"
-    print("making a class-data archive of Spark's JVM from a short run of the job (about a minute, once) ...",
-          flush=True)
-    started = time.monotonic()
-    ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
-    for leftover in ARCHIVE_DIR.glob(".spark-*.jsa.*"):  # an interrupted training run's
-        leftover.unlink(missing_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    return make_once(path or archive_path(), "Spark's JVM", "a short run of the job (about a minute, once)",
+                     _training_run, "Spark starts as usual, about 5 s slower")
+
+
+def _training_run(staging: Path) -> str | None:
+    """The job's own work in a JVM that writes the archive to `staging` as it exits; why it failed, or None."""
     log = ARCHIVE_DIR / "training.log"
     with open(log, "wb") as out:
         try:
@@ -115,13 +124,29 @@ def make(path: Path | None = None) -> str:
                                     stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode != 0
         except subprocess.TimeoutExpired:
             failed = True
-    if failed or not staging.is_file():
+    return f"the training run failed, see {log}" if failed or not staging.is_file() else None
+
+
+def make_once(path: Path, label: str, source: str, train: Callable[[Path], str | None], without: str) -> str:
+    """The archive at `path` (ARCHIVE_DIR/<kind>-<version>-<key>.jsa), unless it is there: `train` writes it
+    to a staging file and returns why it could not, or None. Set-up goes on without one (`without` says
+    what that costs); a new one replaces the archives of the same kind that no JVM here can use any more."""
+    if path.is_file():
+        return f"class-data archive of {label}: {path.relative_to(JARS_DIR.parent)} (already made)"
+    print(f"making a class-data archive of {label} from {source} ...", flush=True)
+    started = time.monotonic()
+    kind = path.name.split("-", 1)[0]
+    ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
+    for leftover in ARCHIVE_DIR.glob(f".{kind}-*.jsa.*"):  # an interrupted training run's
+        leftover.unlink(missing_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    failure = train(staging)
+    if failure or not staging.is_file():
         staging.unlink(missing_ok=True)
-        return (f"no class-data archive (the training run failed, see {log}): Spark starts as usual, "
-                "about 5 s slower")
+        return f"no class-data archive of {label} ({failure or 'the training run wrote none'}): {without}"
     staging.replace(path)
-    for old in ARCHIVE_DIR.glob("spark-*.jsa"):  # another pyspark's or java's: no JVM here can use it any more
+    for old in ARCHIVE_DIR.glob(f"{kind}-*.jsa"):  # another version's or java's
         if old != path:
             old.unlink()
-    return (f"class-data archive of Spark's JVM: {path.relative_to(JARS_DIR.parent)} "
+    return (f"class-data archive of {label}: {path.relative_to(JARS_DIR.parent)} "
             f"({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s)")

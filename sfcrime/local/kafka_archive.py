@@ -11,30 +11,23 @@ as usual.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-from .class_archive import ARCHIVE_DIR, QUIET
+from .class_archive import ARCHIVE_DIR, QUIET, archive_key, enabled
 from .jars import KAFKA_VERSION, kafka_classpath
 from .java import java_executable
 
 
 def archive_path() -> Path:
     """The archive for this Kafka and this java: another of either needs its own."""
-    java = Path(java_executable()).resolve()
-    stat = java.stat()
-    key = hashlib.sha256(f"{java}|{stat.st_size}|{stat.st_mtime_ns}|{kafka_classpath()}".encode()).hexdigest()[:12]
-    return ARCHIVE_DIR / f"kafka-{KAFKA_VERSION}-{key}.jsa"
-
-
-def enabled() -> bool:
-    return os.environ.get("SFCRIME_CLASS_ARCHIVE", "").lower() != "off"
+    return ARCHIVE_DIR / f"kafka-{KAFKA_VERSION}-{archive_key(java_executable(), kafka_classpath())}.jsa"
 
 
 def java_options() -> list[str]:
     """Options for a Kafka JVM to start on the archive; none when there is none, or it is turned off."""
+    if not enabled():
+        return []
     archive = archive_path()
-    if not enabled() or not archive.is_file():
+    if not archive.is_file():
         return []
     return [f"-XX:SharedArchiveFile={archive}", *QUIET.split()]

@@ -12,7 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import UserError
+from ..clients import ensure_topic, open_consumer, open_producer
+from ..clients.seam import DeliveryReport
+from ..config import KafkaSettings, UserError
 from . import class_archive, jars, kafka_archive, pyspark_zips
 from .java import install_if_missing, java_executable
 from .kafka import KafkaNode
@@ -62,56 +64,32 @@ def install_kafka_tools(bin_dir: Path) -> list[Path]:
 def make_kafka_archive() -> str:
     """Kafka's class-data archive (kafka_archive.py), written by a broker when it stops after a short run
     (some seconds, once); a second run finds it and does nothing."""
-    path = kafka_archive.archive_path()
-    if path.is_file():
-        return f"class-data archive of Kafka's JVMs: {path.relative_to(jars.JARS_DIR.parent)} (already made)"
-    print("making a class-data archive of Kafka's JVMs from a broker's short run (some seconds, once) ...", flush=True)
-    started = time.monotonic()
-    class_archive.ARCHIVE_DIR.mkdir(parents=True, exist_ok=True)
-    for leftover in class_archive.ARCHIVE_DIR.glob(".kafka-*.jsa.*"):  # an interrupted training run's
-        leftover.unlink(missing_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    failure = None
+    return class_archive.make_once(kafka_archive.archive_path(), "Kafka's JVMs", "a broker's short run (some seconds, once)",
+                                   _kafka_training_run, "Kafka starts as usual, about a second slower")
+
+
+def _kafka_training_run(staging: Path) -> str | None:
+    """A broker that writes the archive to `staging` as it stops, after what it does for us, through our own
+    clients: a topic made, calls written as the replay writes them, read back by a group. Why it failed, or None."""
     with tempfile.TemporaryDirectory(prefix=".kafka-training-", dir=class_archive.ARCHIVE_DIR) as tmp:
         node = KafkaNode(Path(tmp) / "data", archive_to=staging)
         try:
-            _kafka_training_run(node.start().bootstrap_servers)
+            settings = KafkaSettings(bootstrap_servers=node.start().bootstrap_servers, topic="training")
+            ensure_topic(settings, 3)
+            with open_producer(settings, DeliveryReport()) as producer:
+                for i in range(KAFKA_TRAINING_MESSAGES):
+                    producer.send(str(i).encode(), b'{"crime_id": "%d"}' % i)
+                producer.flush(30)
+            with open_consumer(settings, group_id="training") as consumer:
+                consumer.subscribe()
+                read, deadline = 0, time.monotonic() + 30
+                while read < KAFKA_TRAINING_MESSAGES and time.monotonic() < deadline:
+                    read += len(consumer.poll(500, 1))
         except Exception as error:  # set-up goes on without it: Kafka only starts slower
-            failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return str(error).splitlines()[0] if str(error) else type(error).__name__
         finally:
             node.stop()  # the JVM writes the archive as it exits
-    if failure or not staging.is_file():
-        staging.unlink(missing_ok=True)
-        return (f"no class-data archive of Kafka's JVMs ({failure or 'the broker wrote none'}): Kafka starts as "
-                "usual, about a second slower")
-    staging.replace(path)
-    for old in class_archive.ARCHIVE_DIR.glob("kafka-*.jsa"):  # another Kafka's or java's: of no use here now
-        if old != path:
-            old.unlink()
-    return (f"class-data archive of Kafka's JVMs: {path.relative_to(jars.JARS_DIR.parent)} "
-            f"({path.stat().st_size / 1e6:.0f} MB, {time.monotonic() - started:.0f} s)")
-
-
-def _kafka_training_run(bootstrap: str) -> None:
-    """What the broker does for us: a topic made, calls written idempotently, read back by a group."""
-    from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from ..clients.confluent import LIBRDKAFKA_LOG
-
-    client = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
-    admin = AdminClient(client)  # kept: a client dropped at once cancels its requests
-    admin.create_topics([NewTopic("training", 3, 1)])["training"].result(30)
-    producer = Producer({**client, "enable.idempotence": True})
-    for i in range(KAFKA_TRAINING_MESSAGES):
-        producer.produce("training", key=str(i).encode(), value=b'{"crime_id": "%d"}' % i)
-    producer.flush(30)
-    consumer = Consumer({**client, "group.id": "training", "auto.offset.reset": "earliest"})
-    consumer.subscribe(["training"])
-    read, deadline = 0, time.monotonic() + 30
-    while read < KAFKA_TRAINING_MESSAGES and time.monotonic() < deadline:
-        read += len(consumer.consume(500, timeout=1))
-    consumer.close()
+    return None
 
 
 def main() -> int:
