@@ -37,6 +37,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from unittest import mock
 
 from .config import DEFAULT_INPUT, REPO_DIR, UserError
 from .results import path_in
@@ -252,32 +253,26 @@ def bench_broker(workdir: Path, rounds: int = 3) -> dict:
 
     times: dict[str, dict[str, list[float]]] = {"archive": {"first": [], "restart": []},
                                                  "no_archive": {"first": [], "restart": []}}
-    saved = os.environ.get("SFCRIME_CLASS_ARCHIVE")
-    try:
-        for i in range(rounds):
-            for kind, measured in times.items():
-                os.environ["SFCRIME_CLASS_ARCHIVE"] = "on" if kind == "archive" else "off"
+    for i in range(rounds):
+        for kind, measured in times.items():
+            with mock.patch.dict(os.environ, {"SFCRIME_CLASS_ARCHIVE": "on" if kind == "archive" else "off"}):
                 data = workdir / f"broker-{kind}-{i}"
                 for attempt in ("first", "restart"):
                     started = time.monotonic()
                     node = KafkaNode(data).start()
                     measured[attempt].append(round(time.monotonic() - started, 2))
                     node.stop()
-            print(f"  broker round {i + 1}: first start {times['archive']['first'][-1]:.1f} s, restart "
-                  f"{times['archive']['restart'][-1]:.1f} s; without the class archive "
-                  f"{times['no_archive']['first'][-1]:.1f} s and {times['no_archive']['restart'][-1]:.1f} s", flush=True)
-    finally:
-        if saved is None:
-            os.environ.pop("SFCRIME_CLASS_ARCHIVE", None)
-        else:
-            os.environ["SFCRIME_CLASS_ARCHIVE"] = saved
+        print(f"  broker round {i + 1}: first start {times['archive']['first'][-1]:.1f} s, restart "
+              f"{times['archive']['restart'][-1]:.1f} s; without the class archive "
+              f"{times['no_archive']['first'][-1]:.1f} s and {times['no_archive']['restart'][-1]:.1f} s", flush=True)
+
+    def summary(measured: dict[str, list[float]]) -> dict:
+        return {"first_start_s": measured["first"], "restart_s": measured["restart"],
+                "first_start_median_s": statistics.median(measured["first"]),
+                "restart_median_s": statistics.median(measured["restart"])}
+
     first, restarts = times["archive"]["first"], times["archive"]["restart"]
-    result = {"first_start_s": first, "restart_s": restarts, "first_start_median_s": statistics.median(first),
-              "restart_median_s": statistics.median(restarts), "target_s": 20.0,
-              "without_archive": {"first_start_s": times["no_archive"]["first"],
-                                  "restart_s": times["no_archive"]["restart"],
-                                  "first_start_median_s": statistics.median(times["no_archive"]["first"]),
-                                  "restart_median_s": statistics.median(times["no_archive"]["restart"])}}
+    result = {**summary(times["archive"]), "target_s": 20.0, "without_archive": summary(times["no_archive"])}
     result["met"] = max(first + restarts) <= 20.0
     print(f"broker ready: first start {result['first_start_median_s']:.1f} s, restart {result['restart_median_s']:.1f} s "
           f"(target <= 20 s) {'MET' if result['met'] else 'NOT MET'}; without the class archive "
