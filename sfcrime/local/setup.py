@@ -40,7 +40,10 @@ TOOL_SCRIPT = """\
 # on Kafka's class archive when there is one (sfcrime/local/kafka_archive.py).
 ARCHIVE="{archive}"
 CDS=""
-[ -f "$ARCHIVE" ] && [ "$SFCRIME_CLASS_ARCHIVE" != off ] && CDS="-XX:SharedArchiveFile=$ARCHIVE {quiet}"
+case "$SFCRIME_CLASS_ARCHIVE" in
+  [Oo][Ff][Ff]) ;;  # off in any case, as class_archive.enabled() reads it
+  *) [ -f "$ARCHIVE" ] && CDS="-XX:SharedArchiveFile=$ARCHIVE {quiet}" ;;
+esac
 exec "{java}" ${{KAFKA_HEAP_OPTS:--Xmx256m}} $CDS $KAFKA_OPTS -Dlog4j2.configurationFile="{log4j}" \\
   -cp "{classpath}" {main_class} "$@"
 """

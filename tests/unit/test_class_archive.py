@@ -83,3 +83,27 @@ def test_kafkas_jvms_get_kafkas_archive_only_when_it_is_there_and_not_turned_off
     training = KafkaNode(tmp_path / "kafka", port=19999, archive_to=tmp_path / "new.jsa")
     assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in training._java("kafka.Kafka")
     assert not any("Archive" in option for option in training._java("kafka.tools.StorageTool"))  # only the broker writes it
+
+
+def test_kafkas_tool_scripts_read_sfcrime_class_archive_as_python_does(tmp_path):
+    """The scripts in .venv/bin decide in sh; `off` in any case turns the archive off there too."""
+    import subprocess
+
+    from sfcrime.local.setup import TOOL_SCRIPT
+
+    archive = tmp_path / "kafka.jsa"
+    script = tmp_path / "kafka-topics.sh"
+    script.write_text(TOOL_SCRIPT.format(version="4", name="kafka-topics.sh", java="/bin/echo", log4j="log4j",
+                                         classpath="jars/*", main_class="Main", archive=archive, quiet="-Xlog:cds=off"))
+
+    def command(setting: str | None) -> str:
+        env = {"PATH": "/usr/bin:/bin"} | ({"SFCRIME_CLASS_ARCHIVE": setting} if setting is not None else {})
+        return subprocess.run(["sh", str(script), "--list"], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert "SharedArchiveFile" not in command(None)  # no archive made
+    archive.write_bytes(b"archive")
+    assert f"-XX:SharedArchiveFile={archive} -Xlog:cds=off" in command(None)
+    assert "SharedArchiveFile" in command("on")
+    for off in ("off", "OFF", "Off"):
+        assert "SharedArchiveFile" not in command(off), off
+    assert command("off").split()[-2:] == ["Main", "--list"]
