@@ -15,7 +15,27 @@ from ..config import UserError
 MINIMUM = 17
 
 
+_VERSIONS: dict[tuple[str, int, int], int] = {}  # (real path, size, mtime) of a java: its major version
+
+
 def java_version(java: str) -> int | None:
+    """The major version of `java`, asked once per binary: a `java -version` costs some 35 ms of CPU, and each
+    of Kafka's JVMs looked it up four times. A java replaced in place (another size or time) is asked again."""
+    try:
+        real = os.path.realpath(java)
+        stat = os.stat(real)
+    except OSError:
+        return None
+    key = (real, stat.st_size, stat.st_mtime_ns)
+    if key not in _VERSIONS:
+        version = _ask_version(java)
+        if version is None:  # not a java, or a timeout: not remembered, the next call asks again
+            return None
+        _VERSIONS[key] = version
+    return _VERSIONS[key]
+
+
+def _ask_version(java: str) -> int | None:
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
     except (OSError, subprocess.TimeoutExpired):
