@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import UserError
 from .dataset import second_occurrence
+from .stream.watermarks import Observation, PartitionClock, job_watermark, observe
 
 FILE_NAME = "results.sqlite"
 LOCK_NAME = ".lock"
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS locations (address TEXT PRIMARY KEY, count INTEGER);
 CREATE TABLE IF NOT EXISTS dispositions (disposition TEXT PRIMARY KEY, description TEXT, count INTEGER);
 CREATE TABLE IF NOT EXISTS hourly (hour INTEGER, crime_type TEXT, count INTEGER, PRIMARY KEY (hour, crime_type));
 CREATE TABLE IF NOT EXISTS daily (day TEXT, crime_type TEXT, count INTEGER, PRIMARY KEY (day, crime_type));
+CREATE TABLE IF NOT EXISTS partitions (
+    partition INTEGER PRIMARY KEY, event_time REAL, read_to INTEGER, end_offset INTEGER, grew_at REAL, idle INTEGER);
 CREATE TABLE IF NOT EXISTS dead_letters (
     partition INTEGER, offset INTEGER, kafka_timestamp REAL, reason TEXT, value BLOB, batch_id INTEGER,
     PRIMARY KEY (partition, offset));
@@ -57,6 +60,31 @@ _COUNTED = {
     "hourly": ("hourly", ("hour", "crime_type"), ("hour", "crime_type")),
     "daily": ("daily", ("day", "crime_type"), ("day", "crime_type")),
 }
+
+
+def watermark_of(meta: dict[str, str]) -> float | None:
+    """The job's event-time watermark: windows ending at or before it are final. Results written before
+    the watermark was kept per partition have only the stream's front, from which it was derived then."""
+    if "job_watermark" in meta:  # empty while a partition with no event time yet holds it
+        return float(meta["job_watermark"]) if meta["job_watermark"] else None
+    front = meta.get("event_time_max")
+    return None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
+
+
+def batch_event_times(counts: dict[str, list[dict]]) -> dict[int, float]:
+    """The latest plausible event time of each partition in a batch's counts. Counts made without
+    partitions (a hand-made batch) come from one, partition 0."""
+    if "partition_event_times" in counts:
+        return {r["partition"]: float(r["event_s_max"]) for r in counts["partition_event_times"]
+                if r["event_s_max"] is not None}
+    latest = (counts.get("total") or [{}])[0].get("event_s_max")
+    return {} if latest is None else {0: float(latest)}
+
+
+def read_clocks(db: sqlite3.Connection) -> dict[int, PartitionClock]:
+    """Each partition's clock (stream/watermarks.py) as the latest batch or look left it."""
+    return {row[0]: PartitionClock(row[0], row[1], row[2] or 0, row[3], row[4] or 0.0, bool(row[5]))
+            for row in db.execute("SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions")}
 
 
 def path_in(output: str | Path) -> Path:
@@ -218,16 +246,57 @@ class ResultStore:
         value = self.meta().get("event_time_max")
         return None if value is None else float(value)
 
-    def write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str] | None = None) -> bool:
+    def watermark(self) -> float | None:
+        """The job's event-time watermark (epoch seconds): windows ending at or before it are final."""
+        return watermark_of(self.meta())
+
+    def partition_clocks(self) -> dict[int, PartitionClock]:
+        with self._lock:
+            return read_clocks(self._db)
+
+    def write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str] | None = None,
+                    observation: Observation | None = None) -> bool:
         """Add one micro-batch's counts (transforms.count_table); False, writing nothing, if it is already here.
 
         `identity` (query, cluster and topic ids) is checked and kept in the same transaction: a batch id
-        of another query must never be taken for one of ours.
+        of another query must never be taken for one of ours. So are the partitions' clocks and the job's
+        watermark that the batch moves (`observation`: its offsets and Kafka's), so that a restart resumes
+        them exactly where the last counted batch left them.
         """
         with self._lock:
-            return self._write_batch(batch_id, counts, identity or {})
+            return self._write_batch(batch_id, counts, identity or {},
+                                     observation or Observation(now=time.time(), idle_timeout_s=float("inf")))
 
-    def _write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str]) -> bool:
+    def observe_partitions(self, observation: Observation) -> tuple[float | None, float | None]:
+        """Between batches: Kafka's end offsets alone may make a partition idle (or active again), and so move
+        the watermark. Returns the watermark before and after."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+                before = watermark_of(meta)
+                after = self._advance(db, meta, before, {}, observation)
+                db.execute("COMMIT")
+                return before, after
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _advance(self, db: sqlite3.Connection, meta: dict[str, str], before: float | None,
+                 event_times: dict[int, float], observation: Observation) -> float | None:
+        """The partitions' clocks and the job's watermark moved on, in the caller's transaction."""
+        clocks = observe(read_clocks(db), observation.now, observation.idle_timeout_s, event_times,
+                         observation.read_to, observation.end_offsets)
+        after = job_watermark(clocks, before, int(meta.get("watermark_seconds", 3600)))
+        db.executemany("INSERT OR REPLACE INTO partitions VALUES (?, ?, ?, ?, ?, ?)",
+                       [(c.partition, c.event_time, c.read_to, c.end_offset, c.grew_at, int(c.idle))
+                        for c in clocks.values()])
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('job_watermark', ?)", ("" if after is None else repr(after),))
+        return after
+
+    def _write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str],
+                     observation: Observation) -> bool:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -251,7 +320,7 @@ class ResultStore:
             # Late calls: counted all the same, into panes a final window already covered (its end at or
             # before the watermark of the batches before this one). Kept per pane, to say which windows changed.
             front = meta.get("event_time_max")
-            watermark = None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
+            watermark = watermark_of(meta)
             if watermark is not None:
                 late: dict[int, int] = {}
                 for row in counts.get("crime_type_windows", []):
@@ -268,6 +337,7 @@ class ResultStore:
             fronts = [float(x) for x in (front, total.get("event_s_max"), latest) if x is not None]
             if fronts:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('event_time_max', ?)", (str(max(fronts)),))
+            self._advance(db, meta, watermark, batch_event_times(counts), observation)
             stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
             db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))

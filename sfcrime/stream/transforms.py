@@ -270,6 +270,8 @@ def count_table(table, ahead_from: int | None = None) -> dict[str, list[dict]]:
     event time is at or after `ahead_from` (epoch seconds) is implausibly far ahead of the stream: it is a
     dead letter. "repeated_hour" lists the calls whose local time falls in an hour a daylight-saving change
     repeats (a few dozen a year), one row each, for results.py to place in the right occurrence of that hour.
+    "partition_event_times" is each partition's latest plausible event time (event_s_max): its watermark
+    (watermarks.py).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -284,6 +286,9 @@ def count_table(table, ahead_from: int | None = None) -> dict[str, list[dict]]:
     repeated = calls.filter(pc.fill_null(calls["repeated_hour"], False))
     counts = {name: _grouped(repeated if name == "repeated_hour" else bad if name == "dead_letters" else calls, keys)
               for name, keys in COUNT_SETS.items()}
+    counts["partition_event_times"] = [] if not calls.num_rows else (
+        calls.group_by(["partition"], use_threads=False).aggregate([("event_s", "max")])
+        .select(["partition", "event_s_max"]).to_pylist())
     counts["total"] = [] if not table.num_rows else [{
         "count": table.num_rows, "kafka_us_min": pc.min(table["kafka_us"]).as_py(),
         "kafka_us_max": pc.max(table["kafka_us"]).as_py(), "kafka_us_avg": pc.mean(table["kafka_us"]).as_py(),

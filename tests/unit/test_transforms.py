@@ -112,6 +112,8 @@ def test_count_table_answers_every_question_from_one_read_of_the_batch(spark):
                                                                  [("2018-10-02", 1), ("2018-10-02", 2)])
     assert [(r["dl_offset"], r["reason"], r["value"]) for r in counts["dead_letters"]] == [(3, T.NOT_AN_OBJECT, b"garbage")]
     assert counts["total"][0]["count"] == 4
+    # each partition's latest plausible event time, its watermark (kafka_rows puts every value in partition 0)
+    assert counts["partition_event_times"] == [{"partition": 0, "event_s_max": nine + 3600}]
 
     ahead = T.count_table(table, ahead_from=nine + 3600)  # the 10:00 call is implausibly far ahead
     assert sorted((r["dl_offset"], r["reason"]) for r in ahead["dead_letters"]) == [
@@ -120,7 +122,8 @@ def test_count_table_answers_every_question_from_one_read_of_the_batch(spark):
         (nine, "Passing Call", 2)]
     assert [(r["address"], r["count"]) for r in ahead["locations"]] == [("A St", 2)]
     assert ahead["total"][0]["count"] == 4 and ahead["total"][0]["event_s_max"] == nine + 59 * 60
-    assert T.count_table(table.slice(0, 0)) == {name: [] for name in [*T.COUNT_SETS, "total"]}
+    assert ahead["partition_event_times"] == [{"partition": 0, "event_s_max": nine + 59 * 60}]  # not the call set aside
+    assert T.count_table(table.slice(0, 0)) == {name: [] for name in [*T.COUNT_SETS, "partition_event_times", "total"]}
 
 
 def test_batch_job_reads_the_file_with_the_same_transforms(spark, tmp_path):
