@@ -19,7 +19,8 @@ from typing import Callable
 from .config import UserError
 from .dataset import SF_TZ
 from .glossary import MEANINGS, labelled, meaning
-from .results import connect, lock_holder, path_in, window_counts
+from .results import connect, lock_holder, path_in, read_clocks, watermark_of, window_counts
+from .stream.watermarks import holding_back
 
 log = logging.getLogger(__name__)
 REPORT_DIR = "report"  # in the job's output folder
@@ -66,8 +67,7 @@ def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) ->
 def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
-    front = meta.get("event_time_max")
-    watermark = None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
+    watermark = watermark_of(meta)
     by_window: dict[tuple[int, int], list[tuple[str, int]]] = {}  # (start, end) -> [(crime type, calls)]
     for start, end, name, count in window_counts(db):
         by_window.setdefault((start, end), []).append((name, count))
@@ -156,9 +156,17 @@ def _pipeline(db, meta: dict, job_pid: int | None) -> dict:
     names = ("batch_id", "at", "input_rows", "input_rps", "processed_rps", "duration_ms", "backlog", "late",
              "malformed", "latency_mean_s", "latency_max_s")
     last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
+    clocks = read_clocks(db)
+    held = holding_back(clocks)
     return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), job_pid),
             "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
             "last_batch_written_at": last_written,  # epoch seconds
+            "idle_timeout_s": float(meta["idle_timeout_seconds"]) if "idle_timeout_seconds" in meta else None,
+            "watermark_held_by": held, "idle_partitions": sorted(p for p, c in clocks.items() if c.idle),
+            "partitions": [{"partition": p, "event_time": None if c.event_time is None else local_time(c.event_time),
+                            "read_to": c.read_to, "end_offset": c.end_offset, "unread": c.unread, "idle": c.idle,
+                            "quiet_since": c.grew_at,  # epoch seconds: its end offset last grew, or first seen
+                            "holds_watermark": p == held} for p, c in sorted(clocks.items())],
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
 

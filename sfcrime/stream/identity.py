@@ -56,15 +56,50 @@ def checkpoint_offsets(checkpoint: Path, upto: int | None = None) -> dict[int, i
                       and (upto is None or int(p.name) <= upto)), reverse=True) if directory.is_dir() else []
     for batch_id in batches:
         try:
-            lines = (directory / str(batch_id)).read_text().splitlines()
-            offsets = json.loads(lines[2])  # v1, the batch's metadata, then one line per source
-        except (OSError, ValueError, IndexError):
+            offsets = offsets_in((directory / str(batch_id)).read_text())
+        except OSError:
             continue
-        if isinstance(offsets, dict) and offsets and isinstance(next(iter(offsets.values())), dict):
-            offsets = next(iter(offsets.values()))  # Spark's connector: {topic: {partition: offset}}
-        if isinstance(offsets, dict):
-            return {int(p): int(o) for p, o in offsets.items()}
+        if offsets is not None:
+            return offsets
     return None
+
+
+def offsets_in(text: str) -> dict[int, int] | None:
+    """An offset log file's end offsets per partition: v1, the batch's metadata, then one line per source
+    ({partition: offset} from ours, {topic: {partition: offset}} from Spark's connector)."""
+    try:
+        offsets = json.loads(text.splitlines()[2])
+    except (ValueError, IndexError):
+        return None
+    if isinstance(offsets, dict) and offsets and isinstance(next(iter(offsets.values())), dict):
+        offsets = next(iter(offsets.values()))
+    if not isinstance(offsets, dict):
+        return None
+    try:
+        return {int(p): int(o) for p, o in offsets.items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def batch_end_offsets(checkpoint_uri: str, batch_id: int, spark=None) -> dict[int, int] | None:
+    """Where batch `batch_id` reads each partition up to: Spark writes it in the offset log before the batch
+    runs. A checkpoint on shared storage (hdfs://, s3a://) is read through Spark's own Hadoop file system.
+    None when it can't be read: then no partition is taken for caught up."""
+    if "://" not in checkpoint_uri:
+        return checkpoint_offsets(Path(checkpoint_uri), upto=batch_id)
+    if spark is None:
+        return None
+    try:
+        jvm = spark._jvm
+        path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint_uri.rstrip('/')}/offsets/{batch_id}")
+        stream = path.getFileSystem(spark._jsc.hadoopConfiguration()).open(path)
+        try:
+            return offsets_in(str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
+        finally:
+            stream.close()
+    except Exception as error:  # noqa: BLE001 - only idleness waits for it
+        log.debug("the offset log of batch %d was not read: %s", batch_id, error)
+        return None
 
 
 def resume_point(checkpoint: Path) -> str | None:

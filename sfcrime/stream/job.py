@@ -19,6 +19,7 @@ import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
@@ -30,12 +31,13 @@ from ..local.jars import connector_jar_paths, json_check_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
-from .identity import (checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point, start_over,
-                       topic_identity)
+from .identity import (batch_end_offsets, checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point,
+                       start_over, topic_identity)
 from .options import StreamOptions, duration_seconds
 from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
 from .source import KafkaDataSource
+from .watermarks import IdlenessTicker, KafkaEnds, Observation, describe
 
 log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
@@ -188,8 +190,10 @@ class BatchWriter:
     """foreachBatch: count one micro-batch and add it to the results, once per batch id."""
 
     def __init__(self, store, pane_seconds: int, console_top: int, strict: bool, max_ahead_s: int = 86400,
-                 identity: dict[str, str] | None = None, checkpoint: Path | None = None) -> None:
+                 identity: dict[str, str] | None = None, checkpoint: Path | None = None,
+                 observe: Callable[[int], Observation] | None = None) -> None:
         self.store, self.pane_seconds = store, pane_seconds
+        self.observe = observe  # what the batch tells of the partitions: its end offsets, Kafka's, the time
         self.console_top, self.strict = console_top, strict
         self.max_ahead_s = max_ahead_s
         self.identity = dict(identity or {})
@@ -226,7 +230,8 @@ class BatchWriter:
             raise UserError(self.failure)
         counted = time.perf_counter()
         try:
-            written = self.store.write_batch(batch_id, counts, self.identity)
+            observation = self.observe(batch_id) if self.observe is not None else None
+            written = self.store.write_batch(batch_id, counts, self.identity, observation)
         except UserError as error:
             self.failure = str(error)
             raise
@@ -261,7 +266,7 @@ class BatchWriter:
     def print_windows(self, every_s: float = 30.0) -> None:
         """The top crime types of the last final window and of the open one, labelled. Printed when a new
         window becomes final, else at most every `every_s`: a 1-second trigger must not scroll the screen."""
-        windows = self.store.top_windows(self.console_top, job_watermark(self.store))
+        windows = self.store.top_windows(self.console_top, self.store.watermark())
         final = windows.get("final", (None, []))[0]
         now = time.monotonic()
         if final == self._shown_final and now - self._shown_at < every_s:
@@ -316,9 +321,16 @@ def backlog_of(progress) -> int | None:
     return sum(max(0, int(v) - int(end.get(k, 0))) for k, v in latest.items())
 
 
-def job_watermark(store) -> float | None:
-    front = store.event_time_max()
-    return None if front is None else front - int(store.meta().get("watermark_seconds", 3600))
+class BatchObserver:
+    """For each batch: where it reads each partition up to (the checkpoint's offset log) and Kafka's end
+    offsets now, so the results store can tell which partitions are caught up and quiet (idle)."""
+
+    def __init__(self, checkpoint_uri: str, spark, ends: KafkaEnds, idle_timeout_s: float) -> None:
+        self.checkpoint_uri, self.spark, self.ends, self.idle_timeout_s = checkpoint_uri, spark, ends, idle_timeout_s
+
+    def __call__(self, batch_id: int) -> Observation:
+        read_to = batch_end_offsets(self.checkpoint_uri, batch_id, self.spark)
+        return Observation(time.time(), self.idle_timeout_s, read_to, self.ends.read())
 
 
 class ProgressReporter(StreamingQueryListener):
@@ -338,14 +350,16 @@ class ProgressReporter(StreamingQueryListener):
     def onQueryProgress(self, event) -> None:
         progress = event.progress
         backlog = backlog_of(progress)
-        watermark = job_watermark(self.store)
+        watermark = self.store.watermark()
         row = progress_row(progress, backlog, watermark)
         self.store.write_progress(row)
         shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
+        clocks = self.store.partition_clocks()
         self._say(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
                   f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
                   f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row[10]:,}, "
-                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}")
+                  f"state {row[8]:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}"
+                  + (f"; event time by partition: {describe(clocks, lambda t: local_time(t)[5:])}" if clocks else ""))
         self.last_batch, self._last_line = progress.batchId, time.monotonic()
 
     def onQueryIdle(self, event) -> None:
@@ -559,9 +573,13 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         store.close()
         raise
     spark = start_spark(options)
-    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId)
+    idle_timeout_s = duration_seconds(options.idle_timeout)
+    store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId,
+                   idle_timeout_seconds=str(idle_timeout_s))
     listener = None
     warming = None
+    ends = KafkaEnds(settings)
+    ticker = None
     try:
         if options.source == "kafka":
             require_connector(spark)  # before anything else starts: nothing to wait for on the way out
@@ -578,7 +596,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
-                                   duration_seconds(options.max_ahead), identity, checkpoint)
+                                   duration_seconds(options.max_ahead), identity, checkpoint,
+                                   BatchObserver(checkpoint_uri, spark, ends, idle_timeout_s))
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
@@ -588,6 +607,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         # (about 45 ms a batch less, 1 ms instead of 45 here).
         gc.collect()
         gc.freeze()
+        if not options.once:  # a live job's partitions may go quiet between batches
+            ticker = IdlenessTicker(store, ends, idle_timeout_s, lambda t: local_time(t, named=True)).start()
         started = time.monotonic()
         resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
         for attempt in range(1, QUERY_ATTEMPTS + 1):
@@ -607,6 +628,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
                 time.sleep(QUERY_ATTEMPT_PAUSE_S * attempt)
                 continue
             break
+        if ticker is not None:  # nothing of it may come after the job's last line
+            ticker.stop()
         if ended == "interrupted":
             # A batch that finished just before Ctrl-C has its line printed by the listener, asynchronously:
             # let it come first, and nothing after ours, so the last line says how to go on.
@@ -625,15 +648,18 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         if error is not None:
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
-            store.write_progress(progress_row(progress, backlog_of(progress), job_watermark(store)))
+            store.write_progress(progress_row(progress, backlog_of(progress), store.watermark()))
         catch_up(listener, query)
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.path)
         return 0
     finally:
         gc.unfreeze()  # a caller that goes on (the demo, a test) gets its objects back to the collector
+        if ticker is not None:
+            ticker.stop()
         if warming is not None:
             warming.join(timeout=30)
         if listener is not None:
             spark.streams.removeListener(listener)
         spark.stop()
+        ends.close()
         store.close()

@@ -69,6 +69,10 @@ class StreamOptions:
     slide: str | None = None  # None: the window length (tumbling windows)
     watermark: str = "1 hour"
     max_ahead: str = "1 day"
+    # Processing time. A minute outlasts what makes a busy partition briefly quiet (a leader election, a
+    # broker restart in a cluster, a long GC pause), so its calls are not made late by it; and a partition
+    # that never gets data delays finality by only a minute. Partitions with traffic never go idle.
+    idle_timeout: str = "1 minute"
     max_offsets_per_trigger: int | None = None
     trigger: str = "0 seconds"  # each micro-batch as soon as the one before has finished
     starting_offsets: str = "earliest"
@@ -110,6 +114,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watermark", type=duration, default=DEFAULTS.watermark,
                         help=f"a window is final once the stream is this far past its end (default {DEFAULTS.watermark}); "
                              "a call arriving later still counts, and marks the window revised")
+    parser.add_argument("--idle-timeout", type=duration, default=DEFAULTS.idle_timeout,
+                        help="a partition with nothing unread and no new message for this long (processing time) "
+                             f"stops holding the watermark back (default {DEFAULTS.idle_timeout}): shorter makes "
+                             "windows final sooner, longer is surer a quiet partition's calls are not late")
     parser.add_argument("--max-ahead", type=duration, default=DEFAULTS.max_ahead,
                         help=f"an event time this far ahead of the stream is a dead letter, not a call "
                              f"(default {DEFAULTS.max_ahead})")

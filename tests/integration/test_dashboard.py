@@ -133,6 +133,20 @@ def test_the_page_shows_the_answers_of_report_json_for_a_finished_run(kafka, sam
         assert page_number(browser, "health-processed-rps") == round(last_batch["processed_rps"]) > 0
         assert api_answers(url) == expected  # programs and the page read the same answers
 
+        # each partition's own event time; every one read to its end in the topic (asked of Kafka here)
+        from confluent_kafka import Consumer, TopicPartition
+
+        reader = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "test-ends"})
+        ends = {p: reader.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1] for p in range(3)}
+        reader.close()
+        shown = [(int(r[0]), r[1], int(r[2].replace(",", "")), int(r[3].replace(",", "")), r[5])
+                 for r in page_table(browser, "partitions")]
+        assert shown == [(p["partition"], p["event_time"], ends[p["partition"]], ends[p["partition"]],
+                          "holds the watermark" if p["holds_watermark"] else "idle" if p["idle"] else "active")
+                         for p in expected["pipeline"]["partitions"]]
+        holding = [event for _, event, _, _, state in shown if state == "holds the watermark"]
+        assert holding == [min(event for _, event, *_ in shown)]  # the slowest partition holds it
+
         browser.set_window_size(1400, browser.execute_script("return document.body.scrollHeight") + 40)
         screenshot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(screenshot))

@@ -42,7 +42,7 @@ def stream(kafka, output, *extra, timeout=240):
 
 
 def report(output):
-    result = run_cli("report", "--output", str(output), "--json", "--top", "100000")
+    result = run_cli("report", "--output", str(output), "--json", "--top", "100000", "--windows", "1000")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -122,9 +122,33 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
     assert process.poll() is None, "the job ended before its third batch: nothing was killed"
     os.killpg(process.pid, signal.SIGKILL)  # the JVM and Python workers too, mid-batch
     process.wait()
+    before = report(output)
+    final_before = {w["start"] for w in before["windows"]["recent"]["windows"] if w["final"]}
     restarted = stream(kafka, output, "--source", source, "--max-offsets-per-trigger", "300")
     assert re.search(r"^resuming after batch \d+ \(offsets read: partition 0 at [\d,]+, ", restarted.stderr, re.M)
-    assert_answers_match(report(output), expected_answers(sample_records))
+    after = report(output)
+    assert_answers_match(after, expected_answers(sample_records))
+    # the partitions' watermarks resumed where they were: nothing final became open, nothing came late, and
+    # the watermark is the one the topic itself gives (its slowest partition's latest call, less an hour)
+    assert before["watermark"] <= after["watermark"] and after["late_calls_counted"] == 0
+    assert final_before <= {w["start"] for w in after["windows"]["recent"]["windows"] if w["final"]}
+    assert after["watermark"] == independent_watermark(kafka, len(sample_records))
+
+
+def independent_watermark(kafka, messages: int) -> str:
+    """The smallest of the partitions' latest event times less the 1-hour --watermark, San Francisco time,
+    from the topic read back with confluent-kafka."""
+    from datetime import datetime
+
+    from sfcrime.dataset import SF_TZ
+    from tests.conftest import read_topic
+
+    latest: dict[int, datetime] = {}
+    for message in read_topic(kafka.bootstrap_servers, kafka.topic, messages):
+        when = datetime.fromisoformat(json.loads(message.value())["call_date_time"]).replace(tzinfo=SF_TZ)
+        latest[message.partition()] = max(when, latest.get(message.partition(), when))
+    slowest = min(latest.values()).timestamp() - 3600
+    return datetime.fromtimestamp(slowest, SF_TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def test_a_batch_counted_but_not_committed_before_a_kill_runs_again_and_counts_once(kafka, sample_file,

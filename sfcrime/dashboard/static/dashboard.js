@@ -163,6 +163,27 @@ function drawHealth(batches) {
             "rows");
 }
 
+// Each partition's own watermark: which one holds the job's back, which are idle (stream/watermarks.py).
+function drawPartitions(pipeline) {
+  $("idle-timeout").textContent = pipeline.idle_timeout_s == null ? "idle timeout unknown"
+    : `a partition with nothing unread and no new message for ${pipeline.idle_timeout_s} s is idle`;
+  const body = $("partitions").tBodies[0];
+  if (!pipeline.partitions.length) {
+    const empty = document.createElement("tr");
+    empty.append(cell("no batch yet", "empty"));
+    body.replaceChildren(empty);
+    return;
+  }
+  body.replaceChildren(...pipeline.partitions.map((p) => {
+    const tr = document.createElement("tr");
+    const state = p.idle ? "idle" : p.holds_watermark ? "holds the watermark" : "active";
+    tr.dataset.state = p.idle ? "idle" : p.holds_watermark ? "holds" : "active";
+    tr.append(cell(String(p.partition), "rank"), cell(p.event_time || "none yet", "name"), cell(whole(p.read_to), "count"),
+              cell(whole(p.end_offset), "count"), cell(whole(p.unread), "count"), cell(state, "state"));
+    return tr;
+  }));
+}
+
 function draw(a) {
   $("total-calls").textContent = whole(a.total_calls);
   $("batches").textContent = whole(a.batches);
@@ -184,6 +205,7 @@ function draw(a) {
               (r) => r.count);
   drawJob(a.pipeline);
   drawHealth(a.pipeline.batches);
+  drawPartitions(a.pipeline);
 }
 
 function showMessage(text) {
