@@ -200,4 +200,16 @@ class KafkaDataSource(DataSource):
         return SCHEMA
 
     def streamReader(self, schema) -> KafkaStreamReader:
+        ignore_terminal_interrupt()
         return KafkaStreamReader(self.options)
+
+
+def ignore_terminal_interrupt() -> None:
+    """streamReader() runs in the Python process Spark's JVM starts to plan our source's batches, in the
+    terminal's process group. Ctrl-C reached it there and it died in its socket read with a traceback under
+    the job's last line; the job (the driver) stops the query itself, and this process ends with it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
