@@ -25,6 +25,9 @@ _LEADERLESS = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILA
 # broker has left the metadata, "Broker handle destroyed" (seen in CI right after a leader was killed). The
 # partition's new leader answers a moment later.
 _FAILING_OVER = {KafkaError._TRANSPORT, KafkaError._DESTROY_BROKER}
+# A group's coordinator is being elected or is loading the group's offsets: ask again.
+_COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
 def client_config(settings: KafkaSettings) -> dict:
@@ -200,6 +203,30 @@ class ConfluentConsumer(Consumer):
         timestamps = [m.timestamp()[1] for m in messages] if keys_and_times else []
         return Columns(list(map(Message.partition, messages)), list(map(Message.offset, messages)), keys,
                        list(map(Message.value, messages)), timestamps)
+
+    def commit_offsets(self, offsets: dict[int, int], metadata: str = "") -> None:
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self._topic, p, o, metadata) for p, o in offsets.items()],
+                                  asynchronous=False)
+        except KafkaException as error:
+            raise UserError(error.args[0].str() if error.args else str(error)) from None
+
+    def committed_offsets(self, partitions: list[int]) -> dict[int, tuple[int | None, str]]:
+        """A group's coordinator may be moving or loading (NOT_COORDINATOR on a new broker's first group):
+        asked again until the timeout, as Kafka's own clients do."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while True:
+            try:
+                found = self._consumer.committed([TopicPartition(self._topic, p) for p in partitions],
+                                                 timeout=self.settings.timeout_s)
+                return {tp.partition: (tp.offset if tp.offset >= 0 else None, tp.metadata or "") for tp in found}
+            except KafkaException as error:
+                kafka_error = error.args[0]
+                if (kafka_error.retriable() or kafka_error.code() in _COORDINATOR_MOVING) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise UserError(f"cannot read the committed offsets of topic {self._topic!r} at "
+                                f"{self.settings.bootstrap_servers}: {kafka_error.str()}") from None
 
     def _checked(self, messages: list) -> list:
         """The messages without errors; a real error (not end of partition) is one clear UserError."""

@@ -9,6 +9,7 @@ from typing import Callable, Iterator, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from ..config import KafkaSettings, TopicMissing, UserError
@@ -188,6 +189,20 @@ class KafkaPythonConsumer(Consumer):
             Record(m.partition, m.offset, m.key, m.value, m.timestamp)
             for messages in batches.values() for m in messages
         ]
+
+    def commit_offsets(self, offsets: dict[int, int], metadata: str = "") -> None:
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(offsets[tp.partition], metadata, -1)
+                                   for tp in self._tps(offsets)})
+        except KafkaError as error:
+            raise UserError(str(error)) from None
+
+    def committed_offsets(self, partitions: list[int]) -> dict[int, tuple[int | None, str]]:
+        found = {}
+        for tp in self._tps(partitions):
+            committed = self._consumer.committed(tp, metadata=True)
+            found[tp.partition] = (None, "") if committed is None else (committed.offset, committed.metadata or "")
+        return found
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

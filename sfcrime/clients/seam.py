@@ -104,6 +104,15 @@ class Consumer(ABC):
     @abstractmethod
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
 
+    @abstractmethod
+    def commit_offsets(self, offsets: dict[int, int], metadata: str = "") -> None:
+        """Commit these offsets (the next to read, per partition) to the consumer group the consumer was opened
+        with, waiting for the broker's answer; a refusal raises UserError. The consumer need not read."""
+
+    @abstractmethod
+    def committed_offsets(self, partitions: list[int]) -> dict[int, tuple[int | None, str]]:
+        """The group's committed offset (None if none) and its metadata, per partition."""
+
     def poll_columns(self, max_records: int, timeout_s: float, keys_and_times: bool = True) -> Columns:
         """Like poll, as column lists: no object per record, for the Spark source's hot loop.
 

@@ -9,6 +9,7 @@ letters. No Spark watermark: nothing is dropped for being late.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -37,6 +38,7 @@ from .options import StreamOptions, duration_seconds
 from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
 from .source import KafkaDataSource
+from .consumer_group import GroupCommitter, check_group_free
 from .watermarks import IdlenessTicker, KafkaEnds, Observation, describe
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,13 @@ SPARK_DEFAULTS = {
     "spark.sql.streaming.stateStore.providerClass":
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+    # Spark's own metrics for Prometheus on the driver's UI (README, "Operating it"): executors at
+    # /metrics/executors/prometheus, the driver and the streaming query (input and processed rates, latency,
+    # state rows) at /metrics/prometheus/.
+    "spark.ui.prometheus.enabled": "true",
+    "spark.sql.streaming.metricsEnabled": "true",
+    "spark.metrics.conf.*.sink.prometheusServlet.class": "org.apache.spark.metrics.sink.PrometheusServlet",
+    "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
 }
 
 
@@ -194,6 +203,7 @@ class BatchWriter:
                  observe: Callable[[int], Observation] | None = None) -> None:
         self.store, self.pane_seconds = store, pane_seconds
         self.observe = observe  # what the batch tells of the partitions: its end offsets, Kafka's, the time
+        self.committer: GroupCommitter | None = None  # the batch's end offsets to a Kafka consumer group
         self.console_top, self.strict = console_top, strict
         self.max_ahead_s = max_ahead_s
         self.identity = dict(identity or {})
@@ -232,6 +242,8 @@ class BatchWriter:
         try:
             observation = self.observe(batch_id) if self.observe is not None else None
             written = self.store.write_batch(batch_id, counts, self.identity, observation)
+            if self.committer is not None and observation is not None:
+                self.committer.submit(observation.read_to)  # after the results: the group never runs ahead
         except UserError as error:
             self.failure = str(error)
             raise
@@ -558,6 +570,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
                             "or use a new --checkpoint")
         start_over(output, checkpoint, path_in(output))
     identity = topic_identity(settings)
+    if options.group_id:  # before Spark starts: one line when another running job commits to it
+        check_group_free(settings, options.group_id, checkpoint_query_id(checkpoint) if checkpoint else None)
     store = ResultStore(output)
     try:
         if checkpoint is not None:
@@ -575,11 +589,12 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
     spark = start_spark(options)
     idle_timeout_s = duration_seconds(options.idle_timeout)
     store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId,
-                   idle_timeout_seconds=str(idle_timeout_s))
+                   idle_timeout_seconds=str(idle_timeout_s), started_at=str(time.time()), broker_lost_since="")
     listener = None
     warming = None
-    ends = KafkaEnds(settings)
+    ends = KafkaEnds(dataclasses.replace(settings, timeout_s=min(settings.timeout_s, 5.0)))  # a look, not a wait
     ticker = None
+    committer = GroupCommitter(settings, options.group_id, live=not options.once).start()
     try:
         if options.source == "kafka":
             require_connector(spark)  # before anything else starts: nothing to wait for on the way out
@@ -598,6 +613,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
                                    duration_seconds(options.max_ahead), identity, checkpoint,
                                    BatchObserver(checkpoint_uri, spark, ends, idle_timeout_s))
+        batch_writer.committer = committer
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
@@ -616,6 +632,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
                 query = writer.start()
             except Exception as error:  # e.g. a checkpoint folder that can't be made
                 raise UserError(f"the streaming query did not start: {first_line(error)}") from None
+            if attempt == 1:
+                store.set_meta(consumer_group=committer.set_query(str(query.id)))
             try:
                 ended = await_query(query, settings.bootstrap_servers)
             except StreamingQueryException:
@@ -656,6 +674,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         gc.unfreeze()  # a caller that goes on (the demo, a test) gets its objects back to the collector
         if ticker is not None:
             ticker.stop()
+        committer.close()  # after the query stopped: the last batch the results hold is committed too
         if warming is not None:
             warming.join(timeout=30)
         if listener is not None:

@@ -83,6 +83,7 @@ class StreamOptions:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
+    group_id: str | None = None  # None: sfcrime-<query id>; the consumer group the job's offsets are committed to
     strict: bool = False
 
     def __post_init__(self) -> None:
@@ -141,5 +142,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
     parser.add_argument("--console-top", type=non_negative_int, default=DEFAULTS.console_top, metavar="N",
                         help="top crime types of the current window printed per batch (0: none)")
+    parser.add_argument("--group-id", metavar="GROUP",
+                        help="the Kafka consumer group each counted batch's offsets are committed to, for "
+                             "kafka-consumer-groups.sh to show the lag (default sfcrime-<query id>, printed at start); "
+                             "a restart still resumes from the checkpoint")
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed record instead of counting it")
     add_kafka_arguments(parser, client=False)

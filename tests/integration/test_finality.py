@@ -23,8 +23,9 @@ import pytest
 from sfcrime.dataset import SF_TZ as SF
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
-from tests.conftest import PYTHON, REPO, produce_raw, read_topic
+from tests.conftest import PYTHON, REPO, produce_raw, read_topic, run_cli
 from tests.integration.test_exactly_once import assert_every_answer, call, event_seconds, expected_answers, stream
+from tests.integration.test_kafka_tools import assert_group_caught_up, group_offsets
 from tests.integration.test_stream import report
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,8 @@ def test_partitions_read_at_different_speeds_revise_no_final_window_and_a_truly_
     produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(late).encode()], partition=0)
 
     output = tmp_path / "out"
-    run = stream(kafka, output, source, "--max-offsets-per-trigger", "100")
+    group = f"g-{kafka.topic}"
+    run = stream(kafka, output, source, "--max-offsets-per-trigger", "100", "--group-id", group)
     answers = assert_every_answer(output, expected_answers(sample_records + [late]))
     assert answers["late_calls_counted"] == 1 and answers["revised_windows"] == 1
     late_pane = event_seconds(late) // HOUR * HOUR
@@ -84,6 +86,9 @@ def test_partitions_read_at_different_speeds_revise_no_final_window_and_a_truly_
     assert answers["watermark"] == shown(watermark)
     assert final_windows(answers) == panes_ending_by(sample_records, watermark) > 10
     assert "event time by partition: 0 " in run.stderr and "(holds the watermark)" in run.stderr
+    # Kafka's own tool sees the job's progress: each partition committed to its end, lag 0
+    assert f"consumer group {group}: kafka-consumer-groups.sh" in run.stderr
+    assert_group_caught_up(kafka.bootstrap_servers, group, len(sample_records) + 1, partitions)
 
 
 def live_job(kafka, output, source, *extra):
@@ -122,6 +127,18 @@ def stop(job, output) -> str:
     said = (output.parent / "job.err").read_text()
     assert job.returncode == 130 and "Traceback" not in said, said[-3000:]
     return said
+
+
+def wait_for_lag(kafka, group: str, ends: dict[int, int], timeout_s: float = 30) -> None:
+    """Kafka's tool shows every partition committed to `ends` (the messages the test sent), lag 0: the
+    job commits a batch's offsets just after its results."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = group_offsets(kafka.bootstrap_servers, group)
+        if rows == {p: (end, end, 0) for p, end in ends.items()}:
+            return
+        assert time.monotonic() < deadline, f"the group shows {rows}, not {ends} read with lag 0"
+        time.sleep(1)
 
 
 def distinct(records) -> int:
@@ -183,10 +200,18 @@ def test_a_slow_partition_holds_finality_back_until_it_catches_up(kafka, sample_
                 partitions=2)
     produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in slow_early], partition=1)
     output = tmp_path / "out"
-    job = live_job(kafka, output, "python", "--idle-timeout", "10 minutes")
+    group = f"g-{kafka.topic}"
+    job = live_job(kafka, output, "python", "--idle-timeout", "10 minutes", "--group-id", group)
     try:
         sent = fast + slow_early
         held = wait_until("the calls sent so far counted", output, lambda a: a["total_calls"] == distinct(sent), 240, job)
+        # live, Kafka's own tool shows the unread count as lag: none, once every message is counted
+        wait_for_lag(kafka, group, {0: len(fast), 1: len(slow_early)})
+        other = run_cli("data_stream.py", "--once", "--group-id", group, "--bootstrap-servers", kafka.bootstrap_servers,
+                        "--topic", kafka.topic, "--output", str(tmp_path / "other"), timeout=120)
+        assert other.returncode == 1 and "Traceback" not in other.stderr
+        assert other.stderr.strip().splitlines()[-1].startswith(
+            f"error: consumer group {group!r} is in use by a running job (query "), other.stderr[-1000:]
         watermark = independent_watermark({0: event_seconds(fast[-1]), 1: event_seconds(slow_early[-1])})
         assert held["watermark"] == shown(watermark) and held["pipeline"]["watermark_held_by"] == 1
         assert final_windows(held) == panes_ending_by(sent, watermark) <= 3
@@ -195,6 +220,7 @@ def test_a_slow_partition_holds_finality_back_until_it_catches_up(kafka, sample_
         rest = slow[len(slow_early):]
         produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in rest], partition=1)
         caught_up = wait_until("every call counted", output, lambda a: a["total_calls"] == distinct(records), 120, job)
+        wait_for_lag(kafka, group, {0: len(fast), 1: len(slow)})
         watermark = independent_watermark({0: event_seconds(fast[-1]), 1: event_seconds(slow[-1])})
         assert caught_up["watermark"] == shown(watermark)
         assert final_windows(caught_up) == panes_ending_by(records, watermark) > 15

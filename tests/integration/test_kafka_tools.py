@@ -19,6 +19,26 @@ def kafka_tool(name, *args, input_text=None, timeout=90):
     return subprocess.run([str(BIN / name), *args], capture_output=True, text=True, timeout=timeout, input=input_text)
 
 
+def group_offsets(bootstrap: str, group: str, *config: str) -> dict[int, tuple[int | None, int | None, int | None]]:
+    """What Kafka's own tool shows of a consumer group: {partition: (CURRENT-OFFSET, LOG-END-OFFSET, LAG)}."""
+    result = kafka_tool("kafka-consumer-groups.sh", "--bootstrap-server", bootstrap, *config, "--describe",
+                        "--group", group)
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
+            rows[int(fields[2])] = tuple(int(f) if f.isdigit() else None for f in fields[3:6])
+    return rows
+
+
+def assert_group_caught_up(bootstrap: str, group: str, messages: int, partitions: int, *config: str) -> None:
+    """Every partition's committed offset is its end, lag 0, and the ends add up to the messages sent."""
+    rows = group_offsets(bootstrap, group, *config)
+    assert len(rows) == partitions and all(current == end and lag == 0 for current, end, lag in rows.values()), rows
+    assert sum(end for _, end, _ in rows.values()) == messages, rows
+
+
 def test_console_consumer_reads_the_replay_from_the_beginning(kafka, sample_file, sample_records):
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     result = kafka_tool("kafka-console-consumer.sh", "--bootstrap-server", kafka.bootstrap_servers,

@@ -3,6 +3,7 @@ mid-replay): every command takes the broker's client properties file, the answer
 lost, and no output shows the password."""
 
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -13,7 +14,7 @@ import pytest
 
 from sfcrime.local.kafka import KafkaCluster, KafkaNode
 from tests.conftest import PYTHON, REPO, run_cli
-from tests.integration.test_kafka_tools import kafka_tool
+from tests.integration.test_kafka_tools import assert_group_caught_up, kafka_tool
 from tests.integration.test_stream import assert_answers_match, expected_answers, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -38,9 +39,11 @@ def test_a_sasl_ssl_session_end_to_end_with_the_client_properties_file(secure_br
     assert outputs[1].returncode == 0 and "verify: EXACT" in outputs[1].stdout, outputs[1].stderr
     for source in ("kafka", "python"):
         outputs.append(run_cli("data_stream.py", "--once", "--source", source, "--output", str(tmp_path / source),
-                               "--console-top", "0", *login, timeout=300))
+                               "--console-top", "0", "--group-id", f"secured-{source}", *login, timeout=300))
         assert outputs[-1].returncode == 0, outputs[-1].stderr[-2000:]
         assert_answers_match(report(tmp_path / source), expected_answers(sample_records))
+        assert_group_caught_up(secure_broker.bootstrap_servers, f"secured-{source}", len(sample_records), 3,
+                               "--command-config", str(config))  # over SASL_SSL, with Kafka's own tool
     tool = kafka_tool("kafka-console-consumer.sh", "--bootstrap-server", secure_broker.bootstrap_servers,
                       "--consumer.config", str(config), "--topic", "secured", "--from-beginning", "--max-messages", "5")
     assert tool.returncode == 0 and len(tool.stdout.splitlines()) == 5, tool.stderr
@@ -118,6 +121,8 @@ def test_a_three_node_cluster_loses_a_leader_mid_replay_and_nothing_is_lost(samp
                 os.killpg(job.pid, signal.SIGINT)
                 job.wait(timeout=60)
         assert_answers_match(report(output), expected_answers(sample_records))
+        group = re.search(r"^consumer group (\S+): ", job.stderr.read(), re.M).group(1)
+        assert_group_caught_up(bootstrap, group, len(sample_records), 3)  # the job's lag, through the kill
 
         victim.start(timeout_s=120)  # back, and it catches up: no partition is short of a replica
         deadline = time.monotonic() + 120

@@ -133,6 +133,12 @@ def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafk
     assert before["watermark"] <= after["watermark"] and after["late_calls_counted"] == 0
     assert final_before <= {w["start"] for w in after["windows"]["recent"]["windows"] if w["final"]}
     assert after["watermark"] == independent_watermark(kafka, len(sample_records))
+    # the restarted job commits to the group of its query (its default), up to every partition's end
+    from tests.integration.test_kafka_tools import assert_group_caught_up
+
+    query_id = json.loads((output / "checkpoint" / "metadata").read_text())["id"]
+    assert f"consumer group sfcrime-{query_id}: " in restarted.stderr
+    assert_group_caught_up(kafka.bootstrap_servers, f"sfcrime-{query_id}", len(sample_records), 3)
 
 
 def independent_watermark(kafka, messages: int) -> str:
