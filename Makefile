@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 4
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-browser demo test test-unit test-cluster bench broker report dashboard clean
+.PHONY: setup setup-browser setup-prometheus demo test test-unit test-cluster bench broker report dashboard clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,14 @@ setup-browser:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
 	    --no-install-recommends chromium chromium-driver; }
+
+# The metrics test scrapes /metrics with a real Prometheus: Debian's, installed only when missing.
+setup-prometheus:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus for the metrics test"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends prometheus; }
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/jars.py sfcrime/local/class_archive.py sfcrime/local/kafka_archive.py sfcrime/local/pyspark_zips.py \
 		sfcrime/stream/jvm/sfcrime/StrictJsonReason.java
@@ -37,7 +45,7 @@ demo: setup
 # with two, 20 min with three, 13 min with four on a quieter day). TEST_WORKERS=0 runs one at a time.
 # Longest first (tests/durations.json; refresh it with PYTEST_ARGS=--record-durations), and an idle worker
 # takes queued tests from a busy one (worksteal), so the four end together.
-test: setup setup-browser
+test: setup setup-browser setup-prometheus
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-unit: setup

@@ -78,7 +78,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         return run(options, settings)
     from .dashboard import start_in_background
 
-    url, stop = start_in_background(options.output, port=args.dashboard)
+    url, stop = start_in_background(options.output, port=args.dashboard, stall_after_s=args.stall_after)
     print(f"dashboard: {url}", file=sys.stderr, flush=True)
     try:
         return run(options, settings)
@@ -121,6 +121,17 @@ def port_number(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {text!r}")
     return value
+
+
+def add_stall_after(parser: argparse.ArgumentParser) -> None:
+    from .dashboard.health import DEFAULT_STALL_AFTER_S
+    from .stream.options import duration_seconds
+
+    parser.add_argument("--stall-after", type=lambda text: float(duration_seconds(text)), metavar="DURATION",
+                        default=DEFAULT_STALL_AFTER_S,
+                        help="/healthz answers 503 when messages wait and no batch came for this long "
+                             f"(default {DEFAULT_STALL_AFTER_S / 60:g} minutes: a cold job's first batch takes up to "
+                             "a minute here; set it above a long --trigger)")
 
 
 def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream = commands.add_parser("stream", allow_abbrev=False, parents=[common], help="the Spark Structured Streaming job (as data_stream.py)")
     add_stream_arguments(stream)
     stream.add_argument("--dashboard", type=port_number, nargs="?", const=8050, metavar="PORT",
-                        help="serve the live dashboard beside the job on 127.0.0.1:PORT (default 8050)")
+                        help="serve the live dashboard beside the job on 127.0.0.1:PORT (default 8050), with "
+                             "/metrics for Prometheus and /healthz")
+    add_stall_after(stream)
     stream.set_defaults(func=cmd_stream)
 
     from .report import RECENT_WINDOWS
@@ -228,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: the page has no authentication)")
     dashboard.add_argument("--port", type=port_number, default=8050, help="port (default 8050; 0: any free port)")
+    add_stall_after(dashboard)
     dashboard.set_defaults(func=cmd_dashboard)
 
     from .demo import DemoOptions
@@ -247,14 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
     bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: broker producer consumer stream startup tuning latency memory scale soak once-parts all "
-                            "(default all; scale, soak and once-parts are not in all)")
+                       help="any of: broker producer consumer stream startup tuning latency memory scale soak once-parts finality "
+                            "all (default all; scale, soak, once-parts and finality are not in all)")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid; one round of latency")
     bench.add_argument("--rates", type=int, nargs="+", choices=(2000, 10000), metavar="CALLS_PER_S",
                        help="latency: only these input rates (2000, 10000; default both)")
     bench.add_argument("--baseline", metavar="CHECKOUT",
-                       help="latency and stream: also run the job of this checkout (git worktree add --detach DIR "
+                       help="latency, stream and finality: also run the job of this checkout (git worktree add --detach DIR "
                             "COMMIT), alternating with this one, each with its own defaults")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"),
                        help="where the JSON results and charts go (default bench/results/ in the repo)")

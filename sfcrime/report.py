@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import UserError
+from .dashboard.health import DEFAULT_STALL_AFTER_S, assess, job_state
 from .dataset import SF_TZ
 from .glossary import MEANINGS, labelled, meaning
 from .results import connect, lock_holder, path_in, read_clocks, watermark_of, window_counts
@@ -52,19 +53,21 @@ def local_time(epoch_seconds: float, named: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M %Z" if named else "%Y-%m-%d %H:%M")
 
 
-def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS) -> dict:
+def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS,
+            stall_after_s: float = DEFAULT_STALL_AFTER_S) -> dict:
     """Every answer the report and the dashboard show, as plain data (the `--json` output).
 
-    `windows` is how many of the latest windows the top-5 series covers.
+    `windows` is how many of the latest windows the top-5 series covers; `stall_after_s` is when waiting
+    messages with no batch make the job's health "stalled".
     """
     with connect(path_in(output), readonly=True) as db:
         try:
-            return _answers(db, top, windows, lock_holder(output))
+            return _answers(db, top, windows, lock_holder(output), stall_after_s)
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read the results in {output}: {error}") from None
 
 
-def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None) -> dict:
+def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None, stall_after_s: float) -> dict:
     one = lambda sql, *a: db.execute(sql, a).fetchone()[0]  # noqa: E731
     meta = dict(db.execute("SELECT key, value FROM meta"))
     watermark = watermark_of(meta)
@@ -92,7 +95,7 @@ def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None)
         "malformed": one("SELECT COUNT(*) FROM dead_letters"),
         "late": one("SELECT COALESCE(SUM(calls), 0) FROM revisions"),  # late calls, counted all the same
         "late_calls_counted": one("SELECT COALESCE(SUM(calls), 0) FROM revisions"),
-        "revised_windows": _revised_windows(db, meta),
+        "revised_windows": revised_windows(db, meta),
         "duplicates": one("SELECT COALESCE(SUM(duplicates), 0) FROM progress"),
         "top_crime_types": [{"crime_type": name, "count": n} for name, n in top_types],
         "top_locations": [{"address": a, "count": n} for a, n in db.execute(
@@ -115,7 +118,7 @@ def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None)
         "calls_by_weekday_hour": _by_weekday_hour(db, int(meta.get("pane_seconds", 3600))),
         "batches": one("SELECT COUNT(*) FROM batches"),
         "event_time_range": _range(db),
-        "pipeline": _pipeline(db, meta, job_pid),
+        "pipeline": _pipeline(db, meta, job_pid, stall_after_s),
     }
 
 
@@ -146,7 +149,7 @@ def _by_weekday_hour(db, pane_seconds: int) -> list[list[int]] | None:
     return matrix
 
 
-def _pipeline(db, meta: dict, job_pid: int | None) -> dict:
+def _pipeline(db, meta: dict, job_pid: int | None, stall_after_s: float) -> dict:
     """The job's health per micro-batch (newest last), and whether it is running now."""
     rows = db.execute(
         "SELECT p.batch_id, p.at, p.input_rows, p.input_rps, p.processed_rps, p.duration_ms, p.backlog, "
@@ -158,7 +161,8 @@ def _pipeline(db, meta: dict, job_pid: int | None) -> dict:
     last_written, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
     clocks = read_clocks(db)
     held = holding_back(clocks)
-    return {"job": job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), job_pid),
+    job = job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), job_pid)
+    return {"job": job, "health": assess(meta, last_written, clocks, job, stall_after_s).summary(),
             "spark_ui_url": meta.get("spark_ui_url"), "spark_app_id": meta.get("spark_app_id"),
             "last_batch_written_at": last_written,  # epoch seconds
             "idle_timeout_s": float(meta["idle_timeout_seconds"]) if "idle_timeout_seconds" in meta else None,
@@ -170,64 +174,7 @@ def _pipeline(db, meta: dict, job_pid: int | None) -> dict:
             "batches": [dict(zip(names, row)) for row in reversed(rows)]}
 
 
-def job_state(ui_url: str | None, app_id: str | None, job_pid: int | None = None) -> str:
-    """running, stopped or unknown: the Spark UI lives as long as the job's Spark session.
-
-    Asks the UI for this job's application id, so another Spark job on the same port is not taken for it.
-    On this machine the job's own process (job_pid, from OUTPUT/.lock) must be alive too: once that has
-    ended, whatever still answers at the UI's address (CI once saw this, right after a --once run) is not
-    the job.
-    """
-    if not ui_url or not app_id:
-        return "unknown"
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import urlsplit
-    from urllib.request import ProxyHandler, build_opener
-
-    opener = build_opener(ProxyHandler({}))  # the UI is on this machine or the driver's: never via a proxy
-    parts = urlsplit(ui_url)
-    if parts.hostname and parts.port and on_this_machine(parts.hostname):
-        if job_pid and not process_alive(job_pid):
-            return "stopped"
-        ui_url = f"http://127.0.0.1:{parts.port}"  # Spark names the UI by the host's address; it listens on all
-    try:
-        with opener.open(f"{ui_url.rstrip('/')}/api/v1/applications/{app_id}", timeout=3) as response:
-            return "running" if response.status == 200 else "stopped"
-    except (HTTPError, URLError, OSError, ValueError):
-        return "stopped"
-
-
-def process_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def on_this_machine(host: str) -> bool:
-    """Whether `host` is one of this machine's addresses (only those can be bound), so loopback reaches it."""
-    import socket
-
-    try:
-        addresses = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False
-    for family, _, _, _, address in addresses:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((address[0], 0))
-                return True
-            except OSError:
-                continue
-    return False
-
-
-def _revised_windows(db, meta: dict) -> int:
+def revised_windows(db, meta: dict) -> int:
     """Windows that were final when a late call was counted into them."""
     window_s, pane_s = int(meta.get("window_seconds", 3600)), int(meta.get("pane_seconds", 3600))
     revised = set()

@@ -5,6 +5,14 @@ It reads the results read-only, so it works while the job writes and after it st
 only (http.server); the page's one dependency, Chart.js, is vendored under static/ (no CDN).
 """
 
-from .server import DEFAULT_PORT, make_server, run, start_in_background
-
 __all__ = ["DEFAULT_PORT", "make_server", "run", "start_in_background"]
+
+
+def __getattr__(name: str):
+    """The server's names, imported when first asked for: report imports health.py from here, and the server
+    imports report."""
+    if name in __all__:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,8 +18,10 @@ from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from ..config import UserError
-from ..report import RECENT_WINDOWS, answers, job_state
+from ..report import RECENT_WINDOWS, answers
 from ..results import lock_holder, path_in
+from .health import DEFAULT_STALL_AFTER_S, job_health, job_state
+from .metrics import CONTENT_TYPE_LATEST, exposition
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8050
@@ -62,8 +64,8 @@ class CachedAnswers:
     the version. Whether the job runs is asked afresh each time (it changes without a write).
     """
 
-    def __init__(self, output: str | Path) -> None:
-        self.output = output
+    def __init__(self, output: str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
+        self.output, self.stall_after_s = output, stall_after_s
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._answers: dict | None = None
@@ -80,12 +82,12 @@ class CachedAnswers:
         key = (top, windows, *stats)
         with self._lock:
             if key != self._key or self._answers is None:
-                self._answers, self._key = answers(self.output, top, windows), key
-                return self._answers
+                self._answers, self._key = answers(self.output, top, windows, self.stall_after_s), key
             cached = self._answers
         pipeline = cached["pipeline"]
-        return cached | {"pipeline": pipeline | {"job": job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"],
-                                                                   lock_holder(self.output))}}
+        job = job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"], lock_holder(self.output))
+        health = job_health(self.output, self.stall_after_s, job=job)  # changes with time, not only with writes
+        return cached | {"pipeline": pipeline | {"job": job, "health": health.summary()}}
 
 
 class DashboardHandler(BaseHTTPRequestHandler):
@@ -97,6 +99,13 @@ class DashboardHandler(BaseHTTPRequestHandler):
         try:
             if url.path == "/api/answers":
                 self.send_answers(parse_query(url.query))
+            elif url.path == "/metrics":
+                self.send_body(200, exposition(self.server.answers.output, self.server.answers.stall_after_s),
+                               CONTENT_TYPE_LATEST)
+            elif url.path == "/healthz":
+                health = job_health(self.server.answers.output, self.server.answers.stall_after_s)
+                self.send_body(200 if health.healthy else 503, (json.dumps(health.as_dict()) + "\n").encode(),
+                               "application/json")
             elif url.path in ("/", "/index.html"):
                 parse_query(url.query)  # the page passes its query on to the endpoint: refuse a bad one here too
                 self.send_static("index.html")
@@ -145,10 +154,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], output: str | Path) -> None:
+    def __init__(self, address: tuple[str, int], output: str | Path,
+                 stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.answers = CachedAnswers(output)
+        self.answers = CachedAnswers(output, stall_after_s)
         super().__init__(address, DashboardHandler)
 
     @property
@@ -166,22 +176,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(output: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> DashboardServer:
+def make_server(output: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                stall_after_s: float = DEFAULT_STALL_AFTER_S) -> DashboardServer:
     """Bind (port 0: any free port); a host other than loopback gets a warning: anyone who reaches it can read."""
     if not is_loopback(host):
         print(f"warning: the dashboard on {host} has no authentication: anyone who can reach {host}:{port} "
               "can read the results", file=sys.stderr, flush=True)
     try:
-        return DashboardServer((host, port), output)
+        return DashboardServer((host, port), output, stall_after_s)
     except OSError as error:
         raise UserError(f"cannot serve the dashboard on {host}:{port}: {error.strerror or error}"
                         + (" (try another --port)" if error.errno == 98 else "")) from None
 
 
-def start_in_background(output: str | Path, host: str = "127.0.0.1",
-                        port: int = DEFAULT_PORT) -> tuple[str, Callable[[], None]]:
+def start_in_background(output: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                        stall_after_s: float = DEFAULT_STALL_AFTER_S) -> tuple[str, Callable[[], None]]:
     """Serve from a daemon thread, beside a job or a demo: returns the page's URL and a function that stops it."""
-    server = make_server(output, host, port)
+    server = make_server(output, host, port, stall_after_s)
     thread = threading.Thread(target=server.serve_forever, name="sfcrime-dashboard", daemon=True)
     thread.start()
 
@@ -197,11 +208,12 @@ def run(args) -> int:
     """Serve in the foreground until Ctrl-C."""
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise UserError(f"--output {args.output} is a file: it names the streaming job's results folder")
-    server = make_server(args.output, args.host, args.port)
+    server = make_server(args.output, args.host, args.port, args.stall_after)
     if not path_in(args.output).exists():
         print(f"no results in {args.output} yet: the page fills in once the streaming job writes them",
               file=sys.stderr)
-    print(f"dashboard: {server.url}  (results in {args.output}; Ctrl-C stops)", flush=True)
+    print(f"dashboard: {server.url}  (results in {args.output}; metrics at {server.url}metrics, health at "
+          f"{server.url}healthz; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -143,8 +143,15 @@ class IdlenessTicker:
     def _run(self) -> None:
         import time
 
+        lost = False
         while not self._stop.wait(self.every_s):
             ends = self.ends.read()
+            if (ends is None) != lost:  # the health check says so (dashboard/health.py)
+                lost = ends is None
+                try:
+                    self.store.set_meta(broker_lost_since=str(time.time()) if lost else "")
+                except Exception:  # noqa: BLE001 - the store is closing
+                    pass
             if ends is None:
                 continue
             try:

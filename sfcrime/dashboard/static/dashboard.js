@@ -129,6 +129,11 @@ function drawJob(pipeline) {
     stopped: `Job stopped: the results it wrote (last batch written ${last})`,
     unknown: `Job state unknown (no Spark UI recorded): the results so far (last batch written ${last})`,
   }[pipeline.job];
+  const health = pipeline.health || {status: "ok"};
+  if (pipeline.job === "running" && health.status !== "ok") {  // stalled or without its broker: say so first
+    job.dataset.state = "unhealthy";
+    job.textContent = `Job ${health.status}: ${health.reason}`;
+  }
   const ui = $("spark-ui");
   if (pipeline.spark_ui_url && pipeline.job === "running") {
     const link = document.createElement("a");
