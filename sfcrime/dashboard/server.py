@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import logging
 import socket
 import sys
@@ -36,15 +37,24 @@ class BadRequest(ValueError):
     """A query the user can fix: answered 400 with this one line."""
 
 
+ECHO = 40  # characters of a request's own text that an error answer repeats
+STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}$")  # a file right in static/, and nothing else
+
+
+def echo(text: str) -> str:
+    """A request's text as an error answer repeats it: short, whatever the client sent."""
+    return text if len(text) <= ECHO else text[:ECHO] + "..."
+
+
 def parse_query(query: str) -> dict[str, int]:
     """`top` and `windows` as whole numbers in range; anything else is a BadRequest."""
     values = {name: default for name, (_, _, default) in PARAMETERS.items()}
     seen = set()
     for name, raw in parse_qsl(query, keep_blank_values=True):
         if name not in PARAMETERS:
-            raise BadRequest(f"unknown query parameter {name!r} (known: {', '.join(PARAMETERS)})")
+            raise BadRequest(f"unknown query parameter {echo(name)!r} (known: {', '.join(PARAMETERS)})")
         if name in seen:
-            raise BadRequest(f"query parameter {name!r} given more than once")
+            raise BadRequest(f"query parameter {echo(name)!r} given more than once")
         seen.add(name)
         low, high, _ = PARAMETERS[name]
         try:
@@ -52,7 +62,7 @@ def parse_query(query: str) -> dict[str, int]:
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
-            raise BadRequest(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}, got {echo(raw)!r}")
         values[name] = value
     return values
 
@@ -93,6 +103,15 @@ class CachedAnswers:
 class DashboardHandler(BaseHTTPRequestHandler):
     server_version = "sfcrime-dashboard"
     server: "DashboardServer"
+    timeout = 10  # a client that stalls holds its own thread only, and only this long
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s\n"  # http.server's own errors: one short line, not a page
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's answer to a request it cannot parse repeats the request line: keep it short. A client's
+        fault is a 4xx: an HTTP version it made up (505) is a bad request, a method we do not serve (501) 405."""
+        code = {505: 400, 501: 405}.get(code, code)
+        super().send_error(code, echo(message) if message else None, "")
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -112,7 +131,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
             elif url.path.startswith("/static/"):
                 self.send_static(url.path.removeprefix("/static/"))
             else:
-                self.send_text(404, f"not found: {url.path}")
+                self.send_text(404, f"not found: {echo(url.path)}")
         except BadRequest as error:
             self.send_text(400, f"bad request: {error}")
         except (BrokenPipeError, ConnectionResetError):
@@ -130,9 +149,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.send_body(status, json.dumps(body, ensure_ascii=False).encode(), "application/json; charset=utf-8")
 
     def send_static(self, name: str) -> None:
-        path = STATIC / name
-        if "/" in name or name.startswith(".") or not path.is_file():
-            self.send_text(404, f"not found: /static/{name}")
+        path = STATIC / name if STATIC_NAME.match(name) else None
+        if path is None or not path.is_file():
+            self.send_text(404, f"not found: /static/{echo(name)}")
             return
         self.send_body(200, path.read_bytes(), CONTENT_TYPES.get(path.suffix, "application/octet-stream"))
 

@@ -4,9 +4,11 @@ and it tells a running job from a stopped one. (The page itself: tests/integrati
 import json
 import os
 import subprocess
+import time
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import HTTPError
+from pathlib import Path
 from urllib.request import ProxyHandler, build_opener
 
 import pytest
@@ -146,3 +148,63 @@ def test_a_host_other_than_loopback_is_warned_about_and_a_bind_failure_is_one_li
     a_file = run_cli("dashboard", "--output", str(tmp_path / "a-file"), "--port", "0", timeout=30)
     assert a_file.returncode == 1 and a_file.stderr.splitlines() == [
         f"error: --output {tmp_path / 'a-file'} is a file: it names the streaming job's results folder"]
+
+
+HOSTILE_PATHS = ["/static/..%2f..%2fsfcrime%2fcli.py", "/static/%2e%2e/%2e%2e/README.md", "/static/../../README.md",
+                 "/static//etc/passwd", "/static/.hidden", "/%2e%2e/%2e%2e/etc/passwd", "/static/dashboard.js%00.txt",
+                 "/static/..\\..\\README.md", "/static/" + "a" * 5000, "/" + "%C0%AE" * 200]
+
+
+def raw_request(url: str, request: bytes, timeout: float = 10) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_nothing_outside_the_static_folder_is_served_and_errors_repeat_little_of_the_request(results, dashboard):
+    secret = (Path(__file__).resolve().parents[2] / "README.md").read_bytes()[:200]
+    for path in HOSTILE_PATHS:
+        answer = raw_request(dashboard, f"GET {path} HTTP/1.0\r\n\r\n".encode("latin-1"))
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.split()[1] in (b"400", b"404"), (path, status)
+        assert len(body) < 120 and secret not in answer and b"root:" not in answer, (path, body)
+    for request in (b"GARBAGE " + b"x" * 3000 + b"\r\n\r\n", b"GET /\x00\x01 HTTP/9.9\r\n\r\n", b"POST / HTTP/1.0\r\n\r\n",
+                    b"GET /api/answers?top=" + b"9" * 3000 + b" HTTP/1.0\r\n\r\n"):
+        answer = raw_request(dashboard, request)
+        if not answer.startswith(b"HTTP/"):  # a request line of two words is HTTP/0.9: the answer has no headers
+            answer = b"HTTP/0.9 " + answer + b"\r\n\r\n"
+        status, _, body = answer.partition(b"\r\n\r\n")
+        first_line = status.split(b"\r\n")[0]
+        assert first_line.split()[1].startswith(b"4") and len(first_line) < 120 and len(body) < 160, answer[:300]
+
+
+def test_a_stalled_client_or_a_burst_of_clients_does_not_stop_it_answering(results, dashboard):
+    import socket
+    import threading
+
+    write_batch(results, 0, 1538470800, "Traffic Stop", 3)
+    stalled = socket.create_connection(("127.0.0.1", int(dashboard.rsplit(":", 1)[1].strip("/"))))
+    stalled.sendall(b"GET /api/answers HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    answers_seen: list[int] = []
+
+    def ask() -> None:
+        status, body = get(dashboard + "api/answers")
+        answers_seen.append(json.loads(body)["total_calls"] if status == 200 else -status)
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(40)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers_seen == [3] * 40 and time.monotonic() - started < 20
+    finally:
+        stalled.close()
