@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS daily (day TEXT, crime_type TEXT, count INTEGER, PRIM
 CREATE TABLE IF NOT EXISTS partitions (
     partition INTEGER PRIMARY KEY, event_time REAL, read_to INTEGER, end_offset INTEGER, grew_at REAL, idle INTEGER);
 CREATE TABLE IF NOT EXISTS dead_letters (
-    partition INTEGER, offset INTEGER, kafka_timestamp REAL, reason TEXT, value BLOB, batch_id INTEGER,
+    partition INTEGER, offset INTEGER, kafka_timestamp REAL, reason TEXT, value BLOB, batch_id INTEGER, key BLOB,
     PRIMARY KEY (partition, offset));
 """
 
@@ -121,6 +121,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
             connection.execute("ALTER TABLE progress ADD COLUMN duplicates INTEGER")
         if "durations" not in columns:  # results written before Spark's durationMs was kept
             connection.execute("ALTER TABLE progress ADD COLUMN durations TEXT")
+        if "key" not in {row[1] for row in connection.execute("PRAGMA table_info(dead_letters)")}:
+            connection.execute("ALTER TABLE dead_letters ADD COLUMN key BLOB")  # before dead letters kept keys
     return connection
 
 
@@ -329,9 +331,10 @@ class ResultStore:
                 db.executemany("INSERT INTO revisions VALUES (?, ?, ?, ?)",
                                [(batch_id, pane, watermark, n) for pane, n in sorted(late.items())])
             dead = counts.get("dead_letters", [])
-            db.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+            db.executemany("INSERT OR IGNORE INTO dead_letters (partition, offset, kafka_timestamp, reason, value, "
+                           "batch_id, key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(r["dl_partition"], r["dl_offset"], r["dl_timestamp"] / 1e6, r["reason"], r["value"],
-                             batch_id) for r in dead])
+                             batch_id, r.get("key")) for r in dead])
             total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
                                               "kafka_us_avg": None, "event_s_max": None}])[0]
             fronts = [float(x) for x in (front, total.get("event_s_max"), latest) if x is not None]

@@ -200,7 +200,7 @@ def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout_s: flo
 
 
 def produce_raw(bootstrap_servers: str, topic: str, values: list[bytes | None], partition: int | None = None,
-                partitions: int = 3):
+                partitions: int = 3, keys: list[bytes | None] | None = None):
     """Write messages with confluent-kafka directly (hostile input for the job, gaps for verify), creating
     the topic first if needed (our broker does not create topics on first use); every one must be acked."""
     from confluent_kafka import KafkaException, Producer
@@ -215,10 +215,10 @@ def produce_raw(bootstrap_servers: str, topic: str, values: list[bytes | None], 
     failures = []
     producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all"})
     on_delivery = lambda err, msg: failures.append(err) if err else None  # noqa: E731
-    for value in values:
+    for value, key in zip(values, keys or [None] * len(values)):
         if partition is None:
-            producer.produce(topic, value, on_delivery=on_delivery)
+            producer.produce(topic, value, key, on_delivery=on_delivery)
         else:
-            producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+            producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
     assert producer.flush(30) == 0
     assert not failures, failures[:3]

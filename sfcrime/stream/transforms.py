@@ -156,12 +156,17 @@ def parse_calls(raw: DataFrame, jvm: bool | None = None) -> DataFrame:
     if jvm and not use_jvm:
         raise RuntimeError("the JVM JSON check is not built or not on Spark's classpath (make setup)")
     reason = F.call_function(JVM_JSON_CHECK, F.col("value")) if use_jvm else strict_json_reason(F.col("value"))
-    rows = raw.select("value", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
+    rows = raw.select(_key(raw), "value", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"),
                       reason.alias("json_reason"))
     parsed = F.when(F.col("json_reason").isNull(),
                     F.from_json(F.col("value").cast("string"), PARSE_SCHEMA, _JSON_OPTIONS))
-    return validate_calls(rows.select("value", "partition", "offset", "kafka_timestamp", "json_reason",
+    return validate_calls(rows.select("key", "value", "partition", "offset", "kafka_timestamp", "json_reason",
                                       parsed.alias("call")))
+
+
+def _key(rows: DataFrame):
+    """The message's key: a dead letter keeps it. Readers without one (a file, the set-up's training) have none."""
+    return F.col("key") if "key" in rows.columns else F.lit(None).cast("binary").alias("key")
 
 
 def validate_calls(rows: DataFrame) -> DataFrame:
@@ -178,7 +183,7 @@ def validate_calls(rows: DataFrame) -> DataFrame:
         .when(event_time.isNull(), F.lit(BAD_EVENT_TIME))
     )
     return rows.select(
-        "value", "partition", "offset", "kafka_timestamp",
+        _key(rows), "value", "partition", "offset", "kafka_timestamp",
         crime_id.alias("crime_id"),
         F.coalesce(call["original_crime_type_name"], F.lit("(none)")).alias("crime_type"),
         F.when(malformed.isNull(), event_time).alias("event_time"),  # a malformed row never moves the watermark
@@ -195,14 +200,16 @@ def dedupe_calls(parsed: DataFrame) -> DataFrame:
     the checkpoint on restart) and drops nothing for being late. Malformed records pass through in the same
     plan, so the source is read once: each is keyed by its own partition and offset, so it is never a
     duplicate (one key per dead letter: the state stays one key per message kept). The raw value is kept
-    only for malformed records, the only ones that need it.
+    only for malformed records, the only ones that need it, and so is the key. (A call found implausibly far
+    ahead only later, in the driver, has its bytes read again from Kafka: job.BatchWriter.)
     """
     key = F.when(F.col("malformed").isNull(), F.col("crime_id")).otherwise(
         F.concat(F.lit("!"), F.col("partition").cast("string"), F.lit(":"), F.col("offset").cast("string")))
     return (parsed.withColumn("dedupe_key", key)
             .dropDuplicates(["dedupe_key"])
             .drop("dedupe_key")
-            .withColumn("value", F.when(F.col("malformed").isNotNull(), F.col("value"))))
+            .withColumn("value", F.when(F.col("malformed").isNotNull(), F.col("value")))
+            .withColumn("key", F.when(F.col("malformed").isNotNull(), F.col("key"))))
 
 
 def with_descriptions(calls: DataFrame, descriptions: dict[str, str | None]) -> DataFrame:
@@ -244,7 +251,7 @@ def count_columns(calls: DataFrame, pane_seconds: int) -> DataFrame:
         F.hour(event_time).alias("hour"), F.date_format(event_time, "yyyy-MM-dd").alias("day"),
         in_repeated_hour(event_time).alias("repeated_hour"), "crime_id",
         F.unix_seconds(event_time).alias("event_s"), "partition", "offset",
-        F.unix_micros("kafka_timestamp").alias("kafka_us"), "value", "malformed")
+        F.unix_micros("kafka_timestamp").alias("kafka_us"), "key", "value", "malformed")
 
 
 # What each count set groups by: (its name in count_table's answer, its column in count_columns).
@@ -256,7 +263,7 @@ COUNT_SETS = {
     "daily": (("day", "day"), ("crime_type", "crime_type")),
     "repeated_hour": (("rh_crime_id", "crime_id"), ("rh_time", "event_s"), ("rh_type", "crime_type")),
     "dead_letters": (("dl_partition", "partition"), ("dl_offset", "offset"), ("dl_timestamp", "kafka_us"),
-                     ("reason", "reason"), ("value", "value")),
+                     ("reason", "reason"), ("key", "key"), ("value", "value")),
 }
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sfcrime.dataset import SF_TZ as SF
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
-from tests.conftest import REPO, produce_raw, run_cli, write_calls
+from tests.conftest import REPO, produce_raw, read_topic, run_cli, write_calls
 from tests.integration.test_stream import report
 
 pytestmark = pytest.mark.slow
@@ -95,15 +95,18 @@ def test_one_hostile_topic_gives_the_answers_of_an_independent_count(kafka, all_
     late = all_records[126_000:126_300]      # 2018-11-02, sent after main: a day behind the stream
     ensure_topic(kafka, 3)
     absurd = call("990000001", "2019-11-04T12:00:00.000")  # a year ahead, sent first: must not end every window
-    produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(absurd).encode()], partition=0)
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(absurd).encode()], partition=0, keys=[b"990000001"])
     replay(load_calls(write_calls(tmp_path / "main", main, "gz")), kafka, Pacing(), progress=False, append=True)
     produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in late[::-1]], partition=1)
     spaced = call("990000002", "2018-11-04T10:00:00.000")
     good = json.dumps(call("990000003", "2018-11-04T10:00:00.000")).encode()
     hostile = [b"\n\t" + json.dumps(spaced).encode() + b"\r\n",  # valid: JSON whitespace around an object
                good + b" trailing", good + b"}", good.replace(b'"', b"'"),
-               good[:-1] + b', "note": "caf\xe9"}', b"[]"]
-    produce_raw(kafka.bootstrap_servers, kafka.topic, hostile, partition=2)
+               good[:-1] + b', "note": "caf\xe9"}', b"[]",
+               b'{"original_crime_type_name": "x", "call_date_time": "2018-11-04T10:00:00.000"}',
+               b'{"crime_id": "990000004", "call_date_time": "soon"}', b'{"a":' * 600 + b"1" + b"}" * 600]
+    produce_raw(kafka.bootstrap_servers, kafka.topic, hostile, partition=2,
+                keys=[f"k{i}".encode() for i in range(len(hostile))])
     replay(load_calls(write_calls(tmp_path / "again", main, "gz"), limit=400), kafka, Pacing(), progress=False,
            append=True)
 
@@ -111,7 +114,16 @@ def test_one_hostile_topic_gives_the_answers_of_an_independent_count(kafka, all_
     stream(kafka, output, source, "--max-offsets-per-trigger", "700")
     expected = expected_answers(main + late + [spaced])
     answers = assert_every_answer(output, expected, {
-        "not valid JSON": 3, "not valid UTF-8": 1, "not a JSON object": 1, "event time implausibly far ahead": 1})
+        "not valid JSON": 3, "not valid UTF-8": 1, "not a JSON object": 1, "event time implausibly far ahead": 1,
+        "missing crime_id": 1, "missing or unparseable call_date_time": 1, "JSON nested deeper than 512": 1})
+    # every dead letter keeps the message's key and bytes, whatever its reason: as the topic holds them
+    db = sqlite3.connect(output / "results.sqlite")
+    kept = {(p, o): (k and bytes(k), v and bytes(v)) for p, o, k, v in db.execute(
+        "SELECT partition, offset, key, value FROM dead_letters")}
+    in_topic = {(m.partition(), m.offset()): (m.key(), m.value())
+                for m in read_topic(kafka.bootstrap_servers, kafka.topic, 1 + len(main) + len(late) + len(hostile) + 400)}
+    assert len(kept) == 9 and kept == {place: in_topic[place] for place in kept}
+    assert all(value for _, value in kept.values()) and all(key for key, _ in kept.values())
     assert answers["duplicates"] == len(main) + 400 + len(late) + 1 - expected["total_calls"] >= 400
     assert answers["late_calls_counted"] >= len(late) and answers["revised_windows"] >= 3
     assert answers["windows"]["final"] > 0 and answers["watermark"] < "2018-11-05"  # the absurd call moved nothing
