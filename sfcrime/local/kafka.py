@@ -434,13 +434,58 @@ def run_foreground(host: str, port: int, data_dir: str | Path, heap: str, nodes:
         print(f"clients log in with the properties in {broker.write_client_config()} (--kafka-config-file, "
               "or kafka-console-consumer.sh --consumer.config)", file=sys.stderr, flush=True)
     try:
-        while all(node.process is not None and node.process.poll() is None for node in members):
-            time.sleep(0.5)
-        down = next(node for node in members if node.process is None or node.process.poll() is not None)
-        code = down.process.returncode if down.process else None
-        raise UserError(f"Kafka exited unexpectedly with code {code}; see {down.log_file}")
+        supervise(members)
     except KeyboardInterrupt:
         print("stopping Kafka", file=sys.stderr, flush=True)
         return 0
     finally:
         broker.stop()
+
+
+RESTART_PAUSES_S = (1, 2, 4, 8, 16)  # a node that died is started again after these; then it is given up
+STEADY_S = 60.0  # a node up this long since its last start has its tries counted afresh
+
+
+def supervise(members: list[KafkaNode]) -> None:
+    """Until Ctrl-C or SIGTERM: a node that exits (the OOM killer, a kill from another terminal) is started
+    again with its own id and data folder, after a growing pause, and the others go on serving; one that
+    keeps dying is given up, in one line naming its log. Only when every node is given up does it end."""
+    tries: dict[int, int] = {}
+    started_at = {node.node_id: time.monotonic() for node in members}
+    given_up: set[int] = set()
+    while len(given_up) < len(members):
+        time.sleep(0.5)
+        for node in members:
+            if node.node_id in given_up:
+                continue
+            if node.process is not None and node.process.poll() is None:
+                if time.monotonic() - started_at[node.node_id] >= STEADY_S:
+                    tries[node.node_id] = 0
+                continue
+            _restart(node, tries, started_at, given_up, len(members))
+    raise UserError(f"every Kafka node kept dying; see {', '.join(str(node.log_file) for node in members)}")
+
+
+def _restart(node: KafkaNode, tries: dict[int, int], started_at: dict[int, float], given_up: set[int],
+             nodes: int) -> None:
+    code = node.process.returncode if node.process is not None else None
+    which = f"node {node.node_id} on port {node.port}" if nodes > 1 else f"Kafka on port {node.port}"
+    done = tries.get(node.node_id, 0)
+    if done >= len(RESTART_PAUSES_S):
+        given_up.add(node.node_id)
+        node.process = None
+        print(f"{which} keeps dying (exit code {code}): given up after {done} restarts; see {node.log_file}",
+              file=sys.stderr, flush=True)
+        return
+    pause = RESTART_PAUSES_S[done]
+    print(f"{which} exited with code {code}: starting it again in {pause} s", file=sys.stderr, flush=True)
+    time.sleep(pause)
+    tries[node.node_id] = done + 1
+    started_at[node.node_id] = time.monotonic()
+    try:
+        node.launch()
+        node.wait_ready(120)
+    except UserError as error:  # it died again at start, or its ports are taken: the next round says so
+        log.debug("restarting %s: %s", which, error)
+        return
+    print(f"{which} is back", file=sys.stderr, flush=True)

@@ -129,3 +129,89 @@ def test_a_three_node_cluster_loses_a_leader_mid_replay_and_nothing_is_lost(samp
         while under_replicated(bootstrap, "replicated") and time.monotonic() < deadline:
             time.sleep(1)
         assert under_replicated(bootstrap, "replicated") == 0
+
+
+def jvm_pid(data_dir) -> int | None:
+    """The pid of the kafka.Kafka JVM whose server.properties is in `data_dir`, found as an operator would."""
+    marker = f"{data_dir}/server.properties"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"kafka.Kafka" in command and marker.encode() in command:
+                return int(entry)
+    return None
+
+
+def test_broker_nodes_3_outlives_nodes_killed_from_another_terminal(sample_file, sample_records, tmp_path):
+    """`python -m sfcrime broker --nodes 3` as a user runs it; two of its JVMs SIGKILLed from outside, one
+    after the other, while a replay and a live job run: the command starts each again, the cluster keeps its
+    quorum, nothing is lost, and no partition is left short of a replica."""
+    import threading
+
+    from sfcrime.local.kafka import free_port
+
+    port = next(p for p in iter(free_port, None) if all(not port_taken(p + i) for i in range(3)))
+    data = tmp_path / "kafka"
+    broker = subprocess.Popen([PYTHON, "-m", "sfcrime", "broker", "--nodes", "3", "--port", str(port), "--data-dir",
+                               str(data), "--heap", "256m"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    said: list[str] = []
+    threading.Thread(target=lambda: said.extend(iter(broker.stderr.readline, "")), daemon=True).start()
+
+    def wait_said(text: str, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in said):
+            assert broker.poll() is None and time.monotonic() < deadline, "".join(said)
+            time.sleep(0.5)
+
+    try:
+        wait_said("Kafka on ")
+        bootstrap = ",".join(f"localhost:{port + i}" for i in range(3))
+        target = ["--bootstrap-servers", bootstrap, "--topic", "outlived"]
+        producer = subprocess.Popen([PYTHON, "kafka_server.py", "--input", str(sample_file), "--rate", "200", "--quiet",
+                                     *target], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        output = tmp_path / "out"
+        job = subprocess.Popen([PYTHON, "data_stream.py", "--trigger", "2 seconds", "--console-top", "0",
+                                "--output", str(output), *target], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=(tmp_path / "job.err").open("w"), start_new_session=True)
+        try:
+            for node in (2, 3):  # one after the other: two of three up at any time keeps the quorum
+                time.sleep(4)
+                os.kill(jvm_pid(data / f"node-{node}"), signal.SIGKILL)
+                wait_said(f"node {node} on port {port + node - 1} exited with code -9: starting it again")
+                wait_said(f"node {node} on port {port + node - 1} is back")
+            _, err = producer.communicate(timeout=180)
+            assert producer.returncode == 0 and "failed 0, unacknowledged 0" in err, err
+            verified = run_cli("consumer_server.py", "--verify", "--input", str(sample_file), "--quiet", *target)
+            assert verified.returncode == 0 and "verify: EXACT" in verified.stdout, verified.stderr
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and job.poll() is None:
+                if (output / "results.sqlite").exists():
+                    with sqlite3.connect(output / "results.sqlite") as db:
+                        if db.execute("SELECT COALESCE(SUM(count), 0) FROM locations").fetchone()[0] >= 2999:
+                            break
+                time.sleep(1)
+            assert job.poll() is None, (tmp_path / "job.err").read_text()[-2000:]
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGINT)
+                job.wait(timeout=60)
+        assert_answers_match(report(output), expected_answers(sample_records))
+        deadline = time.monotonic() + 120
+        while under_replicated(bootstrap, "outlived") and time.monotonic() < deadline:
+            time.sleep(1)
+        assert under_replicated(bootstrap, "outlived") == 0
+        assert broker.poll() is None  # the command never stopped
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        assert broker.wait(120) == 0, "".join(said)
+
+
+def port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
