@@ -25,15 +25,15 @@ from typing import Callable
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQueryListener
 
-from ..clients import any_port_open, check_reachable, java_client_config, open_consumer
+from ..clients import any_port_open, check_reachable, java_client_config, open_consumer, read_messages
 from ..config import KafkaSettings, UserError
 from ..dataset import load_radio_codes
 from ..local.jars import connector_jar_paths, json_check_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
-from .identity import (batch_end_offsets, checkpoint_offsets, checkpoint_query_id, offsets_gone_back, resume_point,
-                       start_over, topic_identity)
+from .identity import (batch_end_offsets, checkpoint_damage, checkpoint_offsets, checkpoint_query_id, offsets_gone_back,
+                       resume_point, start_over, topic_identity)
 from .options import StreamOptions, duration_seconds
 from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
@@ -204,6 +204,7 @@ class BatchWriter:
         self.store, self.pane_seconds = store, pane_seconds
         self.observe = observe  # what the batch tells of the partitions: its end offsets, Kafka's, the time
         self.committer: GroupCommitter | None = None  # the batch's end offsets to a Kafka consumer group
+        self.settings: KafkaSettings | None = None  # to read again the bytes of a call set aside here
         self.console_top, self.strict = console_top, strict
         self.max_ahead_s = max_ahead_s
         self.identity = dict(identity or {})
@@ -273,7 +274,22 @@ class BatchWriter:
                                      self.pane_seconds, time.time())
         if ahead_from is not None:
             counts = T.count_table(table, ahead_from)
+            self.keep_bytes(counts["dead_letters"])
         return counts, ahead_from
+
+    def keep_bytes(self, dead_letters: list[dict]) -> None:
+        """Spark kept the bytes of malformed records only; a call found implausibly far ahead here is a dead
+        letter too, and keeps its key and value: read again from Kafka by offset (rare: a few calls ever)."""
+        missing = [(r["dl_partition"], r["dl_offset"]) for r in dead_letters if r["value"] is None]
+        if not missing or self.settings is None:
+            return
+        try:
+            found = read_messages(self.settings, missing)
+        except UserError as error:  # gone from the topic already (retention): the reason and place stay
+            log.warning("the bytes of %d calls set aside could not be read again: %s", len(missing), error)
+            return
+        for row in dead_letters:
+            row["key"], row["value"] = found.get((row["dl_partition"], row["dl_offset"]), (row["key"], row["value"]))
 
     def print_windows(self, every_s: float = 30.0) -> None:
         """The top crime types of the last final window and of the open one, labelled. Printed when a new
@@ -391,6 +407,10 @@ class ProgressReporter(StreamingQueryListener):
             self._quiet = True
             print(line, file=sys.stderr, flush=True)
 
+    def say(self, line: str) -> None:
+        """A line of the job's own beside the batch lines (none after the last line)."""
+        self._say(line)
+
     def _say(self, line: str) -> None:
         with self._printing:
             if not self._quiet:
@@ -422,6 +442,11 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
     """
     meta, where = store.meta(), store.path.parent
     hint = "pass --start-over to discard the results and the checkpoint, or use another --output"
+    damage = checkpoint_damage(checkpoint)
+    if damage:
+        raise UserError(f"the checkpoint is damaged: {damage}; resuming from it could count from a wrong place: "
+                        f"restore {checkpoint} from a copy, or pass --start-over to count from the beginning "
+                        "(the results go too)")
     query_id = checkpoint_query_id(checkpoint)
     if store.has_batches():
         if query_id is None:
@@ -433,6 +458,13 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
     elif any((checkpoint / "commits").glob("[0-9]*")):
         raise UserError(f"the checkpoint {checkpoint} has counted batches that the results in {where} do not "
                         f"hold (results deleted?): resuming would skip them; {hint}")
+    planned = [int(p.name) for p in (checkpoint / "offsets").glob("[0-9]*") if p.name.isdigit()]
+    counted = store.last_batch()
+    if counted is not None and query_id is not None and (not planned or max(planned) < counted):
+        raise UserError(f"the checkpoint is damaged: {checkpoint} ends before batch {counted}, which the results "
+                        "hold (its last batches were deleted); resuming would plan that batch again over other "
+                        f"offsets: restore {checkpoint} from a copy, or pass --start-over to count from the "
+                        "beginning (the results go too)")
     clash = identity_clash(meta, identity)
     if clash:
         raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "
@@ -453,12 +485,27 @@ def checkpoint_location(checkpoint: str | None, output: Path) -> str:
     return str((Path(checkpoint) if checkpoint else output / "checkpoint").resolve())
 
 
-LOST_BROKER_S = 30
+ONCE_BROKER_TIMEOUT_S = 30
 
 
-def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> str | None:
+def broker_timeout_s(options: StreamOptions) -> float | None:
+    """--broker-timeout, else 30 s for --once (a command in a terminal must not hang on a broker that is
+    gone) and no limit for a live job: a service rides an outage out, saying so every minute and on
+    /healthz, because ending it would not bring the broker back. None: no limit."""
+    if options.broker_timeout is None:
+        return ONCE_BROKER_TIMEOUT_S if options.once else None
+    return None if options.broker_timeout == "never" else duration_seconds(options.broker_timeout)
+
+
+def clock() -> str:
+    return datetime.now().astimezone().strftime("%H:%M:%S %Z")
+
+
+def await_query(query, bootstrap_servers: str, timeout_s: float | None, say: Callable[[str], None],
+                down_since: float | None = None, check_every_s: float = 10.0) -> str | None:
     """Wait for the query to end: None when it did, "interrupted" on Ctrl-C, "lost broker" when no broker
-    address has taken a connection for LOST_BROKER_S.
+    address has taken a connection for `timeout_s` (None: never). With no query, wait for a broker that is
+    away: "back" once one answers. While none answers, one line a minute.
 
     Our own SIGINT handler only sets a flag: pyspark's cancels jobs over py4j from inside the signal
     handler, re-entering a py4j call in progress, and a Ctrl-C ended in pages of tracebacks. Spark's Kafka
@@ -468,22 +515,70 @@ def await_query(query, bootstrap_servers: str, check_every_s: float = 10.0) -> s
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        last_check, down_since = time.monotonic(), None
+        last_check = time.monotonic()
+        said = down_since
         while not interrupted.is_set():
-            if query.awaitTermination(1):
+            if query is None:
+                time.sleep(1)
+            elif query.awaitTermination(1):
                 return None
             now = time.monotonic()
-            if now - last_check >= check_every_s:
-                last_check = now
-                if any_port_open(bootstrap_servers):
-                    down_since = None
-                elif down_since is None:
-                    down_since = now
-                elif now - down_since >= LOST_BROKER_S:
-                    return "lost broker"
+            if now - last_check < (check_every_s if query is not None else 2.0):
+                continue
+            last_check = now
+            if any_port_open(bootstrap_servers):
+                if down_since is not None and now - down_since >= 60:
+                    say(f"{clock()} the broker at {bootstrap_servers} answers again after {now - down_since:.0f} s")
+                if down_since is not None and query is None:
+                    return "back"
+                down_since = said = None
+                continue
+            down_since = now if down_since is None else down_since
+            said = down_since if said is None else said
+            if timeout_s is not None and now - down_since >= timeout_s:
+                return "lost broker"
+            if now - said >= 60:  # the first after a minute: a short outage passes without a word
+                said = now
+                say(f"{clock()} no broker has answered at {bootstrap_servers} for {now - down_since:.0f} s: waiting "
+                    "for it (every finished batch is kept; --broker-timeout gives up)")
         return "interrupted"
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def run_query(writer, options: StreamOptions, settings: KafkaSettings, batch_writer: "BatchWriter",
+              listener: "ProgressReporter", on_start: Callable[[object], None]):
+    """Start the query and wait for it: (the query, how it ended, as await_query says). A query that failed
+    only because a Python worker was late, or (live) because its source gave up on a broker that is away,
+    starts again from its checkpoint, the second once a broker answers again: nothing is lost or doubled."""
+    timeout_s, late_starts = broker_timeout_s(options), 0
+    while True:
+        try:
+            query = writer.start()
+        except Exception as error:  # e.g. a checkpoint folder that can't be made
+            raise UserError(f"the streaming query did not start: {first_line(error)}") from None
+        on_start(query)
+        try:
+            ended = await_query(query, settings.bootstrap_servers, timeout_s, listener.say)
+        except StreamingQueryException:
+            ended = None  # awaitTermination re-raises the query's failure with the whole plan: reported in one line
+        error = query.exception() if ended is None and batch_writer.failure is None else None
+        if error is None:
+            return query, ended
+        if python_worker_late(error) and late_starts < QUERY_ATTEMPTS - 1:
+            late_starts += 1
+            log.warning("the query stopped because a Python worker did not start within Spark's fixed 10 s "
+                        "(a busy machine): starting it again from its checkpoint in %d s (attempt %d of %d)",
+                        QUERY_ATTEMPT_PAUSE_S * late_starts, late_starts + 1, QUERY_ATTEMPTS)
+            time.sleep(QUERY_ATTEMPT_PAUSE_S * late_starts)
+            continue
+        if not options.once and not any_port_open(settings.bootstrap_servers):
+            listener.say(f"{clock()} the query stopped while no broker answers at {settings.bootstrap_servers}: it "
+                         "starts again from its checkpoint once one does")
+            ended = await_query(None, settings.bootstrap_servers, timeout_s, listener.say, down_since=time.monotonic())
+            if ended == "back":
+                continue
+        return query, ended
 
 
 # Spark gives a Python worker it starts for planning (our source's reader, in the driver) a fixed 10 s to
@@ -613,7 +708,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         batch_writer = BatchWriter(store, pane_s, options.console_top, options.strict,
                                    duration_seconds(options.max_ahead), identity, checkpoint,
                                    BatchObserver(checkpoint_uri, spark, ends, idle_timeout_s))
-        batch_writer.committer = committer
+        batch_writer.committer, batch_writer.settings = committer, settings
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
                   .option("checkpointLocation", checkpoint_uri))
@@ -627,25 +722,12 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
             ticker = IdlenessTicker(store, ends, idle_timeout_s, lambda t: local_time(t, named=True)).start()
         started = time.monotonic()
         resume = f"resume with the same --output {output}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
-        for attempt in range(1, QUERY_ATTEMPTS + 1):
-            try:
-                query = writer.start()
-            except Exception as error:  # e.g. a checkpoint folder that can't be made
-                raise UserError(f"the streaming query did not start: {first_line(error)}") from None
-            if attempt == 1:
+
+        def on_start(query) -> None:
+            if committer.query_id is None:
                 store.set_meta(consumer_group=committer.set_query(str(query.id)))
-            try:
-                ended = await_query(query, settings.bootstrap_servers)
-            except StreamingQueryException:
-                ended = None  # awaitTermination re-raises the query's failure with the whole plan: reported below in one line
-            if ended is None and batch_writer.failure is None and python_worker_late(query.exception()) \
-                    and attempt < QUERY_ATTEMPTS:
-                log.warning("the query stopped because a Python worker did not start within Spark's fixed 10 s "
-                            "(a busy machine): starting it again from its checkpoint in %d s (attempt %d of %d)",
-                            QUERY_ATTEMPT_PAUSE_S * attempt, attempt + 1, QUERY_ATTEMPTS)
-                time.sleep(QUERY_ATTEMPT_PAUSE_S * attempt)
-                continue
-            break
+
+        query, ended = run_query(writer, options, settings, batch_writer, listener, on_start)
         if ticker is not None:  # nothing of it may come after the job's last line
             ticker.stop()
         if ended == "interrupted":
@@ -658,8 +740,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         if ended == "lost broker":
             stop_query(query)
             raise UserError(f"lost the broker at {settings.bootstrap_servers} while reading {reading(settings.topic, checkpoint)}: "
-                            f"nothing has answered there for {LOST_BROKER_S} s; every finished batch is kept: "
-                            f"start it again and {resume}")
+                            f"nothing has answered there for {broker_timeout_s(options):g} s; every finished batch is "
+                            f"kept: start it again and {resume}")
         error = query.exception()
         if batch_writer.failure is not None:
             raise UserError(batch_writer.failure)

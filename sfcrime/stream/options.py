@@ -53,6 +53,13 @@ def trigger_interval(text: str) -> str:
     return duration(text)
 
 
+def broker_timeout(text: str) -> str:
+    """How long a job waits for a broker that is away: a duration, or never (0)."""
+    if text.strip().lower() in ("0", "never", "none"):
+        return "never"
+    return duration(text)
+
+
 def duration_seconds(text: str) -> int:
     amount, name = duration(text).split()
     return int(amount) * _UNIT_SECONDS[name[0]]
@@ -83,6 +90,7 @@ class StreamOptions:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
+    broker_timeout: str | None = None  # None: 30 s with --once, no limit live; "never": no limit
     group_id: str | None = None  # None: sfcrime-<query id>; the consumer group the job's offsets are committed to
     strict: bool = False
 
@@ -142,6 +150,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
     parser.add_argument("--console-top", type=non_negative_int, default=DEFAULTS.console_top, metavar="N",
                         help="top crime types of the current window printed per batch (0: none)")
+    parser.add_argument("--broker-timeout", type=broker_timeout, metavar="DURATION",
+                        help="give up when no broker has answered for this long (default 30 seconds with --once; "
+                             "never for a live job, which says so every minute and starts counting again when the "
+                             "broker is back; 'never' for no limit)")
     parser.add_argument("--group-id", metavar="GROUP",
                         help="the Kafka consumer group each counted batch's offsets are committed to, for "
                              "kafka-consumer-groups.sh to show the lag (default sfcrime-<query id>, printed at start); "

@@ -55,13 +55,15 @@ def test_a_replay_running_through_a_broker_crash_completes_exactly(sample_file, 
 
 def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_path):
     """Spark's connector retries a vanished broker for minutes, then fails in about a hundred lines that
-    blame the broker software; the job says what happened, in one line, within about a minute."""
+    blame the broker software; a job given --broker-timeout says what happened, in one line, within about a
+    minute."""
     node = KafkaNode(tmp_path / "kafka").start()
     output = tmp_path / "out"
     try:
         settings = KafkaSettings(bootstrap_servers=node.bootstrap_servers, topic="calls", timeout_s=10)
         assert replay(load_calls(sample_file, limit=200), settings, Pacing(), progress=False).ok
         job = subprocess.Popen([PYTHON, "data_stream.py", "--trigger", "1 second", "--console-top", "0",
+                                "--broker-timeout", "30 seconds",  # a live job waits for ever without it
                                 "--bootstrap-servers", node.bootstrap_servers, "--output", str(output)],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -92,3 +94,47 @@ def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_p
         assert len(rest.strip().splitlines()) <= 3, rest  # the last batch lines at most, then the error
     finally:
         node.stop()
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(kafka, sample_file, sample_records, tmp_path):
+    """A truncated file, a deleted state file, the last batches deleted: each is one line naming what and
+    the way back, before anything is counted; the folder restored, the job resumes and nothing is twice."""
+    import shutil
+
+    from tests.conftest import run_cli
+    from tests.integration.test_stream import assert_answers_match, expected_answers, report, stream
+
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    stream(kafka, output, "--max-offsets-per-trigger", "1000")  # 3 batches
+    checkpoint = output / "checkpoint"
+    shutil.copytree(checkpoint, tmp_path / "copy")
+    changelog = sorted((checkpoint / "state" / "0" / "0").glob("*.changelog"))[0]
+    last = max(int(p.name) for p in (checkpoint / "commits").glob("[0-9]*"))  # 3 or 4 batches
+
+    def truncate(path):
+        path.write_bytes(path.read_bytes()[:-3])
+
+    def delete(*names):
+        for name in names:
+            (checkpoint / name).unlink()
+
+    cases = [(lambda: truncate(checkpoint / "offsets" / "1"),
+              f"{checkpoint / 'offsets' / '1'} is truncated or changed (it no longer matches its checksum)"),
+             (changelog.unlink, f"{changelog} is missing (its checksum file is there)"),
+             (lambda: delete("offsets/1", "offsets/.1.crc"), f"{checkpoint / 'offsets' / '1'} is missing (the log goes on"),
+             (lambda: delete(f"offsets/{last}", f"offsets/.{last}.crc", f"commits/{last}", f"commits/.{last}.crc"),
+              f"{checkpoint} ends before batch {last}, which the results hold")]
+    for damage, named in cases:
+        damage()
+        refused = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                          kafka.topic, "--output", str(output), timeout=120)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: the checkpoint is damaged: {named}") and last.endswith(
+            f"restore {checkpoint} from a copy, or pass --start-over to count from the beginning (the results go too)"), last
+        shutil.rmtree(checkpoint)
+        shutil.copytree(tmp_path / "copy", checkpoint)
+    assert_answers_match(report(output), expected_answers(sample_records))  # nothing was counted meanwhile
+    stream(kafka, output, "--max-offsets-per-trigger", "1000")
+    assert_answers_match(report(output), expected_answers(sample_records))
