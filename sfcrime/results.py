@@ -239,6 +239,11 @@ class ResultStore:
         with self._lock:
             return dict(self._db.execute("SELECT key, value FROM meta"))
 
+    def last_batch(self) -> int | None:
+        """The highest batch id counted, or None."""
+        with self._lock:
+            return self._db.execute("SELECT MAX(batch_id) FROM batches").fetchone()[0]
+
     def has_batches(self) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None

@@ -102,6 +102,46 @@ def batch_end_offsets(checkpoint_uri: str, batch_id: int, spark=None) -> dict[in
         return None
 
 
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """The first file of the checkpoint that is not as Spark wrote it, or None.
+
+    Spark writes a Hadoop checksum beside every file of a local checkpoint (`.NAME.crc`: "crc\\0", the
+    bytes per checksum, then a CRC-32 per chunk). A file truncated or changed since no longer matches it;
+    a deleted one leaves its checksum behind. Resuming from either could count from a wrong place.
+    Files still being written (`*.tmp`, a run killed mid-write) are Spark's to clean up.
+    """
+    import struct
+    import zlib
+
+    if not checkpoint.is_dir():
+        return None
+    for log_name in ("offsets", "commits"):  # Spark purges a log from its oldest end only: a gap is damage
+        ids = sorted(int(p.name) for p in (checkpoint / log_name).glob("[0-9]*") if p.name.isdigit())
+        gap = next((n for n in range(ids[0], ids[-1]) if n not in set(ids)), None) if ids else None
+        if gap is not None:
+            return f"{checkpoint / log_name / str(gap)} is missing (the log goes on after it)"
+    for crc in sorted(checkpoint.rglob(".*.crc")):
+        data = crc.with_name(crc.name[1:-len(".crc")])
+        if data.name.endswith(".tmp"):
+            continue
+        where = data
+        try:
+            raw = crc.read_bytes()
+            body = data.read_bytes()
+        except FileNotFoundError:
+            return f"{where} is missing (its checksum file is there)"
+        except OSError as error:
+            return f"{where} cannot be read: {error.strerror or error}"
+        if raw[:4] != b"crc\0" or len(raw) < 8:
+            return f"{crc.relative_to(checkpoint.parent)} is not a checksum file"
+        per_chunk, = struct.unpack(">i", raw[4:8])
+        expected = [struct.unpack(">I", raw[i:i + 4])[0] for i in range(8, len(raw) - 3, 4)]
+        found = [zlib.crc32(body[i:i + per_chunk]) for i in range(0, len(body), max(1, per_chunk))]
+        if found != expected:
+            return f"{where} is truncated or changed (it no longer matches its checksum)"
+    return None
+
+
 def resume_point(checkpoint: Path) -> str | None:
     """Where a restarted query picks up: its last committed batch and the offsets read so far."""
     committed = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]

@@ -130,9 +130,9 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(kafka, samp
         refused = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
                           kafka.topic, "--output", str(output), timeout=120)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
-        last = refused.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"error: the checkpoint is damaged: {named}") and last.endswith(
-            f"restore {checkpoint} from a copy, or pass --start-over to count from the beginning (the results go too)"), last
+        said = refused.stderr.strip().splitlines()[-1]
+        assert said.startswith(f"error: the checkpoint is damaged: {named}") and said.endswith(
+            f"restore {checkpoint} from a copy, or pass --start-over to count from the beginning (the results go too)"), said
         shutil.rmtree(checkpoint)
         shutil.copytree(tmp_path / "copy", checkpoint)
     assert_answers_match(report(output), expected_answers(sample_records))  # nothing was counted meanwhile
