@@ -117,9 +117,31 @@ def _answers(db: sqlite3.Connection, top: int, recent: int, job_pid: int | None,
         "calls_by_day": _by_day(db, top_names),
         "calls_by_weekday_hour": _by_weekday_hour(db, int(meta.get("pane_seconds", 3600))),
         "batches": one("SELECT COUNT(*) FROM batches"),
+        "data_loss": _data_loss(db),
         "event_time_range": _range(db),
         "pipeline": _pipeline(db, meta, job_pid, stall_after_s),
     }
+
+
+def _data_loss(db) -> dict:
+    """Messages Kafka deleted before the job read them (--accept-data-loss): the answers are short of them."""
+    try:
+        rows = db.execute("SELECT partition, from_offset, to_offset, messages FROM data_loss ORDER BY partition, "
+                          "from_offset").fetchall()
+    except sqlite3.OperationalError:  # results from before losses were recorded: none was
+        rows = []
+    return {"messages": sum(r[3] for r in rows), "exact": not rows,
+            "ranges": [{"partition": p, "from_offset": lo, "to_offset": hi, "messages": n} for p, lo, hi, n in rows]}
+
+
+def loss_line(result: dict) -> str | None:
+    loss = result.get("data_loss") or {}
+    if not loss.get("messages"):
+        return None
+    where = ", ".join(f"partition {r['partition']} offsets {r['from_offset']:,} to {r['to_offset'] - 1:,}"
+                      for r in loss["ranges"])
+    return (f"Not exact: Kafka's retention deleted {loss['messages']:,} messages before the job read them ({where}); "
+            "every answer is short of the calls they held.")
 
 
 def _recent_windows(by_window: dict, recent: list[tuple], watermark: float | None) -> dict:
@@ -225,6 +247,8 @@ def print_tables(result: dict, out=None) -> None:
                   f"{result['malformed']:,} malformed records kept aside; {result['duplicates']:,} duplicates "
                   f"dropped; {result['late_calls_counted']:,} late calls counted, revising "
                   f"{result['revised_windows']:,} final windows.")
+    if loss_line(result):
+        console.print(f"[bold red]{loss_line(result)}[/bold red]")
     windows = result["windows"]
     console.print(f"{windows['count']:,} windows of {windows['length']}: {windows['final']:,} final, "
                   f"{windows['open']:,} still open (watermark {result['watermark'] or '-'}).")
@@ -386,6 +410,8 @@ def write_markdown(result: dict, charts: dict[str, Path], path: Path) -> Path:
              f"Windows: {result['windows']['count']:,} of {result['windows']['length']} "
              f"({result['windows']['final']:,} final, {result['windows']['open']:,} open; watermark "
              f"{result['watermark'] or '-'}).", ""]
+    if loss_line(result):
+        lines[2:2] = [f"**{loss_line(result)}**", ""]
 
     def section(title, chart, header, rows):
         lines.extend([f"## {title}", ""])

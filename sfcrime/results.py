@@ -12,6 +12,7 @@ SQLite in WAL mode lets the report read while the job writes; it is in the stand
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -23,7 +24,9 @@ from .config import UserError
 from .dataset import second_occurrence
 from .stream.watermarks import Observation, PartitionClock, job_watermark, observe
 
+log = logging.getLogger(__name__)
 FILE_NAME = "results.sqlite"
+BUSY_TIMEOUT_S = 30  # SQLite waits this long for another program's lock before saying "locked"
 LOCK_NAME = ".lock"
 
 SCHEMA = """
@@ -47,6 +50,9 @@ CREATE TABLE IF NOT EXISTS hourly (hour INTEGER, crime_type TEXT, count INTEGER,
 CREATE TABLE IF NOT EXISTS daily (day TEXT, crime_type TEXT, count INTEGER, PRIMARY KEY (day, crime_type));
 CREATE TABLE IF NOT EXISTS partitions (
     partition INTEGER PRIMARY KEY, event_time REAL, read_to INTEGER, end_offset INTEGER, grew_at REAL, idle INTEGER);
+CREATE TABLE IF NOT EXISTS data_loss (
+    partition INTEGER, from_offset INTEGER, to_offset INTEGER, messages INTEGER, noticed_at REAL,
+    PRIMARY KEY (partition, from_offset));
 CREATE TABLE IF NOT EXISTS dead_letters (
     partition INTEGER, offset INTEGER, kafka_timestamp REAL, reason TEXT, value BLOB, batch_id INTEGER, key BLOB,
     PRIMARY KEY (partition, offset));
@@ -82,9 +88,15 @@ def batch_event_times(counts: dict[str, list[dict]]) -> dict[int, float]:
 
 
 def read_clocks(db: sqlite3.Connection) -> dict[int, PartitionClock]:
-    """Each partition's clock (stream/watermarks.py) as the latest batch or look left it."""
-    return {row[0]: PartitionClock(row[0], row[1], row[2] or 0, row[3], row[4] or 0.0, bool(row[5]))
-            for row in db.execute("SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions")}
+    """Each partition's clock (stream/watermarks.py) as the latest batch or look left it; none in results
+    written before the watermark was kept per partition (read-only readers cannot add the table)."""
+    try:
+        rows = db.execute("SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions").fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" not in str(error):
+            raise
+        return {}
+    return {row[0]: PartitionClock(row[0], row[1], row[2] or 0, row[3], row[4] or 0.0, bool(row[5])) for row in rows}
 
 
 def path_in(output: str | Path) -> Path:
@@ -108,7 +120,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
@@ -239,6 +251,15 @@ class ResultStore:
         with self._lock:
             return dict(self._db.execute("SELECT key, value FROM meta"))
 
+    def record_losses(self, losses: list[tuple[int, int, int]]) -> None:
+        """Messages deleted before the job read them (--accept-data-loss): kept with the answers, which are
+        short of them, so that every reader says so."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR IGNORE INTO data_loss VALUES (?, ?, ?, ?, ?)",
+                                 [(p, lo, hi, hi - lo, time.time()) for p, lo, hi in losses])
+            self._db.execute("COMMIT")
+
     def last_batch(self) -> int | None:
         """The highest batch id counted, or None."""
         with self._lock:
@@ -279,7 +300,7 @@ class ResultStore:
         the watermark. Returns the watermark before and after."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 meta = dict(db.execute("SELECT key, value FROM meta"))
                 before = watermark_of(meta)
@@ -302,10 +323,32 @@ class ResultStore:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('job_watermark', ?)", ("" if after is None else repr(after),))
         return after
 
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, for as long as another program holds the file's write lock (a sqlite3 shell in a
+        transaction, a GUI that writes): a line a minute, and the batch counted once it lets go. Each try
+        waits out SQLite's own busy timeout (30 s) first; readers never block it (WAL)."""
+        first = said = None
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if first is not None:
+                    log.warning("%s is free again after %.0f s: counting on", self.path, time.monotonic() - first)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                now = time.monotonic()
+                first = now - BUSY_TIMEOUT_S if first is None else first
+                if said is None or now - said >= 60:
+                    said = now
+                    log.warning("%s is locked by another program for %.0f s (a sqlite3 shell in a transaction?): "
+                                "waiting for it; nothing is lost, and the batch is counted once it lets go",
+                                self.path, now - first)
+
     def _write_batch(self, batch_id: int, counts: dict[str, list[dict]], identity: dict[str, str],
                      observation: Observation) -> bool:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             meta = dict(db.execute("SELECT key, value FROM meta"))
             clash = identity_clash(meta, identity)
@@ -383,8 +426,13 @@ class ResultStore:
         return latest
 
     def write_progress(self, row: tuple) -> None:
+        """A batch's progress line, kept for readers; while another program locks the file it is let go
+        (the counts are what must wait: write_batch)."""
         with self._lock, closing(self._db.cursor()) as cursor:
-            cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            try:
+                cursor.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.OperationalError as error:
+                log.debug("progress of batch %s not kept: %s", row[0], error)
 
     def top_windows(self, limit: int, watermark: float | None) -> dict[str, tuple[int, list[tuple[str, int]]]]:
         """For the console view: the top crime types of the last final window (its end at or before the

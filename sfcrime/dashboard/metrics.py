@@ -72,6 +72,14 @@ class ResultsCollector:
         yield _counter("sfcrime_late_calls", "Calls counted into a window that was already final",
                        one("SELECT COALESCE(SUM(calls), 0) FROM revisions"))
         yield _counter("sfcrime_batches", "Micro-batches counted", one("SELECT COUNT(*) FROM batches"))
+        lost = CounterMetricFamily("sfcrime_messages_lost", "Messages Kafka deleted before the job read them "
+                                   "(--accept-data-loss): the answers are short of them", labels=["partition"])
+        try:
+            for partition, n in db.execute("SELECT partition, SUM(messages) FROM data_loss GROUP BY partition"):
+                lost.add_metric([str(partition)], n)
+        except sqlite3.OperationalError:  # results from before losses were recorded
+            pass
+        yield lost
         last = db.execute("SELECT duration_ms, input_rows FROM progress ORDER BY batch_id DESC LIMIT 1").fetchone()
         yield _gauge("sfcrime_last_batch_duration_seconds", "The last micro-batch's duration",
                      None if last is None or last[0] is None else last[0] / 1000)

@@ -112,3 +112,26 @@ def test_the_lock_holder_is_the_pid_the_lock_file_names_or_none(tmp_path):
         assert lock_holder(tmp_path) == os.getpid()
     (tmp_path / ".lock").write_text("not a pid\n")
     assert lock_holder(tmp_path) is None
+
+
+def test_results_written_before_per_partition_watermarks_are_read_as_they_were(tmp_path):
+    """Readers open the results read-only, so tables added since (partitions, data_loss) may be missing:
+    the report, the health and /metrics read such results, with the watermark they had then."""
+    from sfcrime.dashboard.metrics import exposition
+    from sfcrime.report import answers
+
+    store = ResultStore(tmp_path)
+    store.check_settings({"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600",
+                          "window": "1 hour", "slide": "1 hour"})
+    batch = counts(36000, "Theft", 4)
+    batch["total"][0]["event_s_max"] = 36000 + 3 * 3600
+    store.write_batch(0, batch)
+    store.close()
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # as an older version left them
+        db.execute("DROP TABLE partitions")
+        db.execute("DROP TABLE data_loss")
+        db.execute("DELETE FROM meta WHERE key = 'job_watermark'")
+    result = answers(tmp_path)
+    assert result["total_calls"] == 4 and result["watermark"] == "1970-01-01 04:00"  # the front less an hour, SF time
+    assert result["pipeline"]["partitions"] == [] and result["data_loss"] == {"messages": 0, "exact": True, "ranges": []}
+    assert b"sfcrime_calls_counted_total 4.0" in exposition(tmp_path)
