@@ -142,6 +142,18 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
     return None
 
 
+def retention_losses(read_to: dict[int, int], beginning: dict[int, int]) -> list[tuple[int, int, int]]:
+    """(partition, first offset lost, first offset still there) wherever the topic now begins after the
+    offset the job has read to: messages deleted (retention, delete-records) before the job read them."""
+    return [(p, read_to[p], beginning[p]) for p in sorted(read_to) if p in beginning and beginning[p] > read_to[p]]
+
+
+def describe_losses(losses: list[tuple[int, int, int]]) -> str:
+    shown = ", ".join(f"partition {p} offsets {lo:,} to {hi - 1:,} ({hi - lo:,} messages)" for p, lo, hi in losses)
+    total = sum(hi - lo for _, lo, hi in losses)
+    return shown + (f" ({total:,} messages in all)" if len(losses) > 1 else "")
+
+
 def resume_point(checkpoint: Path) -> str | None:
     """Where a restarted query picks up: its last committed batch and the offsets read so far."""
     committed = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]

@@ -32,8 +32,8 @@ from ..local.jars import connector_jar_paths, json_check_jar_paths
 from ..report import local_time
 from ..results import OutputLock, ResultStore, identity_clash, path_in
 from . import transforms as T
-from .identity import (batch_end_offsets, checkpoint_damage, checkpoint_offsets, checkpoint_query_id, offsets_gone_back,
-                       resume_point, start_over, topic_identity)
+from .identity import (batch_end_offsets, checkpoint_damage, checkpoint_offsets, checkpoint_query_id, describe_losses,
+                       offsets_gone_back, resume_point, retention_losses, start_over, topic_identity)
 from .options import StreamOptions, duration_seconds
 from .session import build_session
 from .source import NAME as PYTHON_SOURCE_NAME
@@ -116,13 +116,14 @@ def require_connector(spark) -> None:
                         f"spark-submit --packages {connector_coordinate()} data_stream.py; or use --source python")
 
 
-def open_source(spark, options: StreamOptions, settings: KafkaSettings):
-    """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options."""
+def open_source(spark, options: StreamOptions, settings: KafkaSettings, skip_lost: bool = False):
+    """Spark's Kafka connector (the default), or ours on the Python Data Source API: the same options.
+    `skip_lost`: messages deleted before they were read are skipped (the loss is recorded: check_retention)."""
     source_options = {
         "kafka.bootstrap.servers": settings.bootstrap_servers,
         "subscribe": settings.topic,
         "startingOffsets": options.starting_offsets,
-        "failOnDataLoss": "true",
+        "failOnDataLoss": "false" if skip_lost else "true",
     }
     if options.max_offsets_per_trigger:
         source_options["maxOffsetsPerTrigger"] = str(options.max_offsets_per_trigger)
@@ -477,6 +478,28 @@ def check_results_belong(store, checkpoint: Path, identity: dict[str, str], sett
                             f"{gone_back}; {hint}")
 
 
+def check_retention(store, checkpoint: Path | None, settings: KafkaSettings, accept: bool) -> bool:
+    """Messages deleted from the topic (Kafka's retention) before the job read them: one line naming them and
+    the ways on, or, with --accept-data-loss, recorded in the results. True when the sources must skip them."""
+    read_to = checkpoint_offsets(checkpoint) if checkpoint is not None else None
+    if not read_to:
+        return False
+    with open_consumer(settings) as consumer:
+        losses = retention_losses(read_to, consumer.beginning_offsets(consumer.partitions()))
+    if not losses:
+        return False
+    lost = describe_losses(losses)
+    if not accept:
+        raise UserError(f"Kafka's retention deleted messages of topic {settings.topic!r} that the job had not read: "
+                        f"{lost}; the answers cannot be exact without them: pass --accept-data-loss to count on from "
+                        "what is left (the loss is recorded with the results), or --start-over to count what is "
+                        "left from the beginning")
+    store.record_losses(losses)
+    log.warning("counting on without messages Kafka's retention deleted (--accept-data-loss): %s; the answers "
+                "say they are short of them", lost)
+    return True
+
+
 def checkpoint_location(checkpoint: str | None, output: Path) -> str:
     """A local folder, made absolute; a URI (hdfs://, s3a://, file://) passes unchanged, for a cluster
     whose executors must all reach the checkpoint (their state stores write there)."""
@@ -674,6 +697,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
             resuming = resume_point(checkpoint)
             if resuming:
                 print(resuming, file=sys.stderr, flush=True)
+        skip_lost = check_retention(store, checkpoint, settings, options.accept_data_loss)
         store.check_settings({"topic": settings.topic, "window": options.window, "slide": options.pane,
                               "watermark": options.watermark, "timezone": options.timezone,
                               "window_seconds": str(window_s), "pane_seconds": str(pane_s),
@@ -701,7 +725,7 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         if not jvm_json_check:
             warming = warm_python_workers(spark)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
-        raw = open_source(spark, options, settings)
+        raw = open_source(spark, options, settings, skip_lost or options.accept_data_loss)
         stream = build_stream(raw, descriptions, pane_s, jvm_json_check)
         listener = ProgressReporter(store, settings.topic)
         spark.streams.addListener(listener)
@@ -746,6 +770,8 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         if batch_writer.failure is not None:
             raise UserError(batch_writer.failure)
         if error is not None:
+            if checkpoint is not None:  # messages deleted under the running job: named in one line
+                check_retention(store, checkpoint, settings, options.accept_data_loss)
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
             store.write_progress(progress_row(progress, backlog_of(progress), store.watermark()))

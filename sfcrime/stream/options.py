@@ -90,6 +90,7 @@ class StreamOptions:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
+    accept_data_loss: bool = False  # count on from what Kafka still holds, the loss recorded in the results
     broker_timeout: str | None = None  # None: 30 s with --once, no limit live; "never": no limit
     group_id: str | None = None  # None: sfcrime-<query id>; the consumer group the job's offsets are committed to
     strict: bool = False
@@ -150,6 +151,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
     parser.add_argument("--console-top", type=non_negative_int, default=DEFAULTS.console_top, metavar="N",
                         help="top crime types of the current window printed per batch (0: none)")
+    parser.add_argument("--accept-data-loss", action="store_true",
+                        help="when Kafka's retention has deleted messages the job had not read, count on from what "
+                             "is left: the loss is recorded in the results, and every answer says it is short of it")
     parser.add_argument("--broker-timeout", type=broker_timeout, metavar="DURATION",
                         help="give up when no broker has answered for this long (default 30 seconds with --once; "
                              "never for a live job, which says so every minute and starts counting again when the "

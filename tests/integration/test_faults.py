@@ -138,3 +138,97 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(kafka, samp
     assert_answers_match(report(output), expected_answers(sample_records))  # nothing was counted meanwhile
     stream(kafka, output, "--max-offsets-per-trigger", "1000")
     assert_answers_match(report(output), expected_answers(sample_records))
+
+
+def test_messages_deleted_before_the_job_read_them_are_named_recorded_and_never_silent(kafka, sample_file,
+                                                                                         sample_records, tmp_path):
+    """Kafka's retention (here its delete-records, which moves a partition's start the same way) deletes
+    messages a stopped job had not read: one line naming the partitions and how many; with
+    --accept-data-loss the job counts what is left, and every answer says it is short of them."""
+    import json
+
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from tests.conftest import run_cli
+    from tests.integration.test_stream import report, stream
+
+    replay(load_calls(sample_file, limit=1000), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    stream(kafka, output)
+    first = read_topic(kafka.bootstrap_servers, kafka.topic, 1000)
+    read_to = {p: max(m.offset() for m in first if m.partition() == p) + 1 for p in {m.partition() for m in first}}
+    replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False, append=True)
+    gone = {p: o + 100 for p, o in read_to.items()}  # 100 unread messages of each partition deleted
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(kafka.topic, p, o) for p, o in gone.items()]).values():
+        future.result(30)
+
+    refused = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      kafka.topic, "--output", str(output), timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    named = ", ".join(f"partition {p} offsets {read_to[p]:,} to {gone[p] - 1:,} (100 messages)" for p in sorted(gone))
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: Kafka's retention deleted messages of topic {kafka.topic!r} that the job had not read: {named} "
+        f"({100 * len(gone):,} messages in all); the answers cannot be exact without them: pass --accept-data-loss "
+        "to count on from what is left (the loss is recorded with the results), or --start-over to count what is "
+        "left from the beginning")
+
+    stream(kafka, output, "--accept-data-loss")
+    kept = read_topic(kafka.bootstrap_servers, kafka.topic, 3000 - sum(gone.values()))  # what is left to read
+    calls = {json.loads(m.value())["crime_id"] for m in kept} | {json.loads(m.value())["crime_id"] for m in first}
+    answers = report(output)
+    assert answers["total_calls"] == len(calls) < 2999  # every call that was there to read, once
+    assert answers["data_loss"]["messages"] == 100 * len(gone) and answers["data_loss"]["exact"] is False
+    assert [(r["partition"], r["from_offset"], r["to_offset"]) for r in answers["data_loss"]["ranges"]] == [
+        (p, read_to[p], gone[p]) for p in sorted(gone)]
+    printed = run_cli("report", "--output", str(output), "--no-charts")
+    assert f"Not exact: Kafka's retention deleted {100 * len(gone):,} messages before the job read them" in printed.stdout
+
+
+def test_another_program_holding_the_results_file_is_waited_for_and_nothing_is_lost(kafka, sample_file,
+                                                                                    sample_records, tmp_path):
+    """A second program takes the results file's write lock (as a sqlite3 shell in a transaction does) for
+    over a minute under a live job: the job says so, waits, and counts every call once it lets go."""
+    import os
+    import signal
+    import sqlite3
+
+    from tests.integration.test_stream import assert_answers_match, expected_answers, report
+
+    replay(load_calls(sample_file, limit=1000), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    job = subprocess.Popen([PYTHON, "data_stream.py", "--console-top", "0", "--bootstrap-servers",
+                            kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=(tmp_path / "job.err").open("w"), start_new_session=True)
+    holder = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "job.err").read_text()[-2000:]
+            if "batch 0: " in (tmp_path / "job.err").read_text():
+                break
+            time.sleep(0.5)
+        holder = subprocess.Popen([PYTHON, "-c", "import sqlite3, sys, time\n"
+                                   "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                                   "db.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(75)\n"
+                                   "db.execute('ROLLBACK')", str(output / "results.sqlite")],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False, append=True)
+        holder.wait(120)
+        assert job.poll() is None, (tmp_path / "job.err").read_text()[-2000:]
+        said = (tmp_path / "job.err").read_text()
+        assert "results.sqlite is locked by another program for " in said and "Traceback" not in said, said[-2000:]
+        deadline = time.monotonic() + 120
+        while report(output)["total_calls"] < 2999:
+            assert time.monotonic() < deadline and job.poll() is None, (tmp_path / "job.err").read_text()[-2000:]
+            time.sleep(1)
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGINT)
+            job.wait(90)
+    assert job.returncode == 130
+    assert_answers_match(report(output), expected_answers(sample_records))

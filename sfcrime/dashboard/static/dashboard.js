@@ -190,6 +190,11 @@ function drawPartitions(pipeline) {
 }
 
 function draw(a) {
+  const loss = a.data_loss || {messages: 0, ranges: []};
+  $("data-loss").hidden = !loss.messages;
+  $("data-loss").textContent = loss.messages ? `Not exact: Kafka's retention deleted ${whole(loss.messages)} messages `
+    + `before the job read them (${loss.ranges.map((r) => `partition ${r.partition} offsets ${whole(r.from_offset)} `
+    + `to ${whole(r.to_offset - 1)}`).join(", ")}); every answer is short of the calls they held.` : "";
   $("total-calls").textContent = whole(a.total_calls);
   $("batches").textContent = whole(a.batches);
   $("malformed").textContent = whole(a.malformed);
