@@ -162,6 +162,34 @@ class SparkStandaloneCluster:
         self.stop()
 
 
+RESTART_PAUSES_S = (1, 2, 4, 8, 16)  # a worker that died is started again after these; then it is given up
+
+
+def restart_worker(cluster: SparkStandaloneCluster, i: int, tries: dict[int, int]) -> None:
+    """A worker killed from outside (the OOM killer, an operator) is started again, and says so; the master
+    and the other workers go on, and a running application gets executors on it again. One that keeps
+    dying is given up, in one line naming its log."""
+    process = cluster.worker_processes[i]
+    _signal_group(process, signal.SIGKILL)  # what it launched (executors) goes with it, as with its machine
+    done = tries.get(i, 0)
+    if done >= len(RESTART_PAUSES_S):
+        cluster.worker_processes[i] = None
+        print(f"Spark worker {i} keeps dying (exit code {process.returncode}): given up after {done} restarts; see "
+              f"{cluster.log_file(f'worker-{i}')}", file=sys.stderr, flush=True)
+        return
+    print(f"Spark worker {i} exited with code {process.returncode}: starting it again in {RESTART_PAUSES_S[done]} s",
+          file=sys.stderr, flush=True)
+    time.sleep(RESTART_PAUSES_S[done])
+    tries[i] = done + 1
+    cluster.worker_processes[i] = cluster._start_worker(i)
+    deadline = time.monotonic() + 90
+    while cluster.alive_workers() < sum(p is not None for p in cluster.worker_processes):
+        if cluster.worker_processes[i].poll() is not None or time.monotonic() > deadline:
+            return  # the next round says so
+        time.sleep(0.5)
+    print(f"Spark worker {i} is back", file=sys.stderr, flush=True)
+
+
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
@@ -182,8 +210,12 @@ def run_foreground(workers: int, cores_per_worker: int, memory: str, host: str, 
         print(f"master: {cluster.master_url}\nUI: {cluster.ui_url}", flush=True)
         print(f"logs in {cluster.work_dir}; submit with: spark-submit --master {cluster.master_url} data_stream.py; "
               "Ctrl-C to stop.", file=sys.stderr, flush=True)
+        tries: dict[int, int] = {}
         while cluster.master is not None and cluster.master.poll() is None:
             time.sleep(0.5)
+            for i, process in enumerate(cluster.worker_processes):
+                if process is not None and process.poll() is not None:
+                    restart_worker(cluster, i, tries)
         raise UserError(f"the Spark master exited unexpectedly; see {cluster.log_file('master')}")
     except KeyboardInterrupt:
         print("stopping the Spark cluster", file=sys.stderr, flush=True)

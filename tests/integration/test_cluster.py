@@ -132,3 +132,52 @@ def spark_daemons(port: int) -> list[int]:
         if deploy and any(str(port).encode() in a for a in args) and b"java" in args[0]:
             pids.append(int(cmdline.name))
     return pids
+
+
+def test_spark_cluster_command_starts_a_worker_killed_from_outside_again_and_a_running_job_ends_exact(
+        kafka, sample_file, sample_records, tmp_path):
+    """`python -m sfcrime spark-cluster --workers 2` as a user runs it; one worker's JVM SIGKILLed by pid from
+    another terminal under a running job: the command starts it again and says so, the job ends exact."""
+    import threading
+
+    from sfcrime.local.kafka import free_port
+
+    port, webui = free_port(), free_port()
+    command = subprocess.Popen([sys.executable, "-m", "sfcrime", "spark-cluster", "--workers", "2", "--port", str(port),
+                                "--webui-port", str(webui)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    said: list[str] = []
+    try:
+        assert command.stdout.readline().strip() == f"master: spark://127.0.0.1:{port}", command.stderr.read()
+        threading.Thread(target=lambda: said.extend(iter(command.stderr.readline, "")), daemon=True).start()
+        replay(load_calls(sample_file), kafka, Pacing(), partitions=3, progress=False)
+        output = tmp_path / "out"
+        job = subprocess.Popen([PYTHON, "data_stream.py", "--once", "--master", f"spark://127.0.0.1:{port}",
+                                "--max-offsets-per-trigger", "600", "--console-top", "0", "--bootstrap-servers",
+                                kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output), *EXECUTORS],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "job.err").open("w"),
+                               start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and job.poll() is None and batches_in(output) < 1:
+                time.sleep(0.2)
+            assert job.poll() is None, (tmp_path / "job.err").read_text()[-3000:]
+            worker = next(pid for pid in spark_daemons(port)
+                          if b"org.apache.spark.deploy.worker.Worker" in open(f"/proc/{pid}/cmdline", "rb").read())
+            os.kill(worker, signal.SIGKILL)
+            assert job.wait(timeout=240) == 0, (tmp_path / "job.err").read_text()[-3000:]
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+        assert_answers_match(report(output), expected_answers(sample_records))
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("Spark worker ") and line.rstrip().endswith(" is back") for line in said):
+            assert time.monotonic() < deadline and command.poll() is None, "".join(said)
+            time.sleep(0.5)
+        assert any(" exited with code -9: starting it again in 1 s" in line for line in said), "".join(said)
+        assert len(spark_daemons(port)) == 3  # the master and both workers
+    finally:
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 0
+        assert spark_daemons(port) == []
