@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -249,6 +250,13 @@ class BatchWriter:
         except UserError as error:
             self.failure = str(error)
             raise
+        except sqlite3.OperationalError as error:
+            if "full" not in str(error):
+                raise
+            self.failure = (f"the disk under {self.store.path.parent} is full ({error}): batch {batch_id} was not "
+                            "counted, and nothing of it was written; free some space and start the job again with "
+                            "the same --output: it counts on from that batch")
+            raise UserError(self.failure) from None
         # Where addBatch's time goes on the Python side (-v); the Spark job is the `count` part.
         log.debug("batch %d sink: gc.collect %.0f ms, Spark job and transfer %.0f ms, results write %.0f ms",
                   batch_id, 1000 * (collected - started), 1000 * (counted - collected),
@@ -772,6 +780,11 @@ def _run(options: StreamOptions, settings: KafkaSettings, output: Path, checkpoi
         if error is not None:
             if checkpoint is not None:  # messages deleted under the running job: named in one line
                 check_retention(store, checkpoint, settings, options.accept_data_loss)
+            if "No space left on device" in str(getattr(error, "java_exception", None) or error) \
+                    or "No space left on device" in first_line(error):
+                raise UserError(f"the disk under the checkpoint {checkpoint_uri} is full (No space left on device): "
+                                "the batch it was writing was not counted; free some space and start the job again "
+                                f"with the same --output: {resume}")
             raise UserError(f"the streaming query failed: {first_line(error)}")
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
             store.write_progress(progress_row(progress, backlog_of(progress), store.watermark()))

@@ -232,3 +232,52 @@ def test_another_program_holding_the_results_file_is_waited_for_and_nothing_is_l
             job.wait(90)
     assert job.returncode == 130
     assert_answers_match(report(output), expected_answers(sample_records))
+
+
+def test_a_full_disk_under_the_output_stops_the_job_in_one_line_and_it_counts_on_once_freed(
+        kafka, sample_file, sample_records, tmp_path):
+    """--output on a small file system of its own (tmpfs, as root), filled up under a live job while calls
+    arrive: one line saying so and what to do, nothing half-written; space freed, the job counts on exactly."""
+    import os
+    import signal
+
+    from tests.integration.test_stream import assert_answers_match, expected_answers, report, stream
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True)
+    assert mounted.returncode == 0, f"the test mounts a small tmpfs as root: {mounted.stderr}"
+    try:
+        replay(load_calls(sample_file, limit=1000), kafka, Pacing(), progress=False)
+        output = disk / "out"
+        job = subprocess.Popen([PYTHON, "data_stream.py", "--console-top", "0", "--bootstrap-servers",
+                                kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=(tmp_path / "job.err").open("w"),
+                               start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "batch 0: " not in (tmp_path / "job.err").read_text():
+                assert time.monotonic() < deadline and job.poll() is None, (tmp_path / "job.err").read_text()[-2000:]
+                time.sleep(0.5)
+            with open(disk / "filler", "wb") as filler:  # what else on the disk takes its space
+                try:
+                    while True:
+                        filler.write(b"\0" * 1_048_576)
+                        filler.flush()
+                except OSError:
+                    pass
+            replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False, append=True)
+            job.wait(240)
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
+        said = (tmp_path / "job.err").read_text()
+        assert job.returncode == 1 and "Traceback" not in said, said[-3000:]
+        last = said.strip().splitlines()[-1]
+        assert last.startswith("error: the disk under ") and " is full (" in last and "free some space and start the job again with the same --output" in last, last
+        (disk / "filler").unlink()
+        stream(kafka, output)
+        assert_answers_match(report(output), expected_answers(sample_records))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
