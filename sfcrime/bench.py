@@ -817,8 +817,8 @@ def per_key_line(points: list[tuple[int, float]]) -> dict:
 
 def machine() -> dict:
     import pyspark
-    import confluent_kafka
 
+    from .clients import library_versions
     from .local import class_archive
     from .local.jars import KAFKA_VERSION
     from .local.kafka import DEFAULT_HEAP
@@ -826,7 +826,7 @@ def machine() -> dict:
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
             "platform": platform.platform(), "cpus": os.cpu_count(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "pyspark": pyspark.__version__, "librdkafka": confluent_kafka.libversion()[0],
+            "pyspark": pyspark.__version__, "librdkafka": library_versions()["librdkafka"],
             "spark_class_archive": class_archive.launch() is not None,
             "broker": f"Apache Kafka {KAFKA_VERSION} (KRaft, one node, on disk, -Xmx{DEFAULT_HEAP})"}
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Columns", "Consumer", "DeliveryReport", "Producer", "Record", "any_port_open", "check_reachable",
            "ensure_topic", "java_client_config", "recreate_topic", "open_consumer", "open_producer",
-           "port_open", "read_columns", "read_messages"]
+           "port_open", "read_columns", "read_messages", "topic_identity", "broker_count", "library_versions"]
 
 
 def _library(settings: KafkaSettings):
@@ -62,6 +62,28 @@ def recreate_topic(settings: KafkaSettings, partitions: int) -> None:
         time.sleep(0.2)
     library.create_topic(settings, partitions)
     log.info("recreated topic %s with %d partitions", settings.topic, partitions)
+
+
+def topic_identity(settings: KafkaSettings) -> dict[str, str]:
+    """The cluster id and the topic id, where the broker has them. Asked with librdkafka whichever client was
+    chosen: kafka-python has no call for topic ids."""
+    from . import confluent
+
+    return confluent.topic_identity(settings)
+
+
+def broker_count(settings: KafkaSettings) -> int:
+    """Brokers the bootstrap servers list in their metadata now (0 while none answers): a starting node is
+    ready when this says so."""
+    from . import confluent
+
+    return confluent.broker_count(settings)
+
+
+def library_versions() -> dict[str, str]:
+    from . import confluent
+
+    return {"librdkafka": confluent.library_version()}
 
 
 def open_producer(settings: KafkaSettings, report: DeliveryReport) -> Producer:

@@ -16,6 +16,7 @@ from .seam import Columns, Consumer, DeliveryReport, Producer, Record
 
 # librdkafka's own log lines (a connection refused, a handshake cut) come many a second while a broker is
 # away; our one-line error says what they mean. They go to this logger, shown with -v (config.setup_logging).
+log = logging.getLogger(__name__)
 LIBRDKAFKA_LOG = logging.getLogger("sfcrime.librdkafka")
 LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)  # also on executors, where nobody configures logging
 
@@ -75,6 +76,41 @@ def delete_topic(settings: KafkaSettings) -> None:
     except KafkaException as error:
         if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
             raise UserError(f"cannot delete topic {settings.topic!r}: {error.args[0].str()}") from None
+
+
+def topic_identity(settings: KafkaSettings) -> dict[str, str]:
+    """The broker's cluster id and the topic's id (Kafka topic ids), where the broker says."""
+    from confluent_kafka import TopicCollection
+
+    admin = made(AdminClient, client_config(settings))  # librdkafka's log lines to our logger, as every client's
+    identity: dict[str, str] = {}
+    try:
+        identity["cluster_id"] = str(admin.list_topics(timeout=settings.timeout_s).cluster_id or "")
+    except Exception as error:  # the job checked the broker already; an identity it can't read is only logged
+        log.warning("could not read the cluster id: %s", error)
+    try:
+        description = admin.describe_topics(TopicCollection([settings.topic]))[settings.topic].result(settings.timeout_s)
+        topic_id = str(description.topic_id or "")
+        if topic_id and topic_id.strip("A=") != "":  # an all-zero id means the broker has none
+            identity["topic_id"] = topic_id
+    except Exception as error:
+        log.warning("could not read the topic id of %s: %s", settings.topic, error)
+    return {k: v for k, v in identity.items() if v}
+
+
+def broker_count(settings: KafkaSettings) -> int:
+    """Brokers in the metadata the bootstrap servers answer within a moment; 0 while none answers."""
+    admin = AdminClient(client_config(settings))
+    try:
+        return len(admin.list_topics(timeout=min(2.0, settings.timeout_s)).brokers)
+    except Exception:  # noqa: BLE001 - not ready yet: KafkaException, or a timeout
+        return 0
+
+
+def library_version() -> str:
+    import confluent_kafka
+
+    return confluent_kafka.libversion()[0]
 
 
 class ConfluentProducer(Producer):

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from ..clients import port_open
-from ..config import REPO_DIR, UserError
+from ..config import REPO_DIR, KafkaSettings, UserError
 from . import kafka_archive
 from .java import java_executable
 from .jars import KAFKA_VERSION, kafka_classpath
@@ -297,23 +297,16 @@ class KafkaNode:
 
     def wait_ready(self, timeout_s: float, brokers: int = 1) -> None:
         """Listening is not ready: wait until the broker answers metadata with `brokers` brokers in it."""
-        from confluent_kafka.admin import AdminClient
+        from ..clients import broker_count
 
-        from ..clients.confluent import LIBRDKAFKA_LOG  # its lines while the broker starts are not news (shown with -v)
-
+        asking = KafkaSettings(bootstrap_servers=self.bootstrap_servers, properties=self.client_properties())
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = self.process.returncode if self.process else None
                 raise UserError(f"Kafka exited with code {code} at start; see {self.log_file}")
-            if port_open(self.host, self.port, 0.2):
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": LIBRDKAFKA_LOG,
-                                     **self.client_properties()})
-                try:
-                    if len(admin.list_topics(timeout=2).brokers) >= brokers:
-                        return
-                except Exception:  # not ready yet: KafkaException, or a timeout
-                    pass
+            if port_open(self.host, self.port, 0.2) and broker_count(asking) >= brokers:
+                return
             if time.monotonic() > deadline:
                 self.stop()
                 raise UserError(f"Kafka did not get ready on {self.bootstrap_servers} within {timeout_s:g} s; see {self.log_file}")

@@ -18,26 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def topic_identity(settings: KafkaSettings) -> dict[str, str]:
-    """The broker's cluster id and the topic's id (Kafka topic ids; Tansu has them too), where the broker says."""
-    from confluent_kafka import TopicCollection
-    from confluent_kafka.admin import AdminClient
+    """The broker's cluster id and the topic's id, where the broker says (the client seam asks)."""
+    from ..clients import topic_identity as ask
 
-    from ..clients.confluent import client_config, made
-
-    admin = made(AdminClient, client_config(settings))  # librdkafka's log lines to our logger, as every client's
-    identity: dict[str, str] = {}
-    try:
-        identity["cluster_id"] = str(admin.list_topics(timeout=settings.timeout_s).cluster_id or "")
-    except Exception as error:  # the job checked the broker already; an identity it can't read is only logged
-        log.warning("could not read the cluster id: %s", error)
-    try:
-        description = admin.describe_topics(TopicCollection([settings.topic]))[settings.topic].result(settings.timeout_s)
-        topic_id = str(description.topic_id or "")
-        if topic_id and topic_id.strip("A=") != "":  # an all-zero id means the broker has none
-            identity["topic_id"] = topic_id
-    except Exception as error:
-        log.warning("could not read the topic id of %s: %s", settings.topic, error)
-    return {k: v for k, v in identity.items() if v}
+    return ask(settings)
 
 
 def checkpoint_query_id(checkpoint: Path) -> str | None:

@@ -68,3 +68,21 @@ def test_the_import_graph_has_no_loop():
     graph = import_graph()
     assert "sfcrime.demo" in graph["sfcrime.cli"]  # the graph sees deferred imports
     assert loops(graph) == []
+
+
+KAFKA_LIBRARIES = {"confluent_kafka", "kafka"}
+
+
+def test_kafka_libraries_are_imported_only_behind_the_client_seam():
+    """Everything outside sfcrime/clients/ talks to Kafka through what clients/ exports, so the choice of
+    library is made in one place (an import inside a function counts too)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] == "clients":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name}" for name in names
+                      if name.split(".")[0] in KAFKA_LIBRARIES]
+    assert found == []
