@@ -93,13 +93,18 @@ def test_prometheus_scrapes_the_calls_counted_and_the_lag_kafka_shows(kafka, sam
             assert status == 200, body
             return json.loads(body)["data"]["result"]
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
+        while True:  # Prometheus answers 503 until its storage is ready
+            try:
+                if get(f"http://127.0.0.1:{prometheus_port}/-/ready")[0] == 200:
+                    break
+            except (URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-1500:]
+            time.sleep(0.5)
         scrapes: list = []
         while time.monotonic() < deadline:
-            try:
-                scrapes = query("count_over_time(up{job='sfcrime'}[1m])")
-            except (URLError, ConnectionError):
-                scrapes = []  # Prometheus is starting
+            scrapes = query("count_over_time(up{job='sfcrime'}[1m])")
             if scrapes and float(scrapes[0]["value"][1]) >= 2 and query("up{job='sfcrime'}")[0]["value"][1] == "1":
                 break
             time.sleep(0.5)
