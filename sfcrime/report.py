@@ -62,6 +62,7 @@ def answers(output: str | Path, top: int = 20, windows: int = RECENT_WINDOWS,
     """
     with connect(path_in(output), readonly=True) as db:
         try:
+            db.execute("BEGIN")  # one snapshot: a batch committed meanwhile shows whole or not at all
             return _answers(db, top, windows, lock_holder(output), stall_after_s)
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read the results in {output}: {error}") from None

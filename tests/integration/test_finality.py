@@ -154,13 +154,18 @@ def test_a_partition_that_never_gets_data_holds_finality_for_the_idle_timeout_an
     wall clock: not before the job was started, and no window final sooner than the timeout after it."""
     idle_s = 60
     records = by_event_time(sample_records[:800])
-    produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in records[0::2]], partition=0)
-    produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in records[1::2]], partition=1)
+    produce_raw(kafka.bootstrap_servers, kafka.topic, [])  # three partitions, empty
     output = tmp_path / "out"
     launched = time.time()
     job = live_job(kafka, output, "kafka", "--idle-timeout", f"{idle_s} seconds")
     held = None
     try:
+        deadline = time.monotonic() + 240  # the calls come once the job runs: however slow its start, it counts
+        while "query started" not in (output.parent / "job.err").read_text():  # them well within the timeout
+            assert job.poll() is None and time.monotonic() < deadline, (output.parent / "job.err").read_text()[-3000:]
+            time.sleep(0.5)
+        produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in records[0::2]], partition=0)
+        produce_raw(kafka.bootstrap_servers, kafka.topic, [json.dumps(r).encode() for r in records[1::2]], partition=1)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert job.poll() is None, (output.parent / "job.err").read_text()[-3000:]
