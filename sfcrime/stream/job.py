@@ -404,7 +404,7 @@ class ProgressReporter(StreamingQueryListener):
         if now - self._last_line >= self.heartbeat_s:
             self._last_line = now
             batch = self.last_batch
-            self._say(f"{datetime.now().astimezone().strftime('%H:%M:%S %Z')} waiting for new calls in topic {self.topic!r} "
+            self._say(f"{clock()} waiting for new calls in topic {self.topic!r} "
                       f"({f'last batch {batch}' if batch >= 0 else 'no batch yet in this run'})")
 
     def onQueryTerminated(self, event) -> None:
