@@ -10,9 +10,10 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import config
-from .config import FlagConflict, UserError, add_kafka_arguments, non_negative_int, positive_float, positive_int
+from .config import FlagConflict, UserError, add_kafka_arguments, add_results_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("sfcrime")
 
@@ -73,12 +74,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .stream.job import run
     from .stream.options import StreamOptions
 
-    options, settings = StreamOptions.from_args(args), config.kafka_settings(args)
+    options, settings = usage(lambda: StreamOptions.from_args(args)), config.kafka_settings(args)
     if args.dashboard is None:
         return run(options, settings)
     from .dashboard import start_in_background
 
-    url, stop = start_in_background(options.output, port=args.dashboard, stall_after_s=args.stall_after)
+    url, stop = start_in_background(options.place, port=args.dashboard, stall_after_s=args.stall_after)
     print(f"dashboard: {url}", file=sys.stderr, flush=True)
     try:
         return run(options, settings)
@@ -87,15 +88,18 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import run
+    from .report import ReportOptions, run
 
-    return run(args)
+    return run(ReportOptions(output=Path(args.output), results_url=args.results_url, results_config_file=args.results_config_file,
+                             as_json=args.json, top=args.top, windows=args.windows, charts=not args.no_charts))
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import run
+    from .dashboard import DashboardOptions, run
+    from .results import ResultsPlace
 
-    return run(args)
+    place = ResultsPlace(Path(args.output), args.results_url, args.results_config_file)
+    return run(DashboardOptions(place=place, host=args.host, port=args.port, stall_after_s=args.stall_after))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -103,8 +107,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # Empty defaults: the demo uses a broker only when one is named, and gives it a fresh topic unless named.
     settings = config.kafka_settings(args, default_bootstrap="", default_topic="")
-    return run(DemoOptions(output=args.output, input=args.input, limit=args.limit, dashboard_port=args.dashboard_port),
-               settings)
+    return run(DemoOptions(output=args.output, input=args.input, limit=args.limit, dashboard_port=args.dashboard_port,
+                           results_url=args.results_url, results_config_file=args.results_config_file), settings)
+
+
+def usage(build):
+    """Options are checked where they are made, with plain ValueErrors: here they are usage errors."""
+    try:
+        return build()
+    except ValueError as error:
+        raise FlagConflict(str(error)) from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -225,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stall_after(stream)
     stream.set_defaults(func=cmd_stream)
 
-    from .report import RECENT_WINDOWS
+    from .answers import RECENT_WINDOWS
 
     report = commands.add_parser("report", allow_abbrev=False, parents=[common], help="print the answers and write the report with charts")
     report.add_argument("--output", default="out", help="the streaming job's output directory (default out/)")
@@ -234,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--windows", type=positive_int, default=RECENT_WINDOWS,
                         help=f"latest windows in the top-5 series (default {RECENT_WINDOWS})")
     report.add_argument("--no-charts", action="store_true", help="print the tables only")
+    add_results_arguments(report)
     report.set_defaults(func=cmd_report)
 
     dashboard = commands.add_parser("dashboard", allow_abbrev=False, parents=[common], help="the live page, drawn from the results the job writes")
@@ -242,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="address to listen on (default 127.0.0.1: the page has no authentication)")
     dashboard.add_argument("--port", type=port_number, default=8050, help="port (default 8050; 0: any free port)")
     add_stall_after(dashboard)
+    add_results_arguments(dashboard)
     dashboard.set_defaults(func=cmd_dashboard)
 
     from .demo import DemoOptions
@@ -257,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"port of the live dashboard (default {demo_defaults.dashboard_port}; 0: any free port)")
     add_kafka_arguments(demo, bootstrap_default="none: start a broker of its own; a named one is used if it answers",
                         topic_default="a fresh topic per run on a named broker, calls on the demo's own")
+    add_results_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")

@@ -20,7 +20,6 @@ DEFAULT_INPUT = REPO_DIR / "police-department-calls-for-service.json.gz"
 DEFAULT_RADIO_CODES = REPO_DIR / "radio_code.json"
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_TOPIC = "calls"
-SF_TIMEZONE = "America/Los_Angeles"  # call_date_time is San Francisco local time, with no offset
 CLIENTS = ("confluent", "kafka-python")
 
 # Security settings that may also come from the environment (KAFKA_SASL_PASSWORD=...).
@@ -192,6 +191,29 @@ def add_kafka_arguments(parser: argparse.ArgumentParser, client: bool = True,
         group.add_argument("--" + prop.replace(".", "-"), metavar="VALUE", help=f"env {env_name(prop)}")
     group.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                        help="give up on an unreachable broker after this long (default 15)")
+
+
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    """--results URL: a PostgreSQL results store instead of SQLite in --output (the job, report, dashboard, demo)."""
+    parser.add_argument("--results", dest="results_url", metavar="URL", default=os.environ.get("SFCRIME_RESULTS_URL") or None,
+                        help="keep the results in PostgreSQL: postgresql://USER@HOST:PORT/DB (default "
+                             "$SFCRIME_RESULTS_URL, else SQLite in --output); the password from PGPASSWORD, "
+                             "~/.pgpass or --results-config-file")
+    parser.add_argument("--results-config-file", metavar="FILE",
+                        help="a file holding the results store's password (a line password=...)")
+
+
+def flag_type(parse):
+    """A parser that raises ValueError, as argparse's type=: its message shown, not argparse's "invalid value"."""
+    def parsed(text: str):
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    parsed.__name__ = parse.__name__
+    return parsed
 
 
 def positive_float(text: str) -> float:

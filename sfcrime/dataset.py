@@ -21,9 +21,9 @@ from typing import Iterator
 from dateutil import parser as date_parser
 from dateutil import tz
 
-from .config import SF_TIMEZONE, UserError
+from .config import UserError
+from .sf_time import ZONE
 
-SF_TZ = tz.gettz(SF_TIMEZONE)
 EVENT_TIME_FIELD = "call_date_time"
 KEY_FIELD = "crime_id"
 _CHUNK_CHARS = 1 << 20
@@ -142,7 +142,7 @@ def parse_event_time(text: object) -> datetime | None:
             moment = date_parser.parse(text)
         except (ValueError, OverflowError):
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=SF_TZ)
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZONE)
 
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
@@ -196,7 +196,7 @@ class EventClock:
         hour = (moment.year, moment.month, moment.day, moment.hour)
         offset = self._offsets.get(hour)
         if offset is None:
-            local = moment.replace(tzinfo=SF_TZ)  # fold 0: the first occurrence of a repeated hour
+            local = moment.replace(tzinfo=ZONE)  # fold 0: the first occurrence of a repeated hour
             offset = self._offsets[hour] = local.utcoffset().total_seconds()
             self._repeated[hour] = tz.datetime_ambiguous(local)
         if self._repeated[hour]:

@@ -31,6 +31,15 @@ class DemoOptions:
     input: str = str(DEFAULT_INPUT)
     limit: int | None = None  # replay only this many calls (and skip the verification)
     dashboard_port: int = 8050
+    results_url: str | None = None  # a PostgreSQL results store instead of SQLite in `output`
+    results_config_file: str | None = None
+
+    @property
+    def place(self):
+        """Where the results go: a ResultsPlace."""
+        from .results import ResultsPlace
+
+        return ResultsPlace(Path(self.output), self.results_url, self.results_config_file)
 
 
 def _step(text: str) -> None:
@@ -52,11 +61,11 @@ def run(options: DemoOptions, settings: KafkaSettings) -> int:
         if (output / "report").is_dir():
             shutil.rmtree(output / "report")  # the results and the checkpoint go with the job's start_over
         _replay_and_verify(options, settings)
-        url = _dashboard(output, options.dashboard_port, cleanup)
-        code = _stream(output, settings)
+        url = _dashboard(options.place, options.dashboard_port, cleanup)
+        code = _stream(options, settings)
         if code:
             return code
-        _answers(output, url, started)
+        _answers(options.place, url, started)
         return 0
 
 
@@ -110,35 +119,37 @@ def _replay_and_verify(options: DemoOptions, settings: KafkaSettings) -> None:
             raise UserError("the topic does not hold exactly the source file")
 
 
-def _dashboard(output: Path, port: int, cleanup: ExitStack) -> str:
+def _dashboard(place, port: int, cleanup: ExitStack) -> str:
     from .dashboard import start_in_background
 
     try:
-        url, stop = start_in_background(output, port=port)
+        url, stop = start_in_background(place, port=port)
     except UserError:  # the port is taken (another dashboard?): any free one
-        url, stop = start_in_background(output, port=0)
+        url, stop = start_in_background(place, port=0)
     cleanup.callback(stop)
     _step(f"live dashboard: {url}")
     return url
 
 
-def _stream(output: Path, settings: KafkaSettings) -> int:
+def _stream(options: DemoOptions, settings: KafkaSettings) -> int:
     from .stream.job import run as run_stream
     from .stream.options import StreamOptions
 
     _step("Spark Structured Streaming over the topic (data_stream.py --once)")
-    return run_stream(StreamOptions(output=str(output), once=True, start_over=True, max_offsets_per_trigger=100000,
-                                    console_top=5), settings)
+    return run_stream(StreamOptions(output=options.output, once=True, start_over=True, max_offsets_per_trigger=100000,
+                                    console_top=5, results_url=options.results_url,
+                                    results_config_file=options.results_config_file), settings)
 
 
-def _answers(output: Path, url: str, started: float) -> None:
+def _answers(place, url: str, started: float) -> None:
     """The tables and the report; a person at a terminal keeps the dashboard open until Ctrl-C."""
-    from .report import answers, print_tables, write_report
+    from .answers import answers
+    from .report import print_tables, write_report
 
     _step("the answers")
-    result = answers(output)
+    result = answers(place)
     print_tables(result)
-    page, _ = write_report(result, output)
+    page, _ = write_report(result, place.output)
     print(f"\nreport with charts: {page}   ({time.monotonic() - started:.0f} s in all)")
     print(f"dashboard: {url}" + ("   (Ctrl-C stops it)" if sys.stdout.isatty() else ""), flush=True)
     if sys.stdout.isatty():  # a person keeps the page open; a pipe or a test goes on

@@ -131,7 +131,7 @@ def replay_note(event_time: float, last_event: float | None, pacing: Pacing) -> 
     """Where a paced replay is in event time and, with --speedup, how long it has left."""
     if not (pacing.rate or pacing.speedup) or math.isnan(event_time):
         return None
-    from .report import local_time
+    from .sf_time import local_time
 
     note = f"at {local_time(event_time, named=True)}"
     if pacing.speedup and last_event is not None and not math.isnan(last_event):

@@ -8,13 +8,12 @@ how many messages wait and whether the broker answers (results: `partitions`, me
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import UserError
-from ..results import connect, lock_holder, path_in, read_clocks
+from ..results import ResultsPlace, as_place
 from ..stream.watermarks import PartitionClock
 
 # A warm batch takes well under a second, but a cold job's first one takes 10 to 60 s on 2 cores (the JIT,
@@ -40,18 +39,19 @@ class Health:
                 "seconds_since_batch": None if self.seconds_since_batch is None else round(self.seconds_since_batch, 1)}
 
 
-def job_health(output: str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S, now: float | None = None,
-               job: str | None = None) -> Health:
+def job_health(place: ResultsPlace | str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S,
+               now: float | None = None, job: str | None = None) -> Health:
     """`job`: running, stopped or unknown, when the caller has asked already (job_state)."""
+    place = as_place(place)
     try:
-        with connect(path_in(output), readonly=True) as db:
-            meta = dict(db.execute("SELECT key, value FROM meta"))
-            last_batch, = db.execute("SELECT MAX(written_at) FROM batches").fetchone()
-            clocks = read_clocks(db)
-    except (UserError, sqlite3.Error):
-        return Health(False, "no results", f"no results in {output} yet: the job has not started")
+        with place.open_reader() as results:
+            meta, last_batch, clocks, job_pid = results.meta(), results.last_written(), results.clocks(), results.job_pid()
+    except UserError:
+        return Health(False, "no results", f"no results in {place.describe()} yet: the job has not started")
+    except Exception as error:  # the backend's own errors: a damaged file, a server away
+        return Health(False, "no results", f"cannot read the results in {place.describe()}: {str(error).splitlines()[0]}")
     if job is None:
-        job = job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), lock_holder(output))
+        job = job_state(meta.get("spark_ui_url"), meta.get("spark_app_id"), job_pid)
     return assess(meta, last_batch, clocks, job, stall_after_s, now)
 
 

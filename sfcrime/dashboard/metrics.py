@@ -8,7 +8,7 @@ a live job waits); `sfcrime_up` says whether they are current.
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import time
 from pathlib import Path
 
@@ -16,9 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
 from ..config import UserError
-from ..results import connect, path_in, read_clocks, watermark_of
+from ..results import ResultsPlace, ResultsReader, as_place
 from .health import DEFAULT_STALL_AFTER_S, job_health
 
+log = logging.getLogger(__name__)
 __all__ = ["CONTENT_TYPE_LATEST", "exposition"]
 
 
@@ -38,69 +39,72 @@ def _gauge(name: str, doc: str, value: float | None, unit: str = ""):
 class ResultsCollector:
     """Collected at each scrape: the results change under a running job."""
 
-    def __init__(self, output: str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
-        self.output, self.stall_after_s = output, stall_after_s
+    def __init__(self, place: ResultsPlace, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
+        self.place, self.stall_after_s = place, stall_after_s
 
     def collect(self):
-        from ..report import revised_windows
-
         now = time.time()
-        health = job_health(self.output, self.stall_after_s, now)
+        health = job_health(self.place, self.stall_after_s, now)
         yield _gauge("sfcrime_up", "1 while the streaming job runs, else 0", 1.0 if health.status != "not running"
                      and health.status != "no results" else 0.0)
         yield _gauge("sfcrime_healthy", "1 while /healthz answers 200 (running, not stalled, broker answering)",
                      1.0 if health.healthy else 0.0)
         try:
-            with connect(path_in(self.output), readonly=True) as db:
-                yield from self._from_results(db, now)
-                yield _counter("sfcrime_revised_windows", "Final windows a late call was counted into",
-                               revised_windows(db, dict(db.execute("SELECT key, value FROM meta"))))
-        except (UserError, sqlite3.Error):
+            with self.place.open_reader() as results:
+                yield from self._counters(results)
+                yield from self._gauges(results, now)
+                yield from self._partitions(results)
+        except UserError:
             return  # no results yet: sfcrime_up says so
+        except Exception as error:  # the backend's own errors: the scrape shows what it has
+            log.debug("metrics: results not read: %s", error)
 
-    def _from_results(self, db: sqlite3.Connection, now: float):
-        one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
-        meta = dict(db.execute("SELECT key, value FROM meta"))
-        yield _counter("sfcrime_calls_counted", "Calls counted, each crime_id once",
-                       one("SELECT COALESCE(SUM(count), 0) FROM locations"))
+    @staticmethod
+    def _counters(results: ResultsReader):
+        yield _counter("sfcrime_calls_counted", "Calls counted, each crime_id once", results.total_calls())
         dead = CounterMetricFamily("sfcrime_dead_letters", "Malformed records set aside, by reason", labels=["reason"])
-        for reason, n in db.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY reason"):
+        for reason, n in results.malformed_reasons().items():
             dead.add_metric([reason], n)
         yield dead
         yield _counter("sfcrime_duplicates_dropped", "Messages dropped as a crime_id already counted",
-                       one("SELECT COALESCE(SUM(duplicates), 0) FROM progress"))
-        yield _counter("sfcrime_late_calls", "Calls counted into a window that was already final",
-                       one("SELECT COALESCE(SUM(calls), 0) FROM revisions"))
-        yield _counter("sfcrime_batches", "Micro-batches counted", one("SELECT COUNT(*) FROM batches"))
+                       results.duplicates())
+        yield _counter("sfcrime_late_calls", "Calls counted into a window that was already final", results.late_calls())
+        yield _counter("sfcrime_batches", "Micro-batches counted", results.batches())
+        yield _counter("sfcrime_revised_windows", "Final windows a late call was counted into", results.revised_windows())
         lost = CounterMetricFamily("sfcrime_messages_lost", "Messages Kafka deleted before the job read them "
                                    "(--accept-data-loss): the answers are short of them", labels=["partition"])
-        try:
-            for partition, n in db.execute("SELECT partition, SUM(messages) FROM data_loss GROUP BY partition"):
-                lost.add_metric([str(partition)], n)
-        except sqlite3.OperationalError:  # results from before losses were recorded
-            pass
+        by_partition: dict[int, int] = {}
+        for partition, _, _, n in results.data_loss():
+            by_partition[partition] = by_partition.get(partition, 0) + n
+        for partition, n in sorted(by_partition.items()):
+            lost.add_metric([str(partition)], n)
         yield lost
-        last = db.execute("SELECT duration_ms, input_rows FROM progress ORDER BY batch_id DESC LIMIT 1").fetchone()
+
+    @staticmethod
+    def _gauges(results: ResultsReader, now: float):
+        last = results.last_progress()
         yield _gauge("sfcrime_last_batch_duration_seconds", "The last micro-batch's duration",
                      None if last is None or last[0] is None else last[0] / 1000)
         yield _gauge("sfcrime_last_batch_input_rows", "Messages the last micro-batch read", None if last is None else last[1])
-        written = one("SELECT MAX(written_at) FROM batches")
+        written = results.last_written()
         yield _gauge("sfcrime_last_batch_timestamp_seconds", "When the last batch's results were committed", written)
         yield _gauge("sfcrime_seconds_since_last_batch", "Seconds since the last batch's results were committed",
                      None if written is None else max(0.0, now - written))
-        watermark, newest = watermark_of(meta), meta.get("event_time_max")
+        watermark, newest = results.watermark(), results.meta().get("event_time_max")
         yield _gauge("sfcrime_watermark_timestamp_seconds", "The job's event-time watermark: windows ending by it "
                      "are final", watermark)
         yield _gauge("sfcrime_watermark_delay_seconds", "How far the watermark is behind the newest event time read",
                      None if watermark is None or newest is None else float(newest) - watermark)
-        clocks = read_clocks(db)
+
+    @staticmethod
+    def _partitions(results: ResultsReader):
         lag = GaugeMetricFamily("sfcrime_consumer_lag_messages", "Messages in the partition the job has not read "
                                 "(Kafka's end offset at the job's last look minus the offset read to)", labels=["partition"])
         event = GaugeMetricFamily("sfcrime_partition_event_time_seconds", "The partition's latest event time read",
                                   labels=["partition"])
         idle = GaugeMetricFamily("sfcrime_partition_idle", "1 when the partition is idle and does not hold the "
                                  "watermark back", labels=["partition"])
-        for p, clock in sorted(clocks.items()):
+        for p, clock in sorted(results.clocks().items()):
             if clock.unread is not None:
                 lag.add_metric([str(p)], clock.unread)
             if clock.event_time is not None:
@@ -109,8 +113,8 @@ class ResultsCollector:
         yield from (lag, event, idle)
 
 
-def exposition(output: str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> bytes:
+def exposition(place: ResultsPlace | str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> bytes:
     """The text a scrape gets (CONTENT_TYPE_LATEST)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ResultsCollector(output, stall_after_s))
+    registry.register(ResultsCollector(as_place(place), stall_after_s))
     return generate_latest(registry)

@@ -13,15 +13,16 @@ import logging
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from ..config import UserError
-from ..report import RECENT_WINDOWS, answers
-from ..results import lock_holder, path_in
-from .health import DEFAULT_STALL_AFTER_S, job_health, job_state
+from ..answers import RECENT_WINDOWS, read_answers
+from ..results import ResultsPlace, as_place, path_in
+from .health import DEFAULT_STALL_AFTER_S, assess, job_health, job_state
 from .metrics import CONTENT_TYPE_LATEST, exposition
 
 log = logging.getLogger(__name__)
@@ -68,35 +69,31 @@ def parse_query(query: str) -> dict[str, int]:
 
 
 class CachedAnswers:
-    """answers() costs about half a second on the full run: compute it again only when the results changed.
+    """The answers cost about half a second on the full run: compute them again only when the results changed
+    (the backend's version: SQLite's file times, PostgreSQL's last batch and look). Whether the job runs, and
+    its health, are asked afresh each time (they change without a write)."""
 
-    SQLite in WAL mode touches results.sqlite-wal on every commit, so the two files' sizes and times are
-    the version. Whether the job runs is asked afresh each time (it changes without a write).
-    """
-
-    def __init__(self, output: str | Path, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
-        self.output, self.stall_after_s = output, stall_after_s
+    def __init__(self, place: ResultsPlace, stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
+        self.place, self.stall_after_s = place, stall_after_s
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._answers: dict | None = None
 
     def get(self, top: int, windows: int) -> dict:
-        results = path_in(self.output)
-        stats = []
-        for path in (results, results.with_name(results.name + "-wal")):
+        with self.place.open_reader() as results:
             try:
-                stat = path.stat()
-                stats.append((stat.st_mtime_ns, stat.st_size))
-            except FileNotFoundError:
-                stats.append(None)
-        key = (top, windows, *stats)
-        with self._lock:
-            if key != self._key or self._answers is None:
-                self._answers, self._key = answers(self.output, top, windows, self.stall_after_s), key
-            cached = self._answers
+                key = (top, windows, results.version())
+                with self._lock:
+                    if key != self._key or self._answers is None:
+                        self._answers, self._key = read_answers(results, top, windows, self.stall_after_s), key
+                    cached = self._answers
+                meta, written, clocks, job_pid = (results.meta(), results.last_written(), results.clocks(),
+                                                  results.job_pid())
+            except results.database.errors() as error:
+                raise UserError(f"cannot read the results in {results.where}: {error}") from None
         pipeline = cached["pipeline"]
-        job = job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"], lock_holder(self.output))
-        health = job_health(self.output, self.stall_after_s, job=job)  # changes with time, not only with writes
+        job = job_state(pipeline["spark_ui_url"], pipeline["spark_app_id"], job_pid)
+        health = assess(meta, written, clocks, job, self.stall_after_s)  # changes with time, not only with writes
         return cached | {"pipeline": pipeline | {"job": job, "health": health.summary()}}
 
 
@@ -119,10 +116,10 @@ class DashboardHandler(BaseHTTPRequestHandler):
             if url.path == "/api/answers":
                 self.send_answers(parse_query(url.query))
             elif url.path == "/metrics":
-                self.send_body(200, exposition(self.server.answers.output, self.server.answers.stall_after_s),
+                self.send_body(200, exposition(self.server.answers.place, self.server.answers.stall_after_s),
                                CONTENT_TYPE_LATEST)
             elif url.path == "/healthz":
-                health = job_health(self.server.answers.output, self.server.answers.stall_after_s)
+                health = job_health(self.server.answers.place, self.server.answers.stall_after_s)
                 self.send_body(200 if health.healthy else 503, (json.dumps(health.as_dict()) + "\n").encode(),
                                "application/json")
             elif url.path in ("/", "/index.html"):
@@ -173,11 +170,11 @@ class DashboardHandler(BaseHTTPRequestHandler):
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], output: str | Path,
+    def __init__(self, address: tuple[str, int], place: ResultsPlace | str | Path,
                  stall_after_s: float = DEFAULT_STALL_AFTER_S) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.answers = CachedAnswers(output, stall_after_s)
+        self.answers = CachedAnswers(as_place(place), stall_after_s)
         super().__init__(address, DashboardHandler)
 
     @property
@@ -195,23 +192,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(output: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+def make_server(place: ResultsPlace | str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 stall_after_s: float = DEFAULT_STALL_AFTER_S) -> DashboardServer:
     """Bind (port 0: any free port); a host other than loopback gets a warning: anyone who reaches it can read."""
     if not is_loopback(host):
         print(f"warning: the dashboard on {host} has no authentication: anyone who can reach {host}:{port} "
               "can read the results", file=sys.stderr, flush=True)
     try:
-        return DashboardServer((host, port), output, stall_after_s)
+        return DashboardServer((host, port), place, stall_after_s)
     except OSError as error:
         raise UserError(f"cannot serve the dashboard on {host}:{port}: {error.strerror or error}"
                         + (" (try another --port)" if error.errno == 98 else "")) from None
 
 
-def start_in_background(output: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+def start_in_background(place: ResultsPlace | str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                         stall_after_s: float = DEFAULT_STALL_AFTER_S) -> tuple[str, Callable[[], None]]:
     """Serve from a daemon thread, beside a job or a demo: returns the page's URL and a function that stops it."""
-    server = make_server(output, host, port, stall_after_s)
+    server = make_server(place, host, port, stall_after_s)
     thread = threading.Thread(target=server.serve_forever, name="sfcrime-dashboard", daemon=True)
     thread.start()
 
@@ -223,15 +220,24 @@ def start_in_background(output: str | Path, host: str = "127.0.0.1", port: int =
     return server.url, stop
 
 
-def run(args) -> int:
+@dataclass(frozen=True)
+class DashboardOptions:
+    place: ResultsPlace = ResultsPlace(Path("out"))
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    stall_after_s: float = DEFAULT_STALL_AFTER_S
+
+
+def run(options: DashboardOptions) -> int:
     """Serve in the foreground until Ctrl-C."""
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise UserError(f"--output {args.output} is a file: it names the streaming job's results folder")
-    server = make_server(args.output, args.host, args.port, args.stall_after)
-    if not path_in(args.output).exists():
-        print(f"no results in {args.output} yet: the page fills in once the streaming job writes them",
+    place = options.place
+    if not place.url and place.output.exists() and not place.output.is_dir():
+        raise UserError(f"--output {place.output} is a file: it names the streaming job's results folder")
+    server = make_server(place, options.host, options.port, options.stall_after_s)
+    if not place.url and not path_in(place.output).exists():
+        print(f"no results in {place.output} yet: the page fills in once the streaming job writes them",
               file=sys.stderr)
-    print(f"dashboard: {server.url}  (results in {args.output}; metrics at {server.url}metrics, health at "
+    print(f"dashboard: {server.url}  (results in {place.describe()}; metrics at {server.url}metrics, health at "
           f"{server.url}healthz; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -99,7 +99,8 @@ class GroupCommitter:
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         consumer = None

@@ -11,8 +11,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import KafkaSettings, UserError
+
+if TYPE_CHECKING:
+    from ..results import ResultsPlace
 
 log = logging.getLogger(__name__)
 
@@ -162,18 +166,14 @@ def offsets_gone_back(checkpoint: Path, end_offsets: dict[int, int]) -> str | No
     return None
 
 
-def start_over(output: Path, checkpoint: Path, results_file: Path) -> None:
+def start_over(output: Path, checkpoint: Path, place: "ResultsPlace") -> None:
     """--start-over: remove the results and the checkpoint, nothing else (and say so only if they were there)."""
     if checkpoint.is_dir() and any(checkpoint.iterdir()) and not (checkpoint / "metadata").exists():
         raise UserError(f"--start-over: {checkpoint} does not look like a Spark checkpoint (no metadata file); "
                         "not deleting it")
-    removed = False
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(f"{results_file}{suffix}")
-        removed |= path.exists()
-        path.unlink(missing_ok=True)
+    removed = place.discard()
     if checkpoint.is_dir():
         removed = True
         shutil.rmtree(checkpoint)
     if removed:
-        log.warning("--start-over: removed the results in %s and the checkpoint %s", output, checkpoint)
+        log.warning("--start-over: removed the results in %s and the checkpoint %s", place.describe(), checkpoint)

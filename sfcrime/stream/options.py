@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_RADIO_CODES, SF_TIMEZONE, FlagConflict, add_kafka_arguments, key_value, non_negative_int, positive_int
+from ..config import DEFAULT_RADIO_CODES, add_kafka_arguments, add_results_arguments, flag_type, key_value, non_negative_int, positive_int
+from ..sf_time import ZONE_NAME
+
+if TYPE_CHECKING:
+    from ..results import ResultsPlace
+
+ONCE_BROKER_TIMEOUT_S = 30
 
 _DURATION = re.compile(
     r"^\s*(\d+)\s*(second|seconds|sec|secs|s|minute|minutes|min|mins|m|hour|hours|h|day|days|d)\s*$", re.I)
@@ -21,10 +29,10 @@ def duration(text: str) -> str:
     """A Spark interval such as "1 hour" or "30 minutes", normalised; rejects anything Spark would not take."""
     match = _DURATION.match(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try '1 hour', '30 minutes', '10 seconds')")
+        raise ValueError(f"not a duration: {text!r} (try '1 hour', '30 minutes', '10 seconds')")
     amount, unit = int(match.group(1)), match.group(2).lower()
     if amount <= 0:
-        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+        raise ValueError(f"a duration must be positive, got {text!r}")
     name = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[unit[0] if unit not in ("min", "mins") else "m"]
     return f"{amount} {name}{'s' if amount != 1 else ''}"
 
@@ -41,8 +49,8 @@ def time_zone(text: str) -> str:
     try:
         ZoneInfo(text)
     except (ValueError, OSError, LookupError):  # ZoneInfoNotFoundError is a KeyError
-        raise argparse.ArgumentTypeError(f"not a time zone: {text!r} (a region such as 'America/Los_Angeles', "
-                                         "or an offset such as '-08:00')") from None
+        raise ValueError(f"not a time zone: {text!r} (a region such as 'America/Los_Angeles', "
+                         "or an offset such as '-08:00')") from None
     return text
 
 
@@ -86,7 +94,7 @@ class StreamOptions:
     start_over: bool = False
     once: bool = False
     source: str = "kafka"  # kafka: Spark's connector; python: ours on the Python Data Source API
-    timezone: str = SF_TIMEZONE
+    timezone: str = ZONE_NAME
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
@@ -94,10 +102,52 @@ class StreamOptions:
     broker_timeout: str | None = None  # None: 30 s with --once, no limit live; "never": no limit
     group_id: str | None = None  # None: sfcrime-<query id>; the consumer group the job's offsets are committed to
     strict: bool = False
+    results_url: str | None = None  # a PostgreSQL results store (postgresql://user@host:port/db) instead of SQLite
+    results_config_file: str | None = None  # a file with the store's password
 
     def __post_init__(self) -> None:
-        if duration_seconds(self.window) % duration_seconds(self.pane):
-            raise FlagConflict(f"--window ({self.window}) must be a whole multiple of --slide ({self.slide})")
+        """Plain ValueErrors, whoever builds the options: the CLI turns them into usage errors."""
+        for name in ("window", "watermark", "max_ahead", "idle_timeout"):
+            duration(getattr(self, name))
+        if self.slide is not None:
+            duration(self.slide)
+        if self.window_s % self.pane_s:
+            raise ValueError(f"--window ({self.window}) must be a whole multiple of --slide ({self.slide})")
+
+    @property
+    def window_s(self) -> int:
+        return duration_seconds(self.window)
+
+    @property
+    def pane_s(self) -> int:
+        return duration_seconds(self.pane)
+
+    @property
+    def watermark_s(self) -> int:
+        return duration_seconds(self.watermark)
+
+    @property
+    def max_ahead_s(self) -> int:
+        return duration_seconds(self.max_ahead)
+
+    @property
+    def idle_timeout_s(self) -> int:
+        return duration_seconds(self.idle_timeout)
+
+    @property
+    def broker_timeout_s(self) -> float | None:
+        """--broker-timeout, else 30 s for --once (a command in a terminal must not hang on a broker that is
+        gone) and no limit for a live job: a service rides an outage out, saying so every minute and on
+        /healthz, because ending it would not bring the broker back. None: no limit."""
+        if self.broker_timeout is None:
+            return ONCE_BROKER_TIMEOUT_S if self.once else None
+        return None if self.broker_timeout == "never" else duration_seconds(self.broker_timeout)
+
+    @property
+    def place(self) -> "ResultsPlace":
+        from ..results import ResultsPlace
+
+        return ResultsPlace(Path(self.output), self.results_url, self.results_config_file)
 
     @property
     def pane(self) -> str:
@@ -118,22 +168,22 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=DEFAULTS.output, help="results, dead letters and checkpoint (default out/)")
     parser.add_argument("--checkpoint", help="Spark checkpoint directory (default OUTPUT/checkpoint)")
     parser.add_argument("--radio-codes", default=DEFAULTS.radio_codes, help="disposition code descriptions")
-    parser.add_argument("--window", type=duration, default=DEFAULTS.window,
+    parser.add_argument("--window", type=flag_type(duration), default=DEFAULTS.window,
                         help=f"event-time window length (default {DEFAULTS.window})")
-    parser.add_argument("--slide", type=duration, help="window slide (default: the window length, i.e. tumbling)")
-    parser.add_argument("--watermark", type=duration, default=DEFAULTS.watermark,
+    parser.add_argument("--slide", type=flag_type(duration), help="window slide (default: the window length, i.e. tumbling)")
+    parser.add_argument("--watermark", type=flag_type(duration), default=DEFAULTS.watermark,
                         help=f"a window is final once the stream is this far past its end (default {DEFAULTS.watermark}); "
                              "a call arriving later still counts, and marks the window revised")
-    parser.add_argument("--idle-timeout", type=duration, default=DEFAULTS.idle_timeout,
+    parser.add_argument("--idle-timeout", type=flag_type(duration), default=DEFAULTS.idle_timeout,
                         help="a partition with nothing unread and no new message for this long (processing time) "
                              f"stops holding the watermark back (default {DEFAULTS.idle_timeout}): shorter makes "
                              "windows final sooner, longer is surer a quiet partition's calls are not late")
-    parser.add_argument("--max-ahead", type=duration, default=DEFAULTS.max_ahead,
+    parser.add_argument("--max-ahead", type=flag_type(duration), default=DEFAULTS.max_ahead,
                         help=f"an event time this far ahead of the stream is a dead letter, not a call "
                              f"(default {DEFAULTS.max_ahead})")
     parser.add_argument("--max-offsets-per-trigger", type=positive_int, metavar="N",
                         help="at most N messages per micro-batch (default: all available)")
-    parser.add_argument("--trigger", type=trigger_interval, default=DEFAULTS.trigger,
+    parser.add_argument("--trigger", type=flag_type(trigger_interval), default=DEFAULTS.trigger,
                         help="micro-batch interval (default 0: each batch as soon as the one before is done, "
                              "for answers within a second or two; e.g. '10 seconds' for fewer, larger batches)")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default=DEFAULTS.starting_offsets,
@@ -144,7 +194,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=("kafka", "python"), default=DEFAULTS.source,
                         help="kafka: Spark's own connector (spark-sql-kafka-0-10, the default); "
                              "python: ours on the Python Data Source API")
-    parser.add_argument("--timezone", type=time_zone, default=DEFAULTS.timezone,
+    parser.add_argument("--timezone", type=flag_type(time_zone), default=DEFAULTS.timezone,
                         help="session time zone: call_date_time is San Francisco local time")
     parser.add_argument("--master", help="Spark master (default: what spark-submit says, else local[*])")
     parser.add_argument("--spark-conf", action="append", metavar="KEY=VALUE", type=key_value("--spark-conf"),
@@ -154,7 +204,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-data-loss", action="store_true",
                         help="when Kafka's retention has deleted messages the job had not read, count on from what "
                              "is left: the loss is recorded in the results, and every answer says it is short of it")
-    parser.add_argument("--broker-timeout", type=broker_timeout, metavar="DURATION",
+    parser.add_argument("--broker-timeout", type=flag_type(broker_timeout), metavar="DURATION",
                         help="give up when no broker has answered for this long (default 30 seconds with --once; "
                              "never for a live job, which says so every minute and starts counting again when the "
                              "broker is back; 'never' for no limit)")
@@ -163,4 +213,5 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                              "kafka-consumer-groups.sh to show the lag (default sfcrime-<query id>, printed at start); "
                              "a restart still resumes from the checkpoint")
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed record instead of counting it")
+    add_results_arguments(parser)
     add_kafka_arguments(parser, client=False)

@@ -14,13 +14,13 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from ..config import SF_TIMEZONE
+from ..sf_time import ZONE_NAME
 from ..local import class_archive
 from ..local.java import ensure_java
 
 
 def build_session(app_name: str, master: str | None = None, defaults: dict[str, str] | None = None,
-                  conf: dict[str, str] | None = None, timezone: str = SF_TIMEZONE,
+                  conf: dict[str, str] | None = None, timezone: str = ZONE_NAME,
                   jars: list[str] | None = None, make_class_archive: Path | None = None) -> SparkSession:
     """A Spark session in `timezone` (call_date_time is San Francisco local time, with no offset).
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfcrime.dataset import SF_TZ as SF
+from sfcrime.sf_time import ZONE as SF
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
 from tests.conftest import REPO, produce_raw, read_topic, run_cli, write_calls

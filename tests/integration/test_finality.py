@@ -20,7 +20,7 @@ from datetime import datetime
 
 import pytest
 
-from sfcrime.dataset import SF_TZ as SF
+from sfcrime.sf_time import ZONE as SF
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
 from tests.conftest import PYTHON, REPO, produce_raw, read_topic, run_cli
@@ -101,7 +101,7 @@ def live_job(kafka, output, source, *extra):
 
 def answers_now(output) -> dict | None:
     from sfcrime.config import UserError
-    from sfcrime.report import answers
+    from sfcrime.answers import answers
 
     try:
         return answers(output, top=5, windows=1)

@@ -146,7 +146,7 @@ def independent_watermark(kafka, messages: int) -> str:
     from the topic read back with confluent-kafka."""
     from datetime import datetime
 
-    from sfcrime.dataset import SF_TZ
+    from sfcrime.sf_time import ZONE as SF_TZ
     from tests.conftest import read_topic
 
     latest: dict[int, datetime] = {}

@@ -4,7 +4,7 @@ the windows chart marks open windows, counts carry thousands separators, codes a
 import pytest
 
 from sfcrime.glossary import labelled
-from sfcrime.report import calls_by_hour_figure, windows_figure
+from sfcrime.report.charts import calls_by_hour_figure, windows_figure
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The dashboard's server without a browser: its endpoint is report.answers(), bad queries are one-line 400s,
+"""The dashboard's server without a browser: its endpoint is answers.answers(), bad queries are one-line 400s,
 and it tells a running job from a stopped one. (The page itself: tests/integration/test_dashboard.py.)"""
 
 import json
@@ -15,7 +15,8 @@ import pytest
 
 from sfcrime.dashboard import start_in_background
 from sfcrime.dashboard.server import BadRequest, parse_query
-from sfcrime.report import answers, job_state
+from sfcrime.answers import answers
+from sfcrime.dashboard.health import job_state
 from sfcrime.results import ResultStore
 from tests.conftest import run_cli
 

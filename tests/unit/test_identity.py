@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from sfcrime.results import ResultsPlace
+
 from sfcrime.config import UserError
 from sfcrime.stream.identity import checkpoint_offsets, checkpoint_query_id, offsets_gone_back, start_over
 
@@ -31,13 +33,13 @@ def test_start_over_deletes_results_and_checkpoint_but_not_a_directory_that_is_n
     results = tmp_path / "results.sqlite"
     results.write_text("x")
     checkpoint = write_checkpoint(tmp_path / "checkpoint", {0: {"0": 1}})
-    start_over(tmp_path, checkpoint, results)
+    start_over(tmp_path, checkpoint, ResultsPlace(tmp_path))
     assert not results.exists() and not checkpoint.exists()
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("x")
     with pytest.raises(UserError, match="does not look like a Spark checkpoint"):
-        start_over(tmp_path, precious, results)
+        start_over(tmp_path, precious, ResultsPlace(tmp_path))
     assert (precious / "thesis.tex").exists()
 
 

@@ -4,7 +4,8 @@ labelled and not every batch; a heartbeat while idle."""
 import sqlite3
 
 from sfcrime.results import ResultStore
-from sfcrime.stream.job import BatchWriter, ProgressReporter
+from sfcrime.stream.listener import ProgressReporter
+from sfcrime.stream.sink import BatchWriter
 
 HOUR = 3600
 START = 1541404800  # 2018-11-05 00:00 PST

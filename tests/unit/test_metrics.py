@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfcrime.dashboard import start_in_background
 from sfcrime.dashboard.health import job_health
 from sfcrime.dashboard.metrics import exposition
-from sfcrime.results import ResultStore
+from sfcrime.results import ProgressRow, ResultStore
 from sfcrime.stream.watermarks import Observation
 
 HOUR = 3600
@@ -31,7 +31,7 @@ def results(tmp_path, unread: int = 0):
              "total": [{"count": 4, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15,
                         "event_s_max": T0 + 5 * HOUR}]}
     store.write_batch(0, batch, observation=Observation(time.time(), 60.0, {0: 10, 1: 20}, {0: 10 + unread, 1: 20}))
-    store.write_progress((0, "2026-12-05T00:00:00Z", 4, 10.0, 20.0, 1500, None, 0, 3, unread, 2, None))
+    store.write_progress(ProgressRow(0, "2026-12-05T00:00:00Z", 4, 10.0, 20.0, 1500, None, 3, unread, 2, None))
     store.set_meta(started_at=str(time.time() - 600))
     store.close()
 

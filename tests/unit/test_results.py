@@ -3,7 +3,7 @@
 import os
 import sqlite3
 
-from sfcrime.results import ResultStore, window_counts
+from sfcrime.results import ResultsPlace, ResultStore
 
 
 def counts(pane_start, crime_type, n):
@@ -18,7 +18,7 @@ def test_a_batch_is_added_exactly_once(tmp_path):
     assert store.write_batch(0, counts(0, "Theft", 2))
     assert store.write_batch(1, counts(0, "Theft", 3))
     assert not store.write_batch(1, counts(0, "Theft", 3))  # the re-run of batch 1 after a crash
-    db = sqlite3.connect(store.path)
+    db = sqlite3.connect(tmp_path / "results.sqlite")
     assert db.execute("SELECT count FROM locations").fetchone() == (5,)
     assert db.execute("SELECT COUNT(*) FROM batches").fetchone() == (2,)
 
@@ -38,13 +38,14 @@ def test_sliding_windows_are_sums_of_panes(tmp_path):
     store.check_settings({"window_seconds": "3600", "pane_seconds": "1800"})
     store.write_batch(0, counts(0, "Theft", 1))
     store.write_batch(1, counts(1800, "Theft", 10))
-    windows = window_counts(sqlite3.connect(store.path))
+    with ResultsPlace(tmp_path).open_reader() as results:
+        windows = results.window_counts()
     # panes [0, 1800) and [1800, 3600): windows starting at -1800, 0 and 1800
     assert windows == [(-1800, 1800, "Theft", 1), (0, 3600, "Theft", 11), (1800, 5400, "Theft", 10)]
 
 
 def test_a_late_call_is_counted_and_marks_its_final_window_revised(tmp_path):
-    from sfcrime.report import answers
+    from sfcrime.answers import answers
 
     store = ResultStore(tmp_path)
     store.check_settings({"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600",
@@ -83,7 +84,7 @@ def test_calls_of_a_repeated_hour_move_to_its_second_occurrence_whatever_the_arr
             batch = counts(first, "Theft", 1)
             batch["repeated_hour"] = [{"rh_crime_id": crime_id, "rh_time": t, "rh_type": "Theft"}]
             store.write_batch(batch_id, batch)
-        panes = dict(sqlite3.connect(store.path).execute("SELECT pane_start, count FROM crime_type_panes"))
+        panes = dict(sqlite3.connect(tmp_path / str(id(order)) / "results.sqlite").execute("SELECT pane_start, count FROM crime_type_panes"))
         assert panes == {first: 2, first + 3600: 2}
 
 
@@ -118,7 +119,7 @@ def test_results_written_before_per_partition_watermarks_are_read_as_they_were(t
     """Readers open the results read-only, so tables added since (partitions, data_loss) may be missing:
     the report, the health and /metrics read such results, with the watermark they had then."""
     from sfcrime.dashboard.metrics import exposition
-    from sfcrime.report import answers
+    from sfcrime.answers import answers
 
     store = ResultStore(tmp_path)
     store.check_settings({"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600",

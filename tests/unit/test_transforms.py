@@ -171,7 +171,7 @@ def test_offsets_going_back_fail_the_python_source_as_failOnDataLoss_says():
 
 
 def test_an_absurd_event_time_is_implausible_but_a_long_batch_or_a_gap_between_batches_is_not():
-    from sfcrime.stream.job import plausible_until
+    from sfcrime.stream.sink import plausible_until
 
     hour, day, now = 3600, 86400, 2e9
     replay = [(1538352000 + i * hour, 10) for i in range(24 * 90)]  # 90 days in one batch, no gap

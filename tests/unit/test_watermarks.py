@@ -103,7 +103,7 @@ def test_the_store_keeps_each_partitions_clock_with_its_batch_and_a_restart_resu
     assert {p: c.event_time for p, c in store.partition_clocks().items()} == {0: T0 + 9 * HOUR, 1: T0 + 2.5 * HOUR}
     assert not store.write_batch(1, batch({1: T0 + 8 * HOUR}))  # the re-run of batch 1 moves nothing
     assert store.watermark() == T0 + HOUR + 30 * 60
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM revisions").fetchone() == (0,)
     # both caught up; partition 1 stays quiet, partition 0 gets new messages
     before, after = store.observe_partitions(Observation(now=30, idle_timeout_s=IDLE, end_offsets={0: 12, 1: 10}))
@@ -122,7 +122,7 @@ def test_clocks_read_back_as_they_were_written():
 def test_no_window_is_final_while_a_partition_has_given_no_event_time_though_the_others_have(tmp_path):
     """The stream's front alone (the newest event time of any partition) was the watermark before: with an
     empty partition still counting, a reader must see no watermark and no final window."""
-    from sfcrime.report import answers
+    from sfcrime.answers import answers
 
     store = ResultStore(tmp_path)
     store.check_settings({"window_seconds": str(HOUR), "pane_seconds": str(HOUR), "watermark_seconds": str(HOUR),

@@ -1,0 +1,51 @@
+"""The results' tables, written once for every backend: each column's kind maps to the backend's own type.
+
+"offset" is a reserved word in PostgreSQL, so the SQL quotes it everywhere.
+"""
+
+from __future__ import annotations
+
+# table -> ([(column, kind)], primary key); kinds: int, real, text, bytes
+TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
+    "meta": ([("key", "text"), ("value", "text")], ("key",)),
+    "batches": ([("batch_id", "int"), ("written_at", "real"), ("rows", "int"), ("calls", "int"), ("malformed", "int"),
+                 ("kafka_ts_min", "real"), ("kafka_ts_max", "real"), ("kafka_ts_mean", "real")], ("batch_id",)),
+    "progress": ([("batch_id", "int"), ("at", "text"), ("input_rows", "int"), ("input_rps", "real"),
+                  ("processed_rps", "real"), ("duration_ms", "int"), ("watermark", "real"), ("late_rows", "int"),
+                  ("state_rows", "int"), ("backlog", "int"), ("duplicates", "int"), ("durations", "text")],
+                 ("batch_id",)),
+    "revisions": ([("batch_id", "int"), ("pane_start", "int"), ("watermark", "real"), ("calls", "int")],
+                  ("batch_id", "pane_start")),
+    "repeated_hour_calls": ([("crime_id", "text"), ("first_time", "int"), ("crime_type", "text"),
+                             ("counted_time", "int")], ("crime_id",)),
+    "crime_type_panes": ([("pane_start", "int"), ("crime_type", "text"), ("count", "int")],
+                         ("pane_start", "crime_type")),
+    "locations": ([("address", "text"), ("count", "int")], ("address",)),
+    "dispositions": ([("disposition", "text"), ("description", "text"), ("count", "int")], ("disposition",)),
+    "hourly": ([("hour", "int"), ("crime_type", "text"), ("count", "int")], ("hour", "crime_type")),
+    "daily": ([("day", "text"), ("crime_type", "text"), ("count", "int")], ("day", "crime_type")),
+    "partitions": ([("partition", "int"), ("event_time", "real"), ("read_to", "int"), ("end_offset", "int"),
+                    ("grew_at", "real"), ("idle", "int")], ("partition",)),
+    "data_loss": ([("partition", "int"), ("from_offset", "int"), ("to_offset", "int"), ("messages", "int"),
+                   ("noticed_at", "real")], ("partition", "from_offset")),
+    "dead_letters": ([("partition", "int"), ('"offset"', "int"), ("kafka_timestamp", "real"), ("reason", "text"),
+                      ("value", "bytes"), ("batch_id", "int"), ("key", "bytes")], ("partition", '"offset"')),
+}
+
+
+def ddl(types: dict[str, str]) -> list[str]:
+    """CREATE TABLE IF NOT EXISTS for every table, with `types` mapping each kind to the backend's type."""
+    return [f"CREATE TABLE IF NOT EXISTS {table} ("
+            + ", ".join(f"{name} {types[kind]}" for name, kind in columns)
+            + f", PRIMARY KEY ({', '.join(key)}))"
+            for table, (columns, key) in TABLES.items()]
+
+
+def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """INSERT that replaces the row with the same key (SQLite's INSERT OR REPLACE, in SQL both speak)."""
+    rest = [c for c in columns if c not in key]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest))
+
+
+META_UPSERT = upsert("meta", ("key", "value"), ("key",))

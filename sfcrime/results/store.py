@@ -1,0 +1,333 @@
+"""The job's durable output, written exactly once per micro-batch, through a Database (results/database.py).
+
+Each micro-batch adds its counts in one transaction together with its batch id, the job's event-time
+watermark (which decides which windows are final) and the identity of the query and topic it read. Spark
+re-runs a batch after a crash with the same offsets (its offset log), and a batch id already here is
+skipped, so a job killed at any moment and started again ends with exactly the counts of an uninterrupted
+run. Batch ids mean something only for one query: results of another query, topic or broker are refused
+(identity keys in `meta`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..config import UserError
+from ..dataset import second_occurrence
+from ..stream.watermarks import Observation, PartitionClock, job_watermark, observe
+from .database import Database
+from .rows import BatchCounts, Loss, ProgressRow
+from .schema import META_UPSERT, TABLES, upsert
+
+log = logging.getLogger(__name__)
+IDENTITY_KEYS = {"query_id": "query (checkpoint)", "cluster_id": "Kafka cluster", "topic_id": "topic id"}
+
+# count set (rows.BatchCounts) -> (table, its columns, the count set's keys in that order)
+_COUNTED = {
+    "crime_type_windows": ("crime_type_panes", ("pane_start", "crime_type"), ("window_start", "crime_type")),
+    "locations": ("locations", ("address",), ("address",)),
+    "dispositions": ("dispositions", ("disposition", "description"), ("disposition", "description")),
+    "hourly": ("hourly", ("hour", "crime_type"), ("hour", "crime_type")),
+    "daily": ("daily", ("day", "crime_type"), ("day", "crime_type")),
+}
+_PARTITIONS = upsert("partitions", ("partition", "event_time", "read_to", "end_offset", "grew_at", "idle"),
+                     ("partition",))
+_PROGRESS = upsert("progress", ("batch_id",) + ProgressRow._fields[1:], ("batch_id",))
+_ADD_PANE = ("INSERT INTO crime_type_panes (pane_start, crime_type, count) VALUES (?, ?, ?) "
+             "ON CONFLICT (pane_start, crime_type) DO UPDATE SET count = crime_type_panes.count + excluded.count")
+
+
+def watermark_of(meta: dict[str, str]) -> float | None:
+    """The job's event-time watermark: windows ending at or before it are final. Results written before
+    the watermark was kept per partition have only the stream's front, from which it was derived then."""
+    if "job_watermark" in meta:  # empty while a partition with no event time yet holds it
+        return float(meta["job_watermark"]) if meta["job_watermark"] else None
+    front = meta.get("event_time_max")
+    return None if front is None else float(front) - int(meta.get("watermark_seconds", 3600))
+
+
+def batch_event_times(counts: BatchCounts) -> dict[int, float]:
+    """The latest plausible event time of each partition in a batch's counts. Counts made without
+    partitions (a hand-made batch) come from one, partition 0."""
+    if "partition_event_times" in counts:
+        return {r["partition"]: float(r["event_s_max"]) for r in counts["partition_event_times"]
+                if r["event_s_max"] is not None}
+    latest = (counts.get("total") or [{}])[0].get("event_s_max")
+    return {} if latest is None else {0: float(latest)}
+
+
+def read_clocks(db: Database) -> dict[int, PartitionClock]:
+    """Each partition's clock (stream/watermarks.py) as the latest batch or look left it; none in results
+    written before the watermark was kept per partition (read-only readers cannot add the table)."""
+    if not db.has_table("partitions"):
+        return {}
+    rows = db.execute("SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions").fetchall()
+    return {row[0]: PartitionClock(row[0], row[1], row[2] or 0, row[3], row[4] or 0.0, bool(row[5])) for row in rows}
+
+
+def read_meta(db: Database) -> dict[str, str]:
+    return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+
+def window_counts(db: Database, meta: dict[str, str], since: int | None = None) -> list[tuple[int, int, str, int]]:
+    """(window start, window end, crime type, calls): each window is the sum of its panes.
+
+    With tumbling windows a pane is a window; with sliding ones (window = k slides) each pane counts in the
+    k windows that cover it, as Spark's window(..., slide) would count the call itself.
+    """
+    window_s, pane_s = int(meta.get("window_seconds", 3600)), int(meta.get("pane_seconds", 3600))
+    k = max(1, window_s // pane_s)
+    sums: dict[tuple[int, str], int] = {}
+    sql = "SELECT pane_start, crime_type, count FROM crime_type_panes"
+    for pane, crime_type, count in db.execute(sql + (" WHERE pane_start >= ?" if since is not None else ""),
+                                              () if since is None else (since - window_s,)).fetchall():
+        for j in range(k):
+            key = (pane - j * pane_s, crime_type)
+            sums[key] = sums.get(key, 0) + count
+    return sorted((start, start + window_s, t, n) for (start, t), n in sums.items()
+                  if since is None or start >= since)
+
+
+def identity_clash(meta: dict[str, str], identity: dict[str, str]) -> str | None:
+    """How `identity` (query, cluster, topic ids) differs from what these results were made from, or None."""
+    for key, what in IDENTITY_KEYS.items():
+        if key in identity and key in meta and meta[key] != identity[key]:
+            return f"{what} {meta[key]} (now {identity[key]})"
+    return None
+
+
+class ResultsStore:
+    """The writer side, used by the job's foreachBatch sink (on the driver) and its progress listener.
+
+    The database (a backend) holds its writer's exclusive hold until closed: one job writes a store at a time.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.where = database.where
+        self._lock = threading.Lock()  # the sink and the progress listener run on different threads
+        self._window_s = 3600
+
+    def check_settings(self, settings: dict[str, str]) -> None:
+        """Counts from different windows or topics must not be added up: refuse to mix them."""
+        with self._lock:
+            existing = read_meta(self.database)
+        clashes = [f"{k}={existing[k]!r} (now {v!r})" for k, v in settings.items() if k in existing and existing[k] != v]
+        if clashes:
+            raise UserError(f"{self.where} holds results made with other settings: {', '.join(clashes)}; "
+                            f"{self.database.instead} or delete them")
+        self._window_s = int(settings.get("window_seconds", self._window_s))
+        self._transaction(lambda db: db.executemany(META_UPSERT, settings.items()))
+
+    def set_meta(self, **values: str | None) -> None:
+        """Facts about the running job that readers want (the dashboard's Spark UI link); None is skipped."""
+        self._transaction(lambda db: db.executemany(META_UPSERT, [(k, v) for k, v in values.items() if v is not None]))
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return read_meta(self.database)
+
+    def record_losses(self, losses: list[Loss]) -> None:
+        """Messages deleted before the job read them (--accept-data-loss): kept with the answers, which are
+        short of them, so that every reader says so."""
+        now = time.time()
+        self._transaction(lambda db: db.executemany(
+            "INSERT INTO data_loss VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(p, lo, hi, hi - lo, now) for p, lo, hi in losses]))
+
+    def last_batch(self) -> int | None:
+        """The highest batch id counted, or None."""
+        with self._lock:
+            return self.database.execute("SELECT MAX(batch_id) FROM batches").fetchone()[0]
+
+    def has_batches(self) -> bool:
+        with self._lock:
+            return self.database.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+
+    def event_time_max(self) -> float | None:
+        """The latest plausible event time of every batch so far (epoch seconds): the stream's front."""
+        value = self.meta().get("event_time_max")
+        return None if value is None else float(value)
+
+    def watermark(self) -> float | None:
+        """The job's event-time watermark (epoch seconds): windows ending at or before it are final."""
+        return watermark_of(self.meta())
+
+    def partition_clocks(self) -> dict[int, PartitionClock]:
+        with self._lock:
+            return read_clocks(self.database)
+
+    def write_batch(self, batch_id: int, counts: BatchCounts, identity: dict[str, str] | None = None,
+                    observation: Observation | None = None) -> bool:
+        """Add one micro-batch's counts; False, writing nothing, if it is already here.
+
+        `identity` (query, cluster and topic ids) is checked and kept in the same transaction: a batch id
+        of another query must never be taken for one of ours. So are the partitions' clocks and the job's
+        watermark that the batch moves (`observation`: its offsets and Kafka's), so that a restart resumes
+        them exactly where the last counted batch left them.
+        """
+        observation = observation or Observation(now=time.time(), idle_timeout_s=float("inf"))
+        return self._transaction(lambda db: self._write_batch(db, batch_id, counts, identity or {}, observation))
+
+    def observe_partitions(self, observation: Observation) -> tuple[float | None, float | None]:
+        """Between batches: Kafka's end offsets alone may make a partition idle (or active again), and so move
+        the watermark. Returns the watermark before and after."""
+        def advance(db: Database) -> tuple[float | None, float | None]:
+            meta = read_meta(db)
+            before = watermark_of(meta)
+            return before, self._advance(db, meta, before, {}, observation)
+        return self._transaction(advance)
+
+    def write_progress(self, row: ProgressRow) -> None:
+        """A batch's progress line, kept for readers; while another program holds the database it is let go
+        (the counts are what must wait: write_batch)."""
+        with self._lock:
+            try:
+                self.database.execute(_PROGRESS, row)
+            except self.database.errors() as error:
+                log.debug("progress of batch %s not kept: %s", row.batch_id, error)
+
+    def top_windows(self, limit: int, watermark: float | None) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+        """For the console view: the top crime types of the last final window (its end at or before the
+        watermark) and of the latest, still open, one: {"final": (start, rows), "open": (start, rows)}."""
+        with self._lock:
+            latest, = self.database.execute("SELECT MAX(pane_start) FROM crime_type_panes").fetchone()
+            if latest is None:
+                return {}
+            since = latest - 2 * self._window_s
+            if watermark is not None:
+                since = min(since, int(watermark) - 2 * self._window_s)
+            windows = window_counts(self.database, read_meta(self.database), since=since)
+        chosen: dict[str, int] = {}
+        final = [w[0] for w in windows if watermark is not None and w[1] <= watermark]
+        if final:
+            chosen["final"] = max(final)
+        still_open = [w[0] for w in windows if watermark is None or w[1] > watermark]
+        if still_open:
+            chosen["open"] = max(still_open)
+        return {label: (start, sorted(((t, n) for s, _, t, n in windows if s == start),
+                                      key=lambda r: (-r[1], r[0]))[:limit])
+                for label, start in chosen.items()}
+
+    def discard(self) -> bool:
+        """Every row of every table (--start-over on a server, where the tables stay). True if there were any."""
+        def empty(db: Database) -> bool:
+            had = db.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None
+            for table in TABLES:
+                db.execute(f"DELETE FROM {table}")
+            return had
+        return bool(self._transaction(lambda db: empty(db) or None))
+
+    def close(self) -> None:
+        self.database.close()
+
+    def _transaction(self, work):
+        """Run `work(database)` in the writer's transaction: committed whole, or rolled back on any error."""
+        with self._lock:
+            db = self.database
+            db.begin_write()
+            try:
+                result = work(db)
+            except BaseException:
+                db.rollback()
+                raise
+            if result is False:  # a batch already counted: nothing to keep
+                db.rollback()
+            else:
+                db.commit()
+            return result
+
+    def _advance(self, db: Database, meta: dict[str, str], before: float | None,
+                 event_times: dict[int, float], observation: Observation) -> float | None:
+        """The partitions' clocks and the job's watermark moved on, in the caller's transaction."""
+        clocks = observe(read_clocks(db), observation.now, observation.idle_timeout_s, event_times,
+                         observation.read_to, observation.end_offsets)
+        after = job_watermark(clocks, before, int(meta.get("watermark_seconds", 3600)))
+        db.executemany(_PARTITIONS, [(c.partition, c.event_time, c.read_to, c.end_offset, c.grew_at, int(c.idle))
+                                     for c in clocks.values()])
+        db.execute(META_UPSERT, ("job_watermark", "" if after is None else repr(after)))
+        return after
+
+    def _write_batch(self, db: Database, batch_id: int, counts: BatchCounts, identity: dict[str, str],
+                     observation: Observation) -> bool:
+        meta = read_meta(db)
+        clash = identity_clash(meta, identity)
+        if clash:
+            raise UserError(f"{self.where} holds results of another {clash}; pass --start-over to "
+                            f"discard them, or {self.database.instead}")
+        if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
+            return False
+        db.executemany(META_UPSERT, identity.items())
+        self._add_counts(db, counts)
+        pane_s = int(meta.get("pane_seconds", 3600))
+        latest = self._place_repeated_hour(db, counts.get("repeated_hour", []), pane_s)
+        watermark = watermark_of(meta)
+        self._note_revisions(db, batch_id, counts, watermark, pane_s)
+        dead = counts.get("dead_letters", [])
+        db.executemany('INSERT INTO dead_letters (partition, "offset", kafka_timestamp, reason, value, batch_id, key) '
+                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       [(r["dl_partition"], r["dl_offset"], r["dl_timestamp"] / 1e6, r["reason"],
+                         None if r["value"] is None else bytes(r["value"]), batch_id,
+                         None if r.get("key") is None else bytes(r["key"])) for r in dead])
+        total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
+                                          "kafka_us_avg": None, "event_s_max": None}])[0]
+        fronts = [float(x) for x in (meta.get("event_time_max"), total.get("event_s_max"), latest) if x is not None]
+        if fronts:
+            db.execute(META_UPSERT, ("event_time_max", str(max(fronts))))
+        self._advance(db, meta, watermark, batch_event_times(counts), observation)
+        stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
+        db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))
+        return True
+
+    @staticmethod
+    def _add_counts(db: Database, counts: BatchCounts) -> None:
+        for name, (table, columns, fields) in _COUNTED.items():
+            keys = ", ".join(columns[:1] if table == "dispositions" else columns)
+            db.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
+                f"ON CONFLICT ({keys}) DO UPDATE SET count = {table}.count + excluded.count",
+                [tuple(row[f] for f in fields) + (row["count"],) for row in counts.get(name, [])])
+
+    @staticmethod
+    def _note_revisions(db: Database, batch_id: int, counts: BatchCounts, watermark: float | None,
+                        pane_s: int) -> None:
+        """Late calls: counted all the same, into panes a final window already covered (its end at or before
+        the watermark of the batches before this one). Kept per pane, to say which windows changed."""
+        if watermark is None:
+            return
+        late: dict[int, int] = {}
+        for row in counts.get("crime_type_windows", []):
+            if row["window_start"] + pane_s <= watermark:
+                late[row["window_start"]] = late.get(row["window_start"], 0) + row["count"]
+        db.executemany("INSERT INTO revisions VALUES (?, ?, ?, ?)",
+                       [(batch_id, pane, watermark, n) for pane, n in sorted(late.items())])
+
+    @staticmethod
+    def _place_repeated_hour(db: Database, rows: list, pane_s: int) -> float | None:
+        """Calls in an hour a fall-back change repeats were counted in its first occurrence: move those that
+        belong to the second one (dataset.second_occurrence decides, over every call of that hour seen so
+        far, so the answer does not depend on the order calls arrive in). Returns the latest time placed."""
+        if not rows:
+            return None
+        db.executemany("INSERT INTO repeated_hour_calls VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       [(r["rh_crime_id"], r["rh_time"], r["rh_type"], r["rh_time"]) for r in rows])
+        latest = None
+        hours = db.execute("SELECT DISTINCT first_time / 3600 FROM repeated_hour_calls WHERE crime_id IN "
+                           f"({','.join('?' * len(rows))})", [r["rh_crime_id"] for r in rows]).fetchall()
+        for (hour,) in hours:
+            calls = db.execute("SELECT crime_id, first_time, crime_type, counted_time FROM repeated_hour_calls "
+                               "WHERE first_time / 3600 = ?", (hour,)).fetchall()
+            second = second_occurrence((c[0], c[1]) for c in calls)
+            for crime_id, first_time, crime_type, counted_time in calls:
+                wanted = first_time + 3600 if crime_id in second else first_time
+                latest = wanted if latest is None else max(latest, wanted)
+                if wanted == counted_time:
+                    continue
+                for when, delta in ((counted_time, -1), (wanted, 1)):
+                    db.execute(_ADD_PANE, (when - when % pane_s, crime_type, delta))
+                db.execute("UPDATE repeated_hour_calls SET counted_time = ? WHERE crime_id = ?", (wanted, crime_id))
+        db.execute("DELETE FROM crime_type_panes WHERE count = 0")
+        return latest
