@@ -55,6 +55,12 @@ class Database(ABC):
     def errors(self) -> tuple[type[BaseException], ...]:
         """The driver's own error classes: a reader turns them into one line."""
 
+    def reconnect(self, error: BaseException) -> bool:
+        """After `error` broke a writer's transaction: connect again (waiting out a short outage) and say
+        True if the transaction may run again. Running it again is safe: a batch already committed is
+        recognised by its id."""
+        return False
+
     def job_pid(self, meta: dict[str, str]) -> int | None:
         """The pid of the job that writes (or last wrote) these results, when it runs on this machine."""
         return None

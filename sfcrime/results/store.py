@@ -224,20 +224,26 @@ class ResultsStore:
         self.database.close()
 
     def _transaction(self, work):
-        """Run `work(database)` in the writer's transaction: committed whole, or rolled back on any error."""
+        """Run `work(database)` in the writer's transaction: committed whole, or rolled back on any error; run
+        again after the backend reconnects from an outage (Database.reconnect)."""
         with self._lock:
             db = self.database
-            db.begin_write()
-            try:
-                result = work(db)
-            except BaseException:
-                db.rollback()
-                raise
-            if result is False:  # a batch already counted: nothing to keep
-                db.rollback()
-            else:
-                db.commit()
-            return result
+            while True:
+                try:
+                    db.begin_write()
+                    result = work(db)
+                    if result is False:  # a batch already counted: nothing to keep
+                        db.rollback()
+                    else:
+                        db.commit()
+                    return result
+                except BaseException as error:
+                    try:
+                        db.rollback()
+                    except db.errors():
+                        pass  # the connection itself is gone: so is the transaction
+                    if not isinstance(error, Exception) or not db.reconnect(error):
+                        raise
 
     def _advance(self, db: Database, meta: dict[str, str], before: float | None,
                  event_times: dict[int, float], observation: Observation) -> float | None:

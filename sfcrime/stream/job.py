@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
+import socket
 import sys
 import threading
 import time
@@ -248,7 +250,7 @@ class Job:
         options, spark, store = self.options, self.spark, self.store
         store.set_meta(spark_ui_url=spark.sparkContext.uiWebUrl, spark_app_id=spark.sparkContext.applicationId,
                        idle_timeout_seconds=str(options.idle_timeout_s), started_at=str(time.time()),
-                       broker_lost_since="")
+                       broker_lost_since="", job_pid=str(os.getpid()), job_host=socket.gethostname())
         if options.source == "kafka":
             require_connector(spark)  # before anything else starts: nothing to wait for on the way out
         ship_package(spark, Path(options.output))

@@ -1,0 +1,214 @@
+"""PostgreSQL as the results store (--results postgresql://user@host:port/db), through psycopg 3.
+
+For results that outlive one machine: a driver on a cluster's worker, several readers at once. The tables
+and their meaning are SQLite's (schema.py). One job writes a database at a time: it holds a session
+advisory lock for its life, which goes with its connection. Readers read one snapshot (REPEATABLE READ,
+READ ONLY) and never block the writer. The password comes from PGPASSWORD, ~/.pgpass (libpq reads both) or
+a --results-config-file; no output ever shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from ..config import UserError
+from .database import Database
+from .schema import ddl
+
+log = logging.getLogger(__name__)
+TYPES = {"int": "BIGINT", "real": "DOUBLE PRECISION", "text": "TEXT", "bytes": "BYTEA"}
+LOCK_KEY = 0x5FC81E5  # the advisory lock one writing job holds per database
+CONNECT_TIMEOUT_S = 5
+OUTAGE_S = 120.0  # a writer rides out a server away this long, then the job stops in one line
+VERSION_SQL = ("SELECT (SELECT MAX(batch_id) FROM batches), (SELECT MAX(batch_id) FROM progress), "
+               "(SELECT COUNT(*) FROM progress), (SELECT MAX(value) FROM meta WHERE key = 'job_watermark'), "
+               "(SELECT MAX(value) FROM meta WHERE key = 'broker_lost_since'), "
+               "(SELECT SUM(read_to) + SUM(COALESCE(end_offset, 0)) + SUM(idle) FROM partitions)")
+
+
+def redacted_url(url: str) -> str:
+    """The URL without a password, for every line a person reads."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(a URL that does not parse)"
+
+
+def password_from(config_file: str | None) -> str | None:
+    """--results-config-file: a line password=... (other lines are left for libpq's own settings)."""
+    if not config_file:
+        return None
+    try:
+        lines = Path(config_file).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read --results-config-file {config_file}: {error.strerror or error}") from None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "password":
+            return value.strip()
+    raise UserError(f"--results-config-file {config_file} has no line password=...")
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise UserError(f"--results {redacted_url(url)!r} is not a PostgreSQL URL: "
+                        "expected postgresql://USER@HOST:PORT/DATABASE")
+    try:
+        parts.port
+    except ValueError:
+        raise UserError(f"--results {redacted_url(url)!r} has a port that is not a number") from None
+    if not parts.path.strip("/"):
+        raise UserError(f"--results {redacted_url(url)!r} names no database: postgresql://USER@HOST:PORT/DATABASE")
+
+
+def _number_loader():
+    """SUM() of BIGINTs is NUMERIC, which psycopg gives as Decimal: as int (or float), as SQLite gives."""
+    from decimal import Decimal
+
+    from psycopg.types.numeric import NumericLoader
+
+    class NumberLoader(NumericLoader):
+        def load(self, data):
+            value: Decimal = super().load(data)
+            return int(value) if value == value.to_integral_value() else float(value)
+
+    return NumberLoader
+
+
+class PostgresDatabase(Database):
+    """One connection to the database at `url`; a writer also holds the database's advisory lock."""
+
+    def __init__(self, url: str, readonly: bool = False, config_file: str | None = None) -> None:
+        check_url(url)
+        self.url, self.readonly = url, readonly
+        self.where = redacted_url(url)
+        self.instead = "use another database (--results)"
+        self._password = password_from(config_file)
+        self._db = self._connect()
+        if not readonly:
+            try:
+                self._prepare()
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _connect(self):
+        import psycopg
+
+        extra = {"password": self._password} if self._password else {}
+        try:
+            connection = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                         application_name=f"sfcrime {'reader' if self.readonly else 'job'} "
+                                                          f"pid {os.getpid()} on {socket.gethostname()}"[:63], **extra)
+        except psycopg.Error as error:
+            raise UserError(f"cannot reach the results store at {self.where}: {one_line(error)}") from None
+        connection.adapters.register_loader("numeric", _number_loader())
+        return connection
+
+    def _prepare(self) -> None:
+        """The tables, then the lock: one job writes a database at a time."""
+        import psycopg
+
+        try:
+            for statement in ddl(TYPES):
+                self._db.execute(statement)
+        except psycopg.Error as error:
+            raise UserError(f"cannot use the results store at {self.where}: {one_line(error)}") from None
+        taken, = self._db.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not taken:
+            holder = self._db.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted", (LOCK_KEY,)).fetchone()
+            raise UserError(f"the results store at {self.where} is in use by a running job"
+                            + (f" ({holder[0]})" if holder and holder[0] else "")
+                            + ": stop it first, or use another database (--results)")
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._db.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(row) for row in rows]
+        if rows:
+            with self._db.cursor() as cursor:
+                cursor.executemany(self._sql(sql), rows)
+
+    def begin_write(self) -> None:
+        self._db.execute("BEGIN")
+
+    def begin_snapshot(self) -> None:
+        self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def rollback(self) -> None:
+        if not self._db.closed:
+            self._db.execute("ROLLBACK")
+
+    def has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+    def version(self) -> tuple:
+        return tuple(self._db.execute(VERSION_SQL).fetchone())
+
+    def disk_full(self, error: BaseException) -> bool:
+        return getattr(error, "sqlstate", None) == "53100"
+
+    def errors(self) -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
+
+    def reconnect(self, error: BaseException) -> bool:
+        """A writer whose server went away (a restart, a network blip) connects again and takes its lock back,
+        for up to OUTAGE_S, a line a minute: True when it may run the transaction again. The transaction that
+        failed was not committed, or was and its batch id says so: running it again counts nothing twice."""
+        import psycopg
+
+        if self.readonly or not isinstance(error, psycopg.OperationalError) or not (self._db.closed or self._db.broken):
+            return False
+        started = said = time.monotonic()
+        log.warning("lost the results store at %s (%s): connecting again", self.where, one_line(error))
+        while time.monotonic() - started < OUTAGE_S:
+            try:
+                self._db = self._connect()
+                self._prepare()
+                log.warning("the results store at %s answers again after %.0f s", self.where,
+                            time.monotonic() - started)
+                return True
+            except UserError as again:
+                if "in use by a running job" in str(again):
+                    raise
+                if time.monotonic() - said >= 60:
+                    said = time.monotonic()
+                    log.warning("the results store at %s has not answered for %.0f s: %s", self.where,
+                                said - started, again)
+                time.sleep(2)
+        raise UserError(f"lost the results store at {self.where} for {OUTAGE_S:.0f} s: every finished batch is "
+                        "kept; start the job again once it answers, with the same --output and --results")
+
+    def job_pid(self, meta: dict[str, str]) -> int | None:
+        pid = meta.get("job_pid", "")
+        return int(pid) if pid.isdigit() and meta.get("job_host") == socket.gethostname() else None
+
+    def close(self) -> None:
+        self._db.close()  # the advisory lock goes with the session
+
+
+def one_line(error: BaseException) -> str:
+    """psycopg's message, first line, without libpq's repeated prefixes."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.removeprefix("connection failed: ")[:300]
