@@ -126,8 +126,7 @@ class ResultsStore:
         self._transaction(lambda db: db.executemany(META_UPSERT, [(k, v) for k, v in values.items() if v is not None]))
 
     def meta(self) -> dict[str, str]:
-        with self._lock:
-            return read_meta(self.database)
+        return self._read(read_meta)
 
     def record_losses(self, losses: list[Loss]) -> None:
         """Messages deleted before the job read them (--accept-data-loss): kept with the answers, which are
@@ -139,12 +138,10 @@ class ResultsStore:
 
     def last_batch(self) -> int | None:
         """The highest batch id counted, or None."""
-        with self._lock:
-            return self.database.execute("SELECT MAX(batch_id) FROM batches").fetchone()[0]
+        return self._read(lambda db: db.execute("SELECT MAX(batch_id) FROM batches").fetchone()[0])
 
     def has_batches(self) -> bool:
-        with self._lock:
-            return self.database.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+        return self._read(lambda db: db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None)
 
     def event_time_max(self) -> float | None:
         """The latest plausible event time of every batch so far (epoch seconds): the stream's front."""
@@ -156,8 +153,7 @@ class ResultsStore:
         return watermark_of(self.meta())
 
     def partition_clocks(self) -> dict[int, PartitionClock]:
-        with self._lock:
-            return read_clocks(self.database)
+        return self._read(read_clocks)
 
     def write_batch(self, batch_id: int, counts: BatchCounts, identity: dict[str, str] | None = None,
                     observation: Observation | None = None) -> bool:
@@ -192,14 +188,18 @@ class ResultsStore:
     def top_windows(self, limit: int, watermark: float | None) -> dict[str, tuple[int, list[tuple[str, int]]]]:
         """For the console view: the top crime types of the last final window (its end at or before the
         watermark) and of the latest, still open, one: {"final": (start, rows), "open": (start, rows)}."""
-        with self._lock:
-            latest, = self.database.execute("SELECT MAX(pane_start) FROM crime_type_panes").fetchone()
+        def recent(db: Database) -> list[tuple[int, int, str, int]]:
+            latest, = db.execute("SELECT MAX(pane_start) FROM crime_type_panes").fetchone()
             if latest is None:
-                return {}
+                return []
             since = latest - 2 * self._window_s
             if watermark is not None:
                 since = min(since, int(watermark) - 2 * self._window_s)
-            windows = window_counts(self.database, read_meta(self.database), since=since)
+            return window_counts(db, read_meta(db), since=since)
+
+        windows = self._read(recent)
+        if not windows:
+            return {}
         chosen: dict[str, int] = {}
         final = [w[0] for w in windows if watermark is not None and w[1] <= watermark]
         if final:
@@ -222,6 +222,16 @@ class ResultsStore:
 
     def close(self) -> None:
         self.database.close()
+
+    def _read(self, work):
+        """Run `work(database)` outside a transaction, again after the backend reconnects from an outage."""
+        with self._lock:
+            while True:
+                try:
+                    return work(self.database)
+                except Exception as error:
+                    if not self.database.reconnect(error):
+                        raise
 
     def _transaction(self, work):
         """Run `work(database)` in the writer's transaction: committed whole, or rolled back on any error; run
