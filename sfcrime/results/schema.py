@@ -33,12 +33,16 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
 }
 
 
-def ddl(types: dict[str, str]) -> list[str]:
-    """CREATE TABLE IF NOT EXISTS for every table, with `types` mapping each kind to the backend's type."""
+def ddl(types: dict[str, str], key: str = "PRIMARY KEY") -> list[str]:
+    """CREATE TABLE IF NOT EXISTS for every table, with `types` mapping each kind to the backend's type.
+
+    `key` declares each table's key. A call may lack an address or a crime type, and its count is kept
+    under a null key: SQLite's PRIMARY KEY allows that; PostgreSQL's does not, so it declares
+    "UNIQUE NULLS NOT DISTINCT", under which a null key is one key, as a count needs."""
     return [f"CREATE TABLE IF NOT EXISTS {table} ("
             + ", ".join(f"{name} {types[kind]}" for name, kind in columns)
-            + f", PRIMARY KEY ({', '.join(key)}))"
-            for table, (columns, key) in TABLES.items()]
+            + f", {key} ({', '.join(names)}))"
+            for table, (columns, names) in TABLES.items()]
 
 
 def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:

@@ -256,9 +256,11 @@ class ResultsStore:
                         raise
 
     def _advance(self, db: Database, meta: dict[str, str], before: float | None,
-                 event_times: dict[int, float], observation: Observation) -> float | None:
-        """The partitions' clocks and the job's watermark moved on, in the caller's transaction."""
-        clocks = observe(read_clocks(db), observation.now, observation.idle_timeout_s, event_times,
+                 event_times: dict[int, float], observation: Observation,
+                 clocks: dict[int, PartitionClock] | None = None) -> float | None:
+        """The partitions' clocks (as read, or read now) and the job's watermark moved on, in the caller's
+        transaction."""
+        clocks = observe(read_clocks(db) if clocks is None else clocks, observation.now, observation.idle_timeout_s, event_times,
                          observation.read_to, observation.end_offsets)
         after = job_watermark(clocks, before, int(meta.get("watermark_seconds", 3600)))
         db.executemany(_PARTITIONS, [(c.partition, c.event_time, c.read_to, c.end_offset, c.grew_at, int(c.idle))
@@ -275,6 +277,7 @@ class ResultsStore:
                             f"discard them, or {self.database.instead}")
         if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
             return False
+        clocks = read_clocks(db)  # every read before the first write: a server takes the writes in one go
         db.executemany(META_UPSERT, identity.items())
         self._add_counts(db, counts)
         pane_s = int(meta.get("pane_seconds", 3600))
@@ -292,7 +295,7 @@ class ResultsStore:
         fronts = [float(x) for x in (meta.get("event_time_max"), total.get("event_s_max"), latest) if x is not None]
         if fronts:
             db.execute(META_UPSERT, ("event_time_max", str(max(fronts))))
-        self._advance(db, meta, watermark, batch_event_times(counts), observation)
+        self._advance(db, meta, watermark, batch_event_times(counts), observation, clocks)
         stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
         db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))

@@ -1,0 +1,76 @@
+"""Per-batch write time of the results store: SQLite beside PostgreSQL, alternated in one run.
+
+The job's sink writes one micro-batch's counts in one transaction (results/store.py write_batch). This times
+that call alone, for batches cut from the calls file as a live job at 2,000 calls/s cuts them (one second of
+calls each, in event-time order), each store fresh, the two alternated batch by batch so that the machine's
+noise falls on both alike. The batches' counts are made here with Counters, not by Spark: the write is what
+is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+CALLS_PER_BATCH = 2000  # a live job at 2,000 calls/s with batches about a second long
+BATCHES = 60
+
+
+def batch_counts(calls: list[tuple[dict, float]], pane_s: int = 3600) -> dict:
+    """One batch's BatchCounts (results/rows.py), counted as transforms.count_table would count them."""
+    windows, hours, days, places, outcomes = Counter(), Counter(), Counter(), Counter(), Counter()
+    latest: dict[int, float] = {}
+    for i, (call, event_s) in enumerate(calls):
+        event_s = int(event_s)
+        kind = call.get("original_crime_type_name")
+        windows[(event_s - event_s % pane_s, kind)] += 1
+        hours[(int(call["call_date_time"][11:13]), kind)] += 1
+        days[(call["call_date_time"][:10], kind)] += 1
+        places[call.get("address")] += 1
+        outcomes[call.get("disposition")] += 1
+        latest[i % 3] = max(latest.get(i % 3, 0), event_s)
+    now_us = int(time.time() * 1e6)
+    return {"crime_type_windows": [{"window_start": w, "crime_type": t, "count": n} for (w, t), n in windows.items()],
+            "locations": [{"address": a, "count": n} for a, n in places.items()],
+            "dispositions": [{"disposition": d, "description": None, "count": n} for d, n in outcomes.items()],
+            "hourly": [{"hour": h, "crime_type": t, "count": n} for (h, t), n in hours.items()],
+            "daily": [{"day": d, "crime_type": t, "count": n} for (d, t), n in days.items()],
+            "partition_event_times": [{"partition": p, "event_s_max": e} for p, e in latest.items()],
+            "total": [{"count": len(calls), "kafka_us_min": now_us, "kafka_us_max": now_us, "kafka_us_avg": now_us,
+                       "event_s_max": max(latest.values())}]}
+
+
+def bench_results_write(input_path: str, postgres_url: str, batches: int = BATCHES) -> dict:
+    """Milliseconds per write_batch, SQLite and PostgreSQL alternated; the ratio of the medians."""
+    from sfcrime.dataset import load_calls
+    from sfcrime.results import ResultsPlace
+
+    calls = [(json.loads(value), event_s) for _, value, event_s in load_calls(input_path, limit=CALLS_PER_BATCH * batches)]
+    cut = [batch_counts(calls[i:i + CALLS_PER_BATCH]) for i in range(0, len(calls), CALLS_PER_BATCH)]
+    settings = {"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600", "window": "1 hour"}
+    with tempfile.TemporaryDirectory() as folder:
+        places = {"sqlite": ResultsPlace(Path(folder)), "postgresql": ResultsPlace(Path(folder), postgres_url)}
+        stores = {}
+        for name, place in places.items():
+            place.discard()
+            stores[name] = place.open_store()
+            stores[name].check_settings(settings)
+        times: dict[str, list[float]] = {name: [] for name in stores}
+        try:
+            for batch_id, counts in enumerate(cut):
+                for name, store in (stores.items() if batch_id % 2 else reversed(stores.items())):
+                    started = time.perf_counter()
+                    store.write_batch(batch_id, counts)
+                    times[name].append(1000 * (time.perf_counter() - started))
+        finally:
+            for store in stores.values():
+                store.close()
+    summary = {name: {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(sorted(ms)[int(0.95 * len(ms))], 2),
+                      "mean_ms": round(statistics.fmean(ms), 2)} for name, ms in times.items()}
+    ratio = summary["postgresql"]["p50_ms"] / summary["sqlite"]["p50_ms"]
+    return {"calls_per_batch": CALLS_PER_BATCH, "batches": len(cut), **summary,
+            "postgresql_over_sqlite_p50": round(ratio, 2), "target": "<= 1.5", "met": ratio <= 1.5}
