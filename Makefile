@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 4
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-browser setup-prometheus demo test test-unit test-cluster bench broker report dashboard clean
+.PHONY: setup setup-browser setup-prometheus setup-postgres demo test test-unit test-cluster bench broker report dashboard clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,15 @@ setup-prometheus:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
 	    --no-install-recommends prometheus; }
 
+# PostgreSQL as the results store (--results, `python -m sfcrime postgres`) and its tests: Debian's server,
+# installed only when missing.
+setup-postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the PostgreSQL results store"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends postgresql; }
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/jars.py sfcrime/local/class_archive.py sfcrime/local/kafka_archive.py sfcrime/local/pyspark_zips.py \
 		sfcrime/stream/jvm/sfcrime/StrictJsonReason.java
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed, found " + sys.version.split()[0])'
@@ -45,14 +54,14 @@ demo: setup
 # with two, 20 min with three, 13 min with four on a quieter day). TEST_WORKERS=0 runs one at a time.
 # Longest first (tests/durations.json; refresh it with PYTEST_ARGS=--record-durations), and an idle worker
 # takes queued tests from a busy one (worksteal), so the four end together.
-test: setup setup-browser setup-prometheus
+test: setup setup-browser setup-prometheus setup-postgres
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -m "not cluster" $(PYTEST_ARGS)
 
 # The secured broker, the three-node Kafka cluster and the Spark standalone cluster, together.
-test-cluster: setup
+test-cluster: setup setup-postgres
 	$(PY) -m pytest -m cluster -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup

@@ -27,6 +27,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return run_foreground(args.host, args.port, args.data_dir, args.heap, args.nodes, args.secure)
 
 
+def cmd_postgres(args: argparse.Namespace) -> int:
+    from .local.postgres import run_foreground
+
+    return run_foreground(args.port, args.data_dir)
+
+
 def cmd_spark_cluster(args: argparse.Namespace) -> int:
     from .local.spark_cluster import run_foreground
 
@@ -208,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--secure", action="store_true",
                         help="SASL_SSL with SCRAM-SHA-512 and a local CA; writes a client properties file")
     broker.set_defaults(func=cmd_broker)
+
+    from .local.postgres import DEFAULT_DATA_DIR as POSTGRES_DATA_DIR
+    from .local.postgres import DEFAULT_PORT as POSTGRES_PORT
+
+    postgres = commands.add_parser("postgres", allow_abbrev=False, parents=[common],
+                                   help="run a local PostgreSQL in the foreground, for --results")
+    postgres.add_argument("--port", type=port_number, default=POSTGRES_PORT,
+                          help=f"port on 127.0.0.1 (default {POSTGRES_PORT})")
+    postgres.add_argument("--data-dir", default=str(POSTGRES_DATA_DIR),
+                          help="where PostgreSQL keeps its data across restarts (default postgres-data/ in the repo)")
+    postgres.set_defaults(func=cmd_postgres)
 
     cluster = commands.add_parser("spark-cluster", allow_abbrev=False, parents=[common], help="run a Spark standalone master and workers in the foreground")
     cluster.add_argument("--workers", type=positive_int, default=2, help="worker JVMs (default 2)")

@@ -119,6 +119,31 @@ def bootstrap_servers(tmp_path_factory):
         yield broker.bootstrap_servers
 
 
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL on a free port, started as a user would (`python -m sfcrime postgres`), for the
+    session; its URL. Set SFCRIME_TEST_POSTGRES=URL to use an existing server instead."""
+    if os.environ.get("SFCRIME_TEST_POSTGRES"):
+        yield os.environ["SFCRIME_TEST_POSTGRES"]
+        return
+    import re
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("postgres")
+    server = subprocess.Popen([PYTHON, "-m", "sfcrime", "postgres", "--port", str(port), "--data-dir",
+                               str(folder / "data")], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=(folder / "server.err").open("w"), text=True, start_new_session=True)
+    line = server.stdout.readline()
+    match = re.search(r"--results (postgresql://\S+)", line)
+    assert match, line + (folder / "server.err").read_text()
+    yield match.group(1)
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(60)
+
+
 @pytest.fixture
 def topic(request):
     name = request.node.name.replace("[", "-").replace("]", "")[:40]
