@@ -1,0 +1,86 @@
+"""`python -m sfcrime postgres`, driven as a person drives it: one line to start, signals from outside to
+stop, its data kept across restarts, one line for a port in use."""
+
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from tests.conftest import PYTHON, REPO
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(port, data_dir, tmp_path):
+    server = subprocess.Popen([PYTHON, "-m", "sfcrime", "postgres", "--port", str(port), "--data-dir", str(data_dir)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=(tmp_path / "server.err").open("a"),
+                              text=True, start_new_session=True)
+    line = server.stdout.readline()
+    assert "ready" in line, line + (tmp_path / "server.err").read_text()
+    return server, line
+
+
+def server_processes(port):
+    """(pid, owner) of the postgres processes listening on `port`, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            owner = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue
+        if command and command[0].endswith(b"/postgres") and str(port).encode() in command:
+            found.append((int(entry), pwd.getpwuid(owner).pw_name))
+    return found
+
+
+def test_the_server_starts_in_one_line_keeps_its_data_and_stops_on_sigterm_and_ctrl_c(tmp_path):
+    port, data = free_port(), tmp_path / "data"
+    server, line = start(port, data, tmp_path)
+    url = re.search(r"--results (postgresql://\S+)", line).group(1)
+    assert url == f"postgresql://sfcrime@127.0.0.1:{port}/sfcrime" and line.count("\n") == 1
+    if os.getuid() == 0:  # PostgreSQL refuses root: the server runs as an unprivileged user
+        owners = {owner for _, owner in server_processes(port)}
+        assert owners and "root" not in owners, owners
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE kept (n int)")
+        db.execute("INSERT INTO kept VALUES (42)")
+    os.killpg(server.pid, signal.SIGTERM)  # as `kill` from another terminal
+    assert server.wait(60) == 0
+    assert not server_processes(port)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+    server, _ = start(port, data, tmp_path)  # the same folder: the data is there
+    with psycopg.connect(url) as db:
+        assert db.execute("SELECT n FROM kept").fetchone() == (42,)
+    # a port in use: one line, before anything starts
+    taken = subprocess.run([PYTHON, "-m", "sfcrime", "postgres", "--port", str(port), "--data-dir",
+                            str(tmp_path / "other")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1 and taken.stderr.strip().count("\n") == 0, taken.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in taken.stderr and "Traceback" not in taken.stderr
+    os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, to the whole process group as a terminal sends it
+    assert server.wait(60) == 0
+    assert "Traceback" not in (tmp_path / "server.err").read_text()
+    time.sleep(0.5)
+    assert not server_processes(port)
+
+
+def test_a_folder_that_holds_something_else_is_refused_in_one_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "thesis.tex").write_text("x")
+    refused = subprocess.run([PYTHON, "-m", "sfcrime", "postgres", "--port", str(free_port()), "--data-dir",
+                              str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "holds no PostgreSQL data" in refused.stderr, refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and (tmp_path / "data" / "thesis.tex").exists()
