@@ -145,6 +145,19 @@ def postgres_url(tmp_path_factory):
 
 
 @pytest.fixture
+def results_db(postgres_url):
+    """A fresh database on the test server, as a URL."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def topic(request):
     name = request.node.name.replace("[", "-").replace("]", "")[:40]
     return f"t-{name}-{uuid.uuid4().hex[:8]}"

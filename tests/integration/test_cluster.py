@@ -14,6 +14,7 @@ import pytest
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
 from tests.conftest import PYTHON, REPO
+from tests.integration.test_postgres_results import report_from
 from tests.integration.test_stream import assert_answers_match, expected_answers, report, spark_submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -39,13 +40,15 @@ def executor_dirs(cluster, worker: int) -> list:
 
 
 def test_spark_submit_to_the_cluster_ships_the_connector_to_executors_and_gives_the_exact_answers(
-        cluster, kafka, sample_file, sample_records, tmp_path):
+        cluster, kafka, sample_file, sample_records, tmp_path, results_db):
+    """The results in PostgreSQL, where a cluster's users keep them (a driver may run on any machine)."""
     replay(load_calls(sample_file), kafka, Pacing(), progress=False)
     result = spark_submit("--master", cluster.master_url, "data_stream.py", "--once", "--output", str(tmp_path / "out"),
                           "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--console-top", "0",
-                          *EXECUTORS, timeout=300)
+                          "--results", results_db, *EXECUTORS, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_answers_match(report(tmp_path / "out"), expected_answers(sample_records))
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+    assert_answers_match(report_from(results_db, tmp_path / "out"), expected_answers(sample_records))
     app = cluster.status()["completedapps"][-1]
     assert (app["name"], app["cores"], app["memoryperexecutor"]) == ("sfcrime-stream", 2, 512)
     for worker in (0, 1):  # an executor on each worker, each given the connector's jars

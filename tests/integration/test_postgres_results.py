@@ -24,17 +24,6 @@ HOSTILE = [b"not json", b"", None, b"[1, 2]", b"{\"crime_id\": \"77\", \"call_da
 VOLATILE = ("pipeline",)  # when and by which process: differs between any two runs
 
 
-@pytest.fixture
-def results_db(postgres_url):
-    """A fresh database on the test server, as a URL."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def report_from(url, output):
     result = run_cli("report", "--output", str(output), "--results", url, "--json", "--top", "100000",
                      "--windows", "1000")
@@ -200,3 +189,16 @@ def test_bad_results_urls_passwords_and_foreign_tables_are_one_line_without_the_
                     "--output", str(tmp_path / "second"), "--results", results_db, timeout=120)
     assert other.returncode == 1 and "holds results" in other.stderr and "--start-over" in other.stderr, other.stderr
     assert other.stderr.strip().count("\n") == 0, other.stderr
+    # one job writes a database at a time: another job's session holds it (an advisory lock, in a process of its own)
+    holder = subprocess.Popen([PYTHON, "-c", "import sys, time; from sfcrime.results import ResultsPlace; "
+                               "from pathlib import Path; ResultsPlace(Path('x'), sys.argv[1]).open_store(); "
+                               "print('holding', flush=True); time.sleep(120)", results_db],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        busy = run_cli("data_stream.py", "--once", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                       kafka.topic, "--output", str(tmp_path / "first"), "--results", results_db, timeout=120)
+        assert busy.returncode == 1 and "is in use by a running job" in busy.stderr, busy.stderr
+    finally:
+        holder.kill()
+        holder.wait()
