@@ -191,7 +191,7 @@ def test_bad_results_urls_passwords_and_foreign_tables_are_one_line_without_the_
     assert other.stderr.strip().count("\n") == 0, other.stderr
     # one job writes a database at a time: another job's session holds it (an advisory lock, in a process of its own)
     holder = subprocess.Popen([PYTHON, "-c", "import sys, time; from sfcrime.results import ResultsPlace; "
-                               "from pathlib import Path; ResultsPlace(Path('x'), sys.argv[1]).open_store(); "
+                               "from pathlib import Path; held = ResultsPlace(Path('x'), sys.argv[1]).open_store(); "
                                "print('holding', flush=True); time.sleep(120)", results_db],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
