@@ -107,7 +107,7 @@ def properties_lines(text: str):
 def read_properties_file(path: str) -> dict[str, str]:
     """A Kafka client properties file (Java format: key=value, # comments), in librdkafka's names.
 
-    It is what Kafka's own tools take (`--command-config`, `--consumer.config`), so one file serves both:
+    It is what Kafka's own tools take (`--command-config`), so one file serves both:
     sasl.jaas.config becomes sasl.username/sasl.password, a PEM truststore becomes ssl.ca.location.
     """
     try:

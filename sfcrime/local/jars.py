@@ -30,7 +30,7 @@ from ..config import REPO_DIR, UserError
 from .java import java_executable
 
 JARS_DIR = REPO_DIR / ".jars"
-KAFKA_VERSION = "4.1.1"  # Apache Kafka 4.1: KRaft only, `StorageTool format --standalone`
+KAFKA_VERSION = "4.4.0"  # Apache Kafka 4.4: KRaft only, `StorageTool format --standalone`
 LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "2.0.17"  # Kafka's pom asks for slf4j 1.7, which the log4j2 binding (slf4j2-impl) can't serve
 CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"

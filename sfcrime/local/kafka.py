@@ -253,7 +253,7 @@ class KafkaNode:
         return properties
 
     def write_client_config(self) -> Path:
-        """A client properties file in Kafka's own format (what `kafka-console-consumer.sh --consumer.config`
+        """A client properties file in Kafka's own format (what `kafka-console-consumer.sh --command-config`
         and our `--kafka-config-file` take), readable by its owner only."""
         from ..clients import java_client_config
 
@@ -425,7 +425,7 @@ def run_foreground(host: str, port: int, data_dir: str | Path, heap: str, nodes:
           file=sys.stderr, flush=True)
     if secure:
         print(f"clients log in with the properties in {broker.write_client_config()} (--kafka-config-file, "
-              "or kafka-console-consumer.sh --consumer.config)", file=sys.stderr, flush=True)
+              "or kafka-console-consumer.sh --command-config)", file=sys.stderr, flush=True)
     try:
         supervise(members)
     except KeyboardInterrupt:

@@ -45,7 +45,7 @@ def test_a_sasl_ssl_session_end_to_end_with_the_client_properties_file(secure_br
         assert_group_caught_up(secure_broker.bootstrap_servers, f"secured-{source}", len(sample_records), 3,
                                "--command-config", str(config))  # over SASL_SSL, with Kafka's own tool
     tool = kafka_tool("kafka-console-consumer.sh", "--bootstrap-server", secure_broker.bootstrap_servers,
-                      "--consumer.config", str(config), "--topic", "secured", "--from-beginning", "--max-messages", "5")
+                      "--command-config", str(config), "--topic", "secured", "--from-beginning", "--max-messages", "5")
     assert tool.returncode == 0 and len(tool.stdout.splitlines()) == 5, tool.stderr
     for output in outputs + [tool]:
         assert password not in output.stdout + output.stderr
