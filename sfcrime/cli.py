@@ -7,10 +7,13 @@ exits 1 with one line on stderr; Ctrl-C exits 130 after cleaning up.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import config
 from .config import FlagConflict, UserError, add_kafka_arguments, add_results_arguments, non_negative_int, positive_float, positive_int
@@ -128,6 +131,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- parsers
 
 
+def nearest(typo: str, flags: dict[str, str]) -> list[str]:
+    """The flag a cut-short name begins (abbreviations are refused, not guessed), else the closest spelling;
+    names without their dashes, which every flag shares (`--bogus` is not `--verbose`)."""
+    begun = [flag for name, flag in flags.items() if typo and name.startswith(typo)]
+    if len(begun) == 1:
+        return begun
+    return [flags[name] for name in difflib.get_close_matches(typo, flags, n=1)]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the mistake first, then a "did you mean", then a usage short enough to see: a command's
+    full usage is some 20 lines and pushed the error line off a small terminal."""
+
+    USAGE_LINES = 5  # a longer usage shrinks to `usage: PROG [options] ...`; --help still shows every flag
+
+    def error(self, message: str) -> NoReturn:
+        lines = [f"{self.prog}: error: {message}", *self.did_you_mean(message), self.short_usage()]
+        self.exit(2, "\n".join(lines) + "\n")
+
+    def did_you_mean(self, message: str) -> list[str]:
+        """The nearest flag to each unknown one, or the nearest choice to a refused value."""
+        if message.startswith("unrecognized arguments: "):
+            flags = {flag.lstrip("-"): flag for action in self._actions for flag in action.option_strings}
+            typos = [word.split("=", 1)[0] for word in message.split(": ", 1)[1].split() if word.startswith("--")]
+            pairs = [(typo, nearest(typo.lstrip("-"), flags)) for typo in typos]
+        else:
+            refused = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+            if not refused:
+                return []
+            choices = [choice.strip(" '") for choice in refused.group(2).split(",")]
+            pairs = [(refused.group(1), difflib.get_close_matches(refused.group(1), choices, n=1))]
+        return [f"did you mean {close[0]} (for {typo})?" if len(pairs) > 1 else f"did you mean {close[0]}?"
+                for typo, close in pairs if close]
+
+    def short_usage(self) -> str:
+        full = self.format_usage().rstrip()
+        if full.count("\n") < self.USAGE_LINES:
+            return full
+        formatter = self._get_formatter()  # the positionals only, as argparse writes them (`[what ...]`)
+        formatter.add_usage(None, [a for a in self._actions if not a.option_strings], [])
+        positionals = formatter.format_help().strip().removeprefix(f"usage: {self.prog}")
+        return f"usage: {self.prog} [options]{positionals}   ({self.prog} --help lists them)"
+
+
 def port_number(text: str) -> int:
     value = non_negative_int(text)
     if value > 65535:
@@ -184,14 +231,14 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sfcrime", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="San Francisco police calls: replay them into Kafka, count them with Spark Structured "
                     "Streaming, and read the answers.",
         epilog="The classic scripts are these commands: kafka_server.py = produce, consumer_server.py = consume,\n"
                "data_stream.py = stream. 'python -m sfcrime COMMAND --help' shows a command's flags.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     common = argparse.ArgumentParser(add_help=False)  # -v after the command too, and in each script
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
@@ -312,7 +359,9 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if command is None:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # the command's own error, that knows its flags (the top parser would say `sfcrime: error`)
+            _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     else:  # a script (kafka_server.py, data_stream.py, ...): its own usage line, as if it were the command
         script = _subcommand(parser, command)
         script.prog = os.path.basename(sys.argv[0]) or command
