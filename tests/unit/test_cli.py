@@ -84,3 +84,12 @@ def test_a_setting_the_kafka_client_refuses_is_one_line(script, setting, message
     result = run_cli(script, "--bootstrap-servers", "localhost:1", "--kafka-config", setting, timeout=60)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(f"error: bad Kafka setting: {message}") and len(result.stderr.splitlines()) == 1
+
+
+def test_a_file_that_holds_no_calls_is_refused_in_one_line_before_any_broker_is_asked():
+    """radio_code.json is a JSON array too: it went out as 19 junk messages and exit 0. Nothing is at
+    localhost:1, so a refusal made after contacting the broker would say "cannot reach" instead."""
+    result = run_cli("kafka_server.py", "--input", "radio_code.json", "--bootstrap-servers", "localhost:1", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: radio_code.json: not a calls file: none of its 19 records has a "
+                                          "crime_id or a call_date_time (the first has: description, disposition_code)"]
