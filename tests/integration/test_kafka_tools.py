@@ -83,6 +83,7 @@ def test_broker_command_prints_one_line_stops_on_ctrl_c_or_kill_and_keeps_its_da
     process, lines = start()  # how fast it gets ready is measured in `bench broker`, not here
     try:
         assert lines[-1].startswith(f"Kafka on localhost:{port}, data in {tmp_path / 'data'}, log ")
+        assert len(lines) == 2 and lines[0].startswith("starting Apache Kafka "), lines  # said once, not logged too
         created = kafka_tool("kafka-topics.sh", "--bootstrap-server", f"localhost:{port}", "--create",
                              "--topic", "kept", "--partitions", "2")
         assert created.returncode == 0, created.stderr
