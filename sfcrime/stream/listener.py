@@ -43,9 +43,18 @@ def durations_of(progress) -> str | None:
         return None
 
 
+def input_rate(progress) -> float | None:
+    """Rows in per second. Spark's inputRowsPerSecond divides by the time since the batch before, so a run's
+    first batch says 0 however many rows it read: it gets its rows over its own duration instead."""
+    rate = progress.inputRowsPerSecond
+    if (not rate or rate != rate) and progress.numInputRows and progress.batchDuration:  # 0, None or NaN
+        return progress.numInputRows * 1000 / progress.batchDuration
+    return rate
+
+
 def progress_row(progress, backlog: int | None, watermark_s: float | None = None) -> ProgressRow:
     """A StreamingQueryProgress as a row of the results' progress table."""
-    return ProgressRow(progress.batchId, progress.timestamp, progress.numInputRows, progress.inputRowsPerSecond,
+    return ProgressRow(progress.batchId, progress.timestamp, progress.numInputRows, input_rate(progress),
                        progress.processedRowsPerSecond, progress.batchDuration, watermark_s,
                        sum(op.numRowsTotal for op in progress.stateOperators), backlog, duplicates_of(progress),
                        durations_of(progress))
@@ -88,7 +97,7 @@ class ProgressReporter(StreamingQueryListener):
         shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
         clocks = self.store.partition_clocks()
         self._say(f"batch {progress.batchId}: {progress.numInputRows:,} rows, "
-                  f"{progress.inputRowsPerSecond or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
+                  f"{row.input_rps or 0:,.0f} in/s, {progress.processedRowsPerSecond or 0:,.0f} processed/s, "
                   f"{(progress.batchDuration or 0) / 1000:.2f} s, watermark {shown}, duplicates {row.duplicates:,}, "
                   f"state {row.state_rows:,} keys, backlog {'-' if backlog is None else f'{backlog:,}'}"
                   + (f"; event time by partition: {describe(clocks, lambda t: local_time(t)[5:])}" if clocks else ""))

@@ -39,7 +39,7 @@ def test_an_idle_job_prints_a_heartbeat(capsys):
     assert capsys.readouterr().err.strip().endswith("waiting for new calls in topic 'calls' (no batch yet in this run)")
 
 
-def progress_event(batch_id: int):
+def progress_event(batch_id: int, input_rps: float = 250.0):
     """A batch's progress as Spark's listener gets it (the JSON a StreamingQueryProgress is made from)."""
     from pyspark.sql.streaming.listener import QueryProgressEvent
 
@@ -47,10 +47,10 @@ def progress_event(batch_id: int):
     return QueryProgressEvent.fromJson({"progress": {
         "id": "6a1e0c2c-5f5b-4c0e-9d6e-000000000001", "runId": "6a1e0c2c-5f5b-4c0e-9d6e-000000000002",
         "name": "sfcrime_calls", "timestamp": "2026-12-02T12:00:00.000Z", "batchId": batch_id,
-        "batchDuration": 1200, "numInputRows": 300, "inputRowsPerSecond": 250.0, "processedRowsPerSecond": 250.0,
+        "batchDuration": 1200, "numInputRows": 300, "inputRowsPerSecond": input_rps, "processedRowsPerSecond": 250.0,
         "durationMs": {"addBatch": 900}, "stateOperators": [],
         "sources": [{"description": "KafkaV2[Subscribe[calls]]", "startOffset": offsets, "endOffset": offsets,
-                     "latestOffset": offsets, "numInputRows": 300, "inputRowsPerSecond": 250.0,
+                     "latestOffset": offsets, "numInputRows": 300, "inputRowsPerSecond": input_rps,
                      "processedRowsPerSecond": 250.0}],
         "sink": {"description": "ForeachBatchSink", "numOutputRows": -1}}})
 
@@ -68,3 +68,16 @@ def test_nothing_is_printed_after_the_jobs_last_line_though_the_batch_is_kept(tm
     store.close()
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         assert [row[0] for row in db.execute("SELECT batch_id FROM progress ORDER BY batch_id")] == [0, 1]
+
+
+def test_a_runs_first_batch_reports_its_rows_over_its_own_duration_not_0_in_per_s(tmp_path, capsys):
+    """Spark's inputRowsPerSecond divides by the time since the batch before: the first batch of a run says 0
+    (the dashboard's rate chart started at 0). 300 rows in a 1.2 s batch: 250 in/s, on the console and kept."""
+    store = ResultStore(tmp_path)
+    listener = ProgressReporter(store, topic="calls", heartbeat_s=0)
+    listener.onQueryProgress(progress_event(0, input_rps=0.0))
+    listener.onQueryProgress(progress_event(1, input_rps=400.0))  # a later batch keeps Spark's own rate
+    assert [line.split(", ")[1] for line in capsys.readouterr().err.splitlines()] == ["250 in/s", "400 in/s"]
+    store.close()
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("SELECT input_rps FROM progress ORDER BY batch_id").fetchall() == [(250.0,), (400.0,)]
