@@ -43,14 +43,24 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = config.kafka_settings(args)
     if args.recreate and args.skip:
         raise FlagConflict("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
-    calls = load_calls(args.input, order=args.order, limit=args.limit, skip=args.skip)
+    if args.continue_replay and args.skip:
+        raise FlagConflict("--continue and --skip contradict each other: --continue finds in the topic what to skip")
+    calls = load_calls(args.input, order=args.order, limit=None if args.continue_replay else args.limit, skip=args.skip)
     if calls.without_event_time:
         log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
                     calls.without_event_time)
+    if args.continue_replay:  # --limit counts the calls left to send
+        from .producer import keep_unsent
+
+        total = len(calls)
+        print(keep_unsent(calls, settings, progress=not args.quiet).line(total), file=sys.stderr, flush=True)
+        calls.order = calls.order[:args.limit]
+        if not calls.order:
+            return 0
     summary = replay(calls, settings, Pacing(rate=args.rate, speedup=args.speedup), partitions=args.partitions,
-                     progress=not args.quiet, append=args.append or args.skip > 0,  # --skip resumes: appends
-                     recreate=args.recreate)
-    for line in summary.lines(skip=args.skip):
+                     progress=not args.quiet, append=args.append or args.skip > 0 or args.continue_replay,
+                     recreate=args.recreate)  # --skip and --continue add to what the topic holds
+    for line in summary.lines(skip=args.skip, continued=args.continue_replay):
         print(line, file=sys.stderr)
     if summary.interrupted:
         return 130
@@ -212,6 +222,9 @@ def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
     held.add_argument("--recreate", action="store_true",
                       help="if the topic already holds messages, delete it and send into a new, empty one (a job "
                            "that read the old topic then refuses it until --start-over)")
+    held.add_argument("--continue", dest="continue_replay", action="store_true",
+                      help="send only the calls the topic does not hold yet, oldest first, at the given pace: live "
+                           "traffic after a --limit replay, or the rest of an interrupted one (--limit: of those)")
     parser.add_argument("--partitions", type=positive_int, default=3, help="partitions if the topic is created (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     add_kafka_arguments(parser)
