@@ -37,7 +37,7 @@ setup-postgres:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
 	    --no-install-recommends postgresql; }
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/jars.py sfcrime/local/class_archive.py sfcrime/local/kafka_archive.py sfcrime/local/pyspark_zips.py \
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/setup.py sfcrime/local/jars.py sfcrime/local/class_archive.py sfcrime/local/kafka_archive.py sfcrime/local/pyspark_zips.py \
 		sfcrime/stream/jvm/sfcrime/StrictJsonReason.java
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed, found " + sys.version.split()[0])'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

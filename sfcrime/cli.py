@@ -7,10 +7,13 @@ exits 1 with one line on stderr; Ctrl-C exits 130 after cleaning up.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import config
 from .config import FlagConflict, UserError, add_kafka_arguments, add_results_arguments, non_negative_int, positive_float, positive_int
@@ -46,14 +49,24 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = config.kafka_settings(args)
     if args.recreate and args.skip:
         raise FlagConflict("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
-    calls = load_calls(args.input, order=args.order, limit=args.limit, skip=args.skip)
+    if args.continue_replay and args.skip:
+        raise FlagConflict("--continue and --skip contradict each other: --continue finds in the topic what to skip")
+    calls = load_calls(args.input, order=args.order, limit=None if args.continue_replay else args.limit, skip=args.skip)
     if calls.without_event_time:
         log.warning("%d records have no parseable call_date_time; they are sent anyway, next to their neighbours",
                     calls.without_event_time)
+    if args.continue_replay:  # --limit counts the calls left to send
+        from .producer import keep_unsent
+
+        total = len(calls)
+        print(keep_unsent(calls, settings, progress=not args.quiet).line(total), file=sys.stderr, flush=True)
+        calls.order = calls.order[:args.limit]
+        if not calls.order:
+            return 0
     summary = replay(calls, settings, Pacing(rate=args.rate, speedup=args.speedup), partitions=args.partitions,
-                     progress=not args.quiet, append=args.append or args.skip > 0,  # --skip resumes: appends
-                     recreate=args.recreate)
-    for line in summary.lines(skip=args.skip):
+                     progress=not args.quiet, append=args.append or args.skip > 0 or args.continue_replay,
+                     recreate=args.recreate)  # --skip and --continue add to what the topic holds
+    for line in summary.lines(skip=args.skip, continued=args.continue_replay):
         print(line, file=sys.stderr)
     if summary.interrupted:
         return 130
@@ -134,6 +147,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- parsers
 
 
+def nearest(typo: str, flags: dict[str, str]) -> list[str]:
+    """The flag a cut-short name begins (abbreviations are refused, not guessed), else the closest spelling;
+    names without their dashes, which every flag shares (`--bogus` is not `--verbose`)."""
+    begun = [flag for name, flag in flags.items() if typo and name.startswith(typo)]
+    if len(begun) == 1:
+        return begun
+    return [flags[name] for name in difflib.get_close_matches(typo, flags, n=1)]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the mistake first, then a "did you mean", then a usage short enough to see: a command's
+    full usage is some 20 lines and pushed the error line off a small terminal."""
+
+    USAGE_LINES = 5  # a longer usage shrinks to `usage: PROG [options] ...`; --help still shows every flag
+
+    def error(self, message: str) -> NoReturn:
+        lines = [f"{self.prog}: error: {message}", *self.did_you_mean(message), self.short_usage()]
+        self.exit(2, "\n".join(lines) + "\n")
+
+    def did_you_mean(self, message: str) -> list[str]:
+        """The nearest flag to each unknown one, or the nearest choice to a refused value."""
+        if message.startswith("unrecognized arguments: "):
+            flags = {flag.lstrip("-"): flag for action in self._actions for flag in action.option_strings}
+            typos = [word.split("=", 1)[0] for word in message.split(": ", 1)[1].split() if word.startswith("--")]
+            pairs = [(typo, nearest(typo.lstrip("-"), flags)) for typo in typos]
+        else:
+            refused = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+            if not refused:
+                return []
+            choices = [choice.strip(" '") for choice in refused.group(2).split(",")]
+            pairs = [(refused.group(1), difflib.get_close_matches(refused.group(1), choices, n=1))]
+        return [f"did you mean {close[0]} (for {typo})?" if len(pairs) > 1 else f"did you mean {close[0]}?"
+                for typo, close in pairs if close]
+
+    def short_usage(self) -> str:
+        full = self.format_usage().rstrip()
+        if full.count("\n") < self.USAGE_LINES:
+            return full
+        formatter = self._get_formatter()  # the positionals only, as argparse writes them (`[what ...]`)
+        formatter.add_usage(None, [a for a in self._actions if not a.option_strings], [])
+        positionals = formatter.format_help().strip().removeprefix(f"usage: {self.prog}")
+        return f"usage: {self.prog} [options]{positionals}   ({self.prog} --help lists them)"
+
+
 def port_number(text: str) -> int:
     value = non_negative_int(text)
     if value > 65535:
@@ -171,6 +228,9 @@ def add_produce_arguments(parser: argparse.ArgumentParser) -> None:
     held.add_argument("--recreate", action="store_true",
                       help="if the topic already holds messages, delete it and send into a new, empty one (a job "
                            "that read the old topic then refuses it until --start-over)")
+    held.add_argument("--continue", dest="continue_replay", action="store_true",
+                      help="send only the calls the topic does not hold yet, oldest first, at the given pace: live "
+                           "traffic after a --limit replay, or the rest of an interrupted one (--limit: of those)")
     parser.add_argument("--partitions", type=positive_int, default=3, help="partitions if the topic is created (default 3)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     add_kafka_arguments(parser)
@@ -190,14 +250,14 @@ def add_consume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sfcrime", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="San Francisco police calls: replay them into Kafka, count them with Spark Structured "
                     "Streaming, and read the answers.",
         epilog="The classic scripts are these commands: kafka_server.py = produce, consumer_server.py = consume,\n"
                "data_stream.py = stream. 'python -m sfcrime COMMAND --help' shows a command's flags.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     common = argparse.ArgumentParser(add_help=False)  # -v after the command too, and in each script
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
@@ -329,7 +389,9 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if command is None:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # the command's own error, that knows its flags (the top parser would say `sfcrime: error`)
+            _subcommand(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     else:  # a script (kafka_server.py, data_stream.py, ...): its own usage line, as if it were the command
         script = _subcommand(parser, command)
         script.prog = os.path.basename(sys.argv[0]) or command

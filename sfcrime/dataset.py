@@ -295,14 +295,21 @@ def load_calls(path: str | Path, order: str = "event-time", limit: int | None = 
     keys: list[bytes] = []
     values: list[bytes] = []
     clock = EventTimes()
+    first_fields: list[str] = []
+    calls_seen = False
     for record in iter_records(path):
         key = record.get(KEY_FIELD)
         keys.append(str(key).encode("utf-8") if key is not None else b"")
         values.append(encode_record(record))
         clock.add(key, record.get(EVENT_TIME_FIELD))
+        calls_seen = calls_seen or KEY_FIELD in record or EVENT_TIME_FIELD in record
+        first_fields = first_fields or sorted(record)
     times, missing_time = clock.finish()
     if not values:
         raise UserError(f"{path}: the array holds no call records")
+    if not calls_seen:  # another JSON array (radio_code.json): its records would go out as junk calls
+        raise UserError(f"{path}: not a calls file: none of its {len(values)} records has a {KEY_FIELD} or a "
+                        f"{EVENT_TIME_FIELD} (the first has: {', '.join(first_fields) or 'no fields'})")
     indices = list(range(len(values)))
     if order == "event-time":
         indices.reverse()  # newest-first file: reversed it is already (almost) sorted, which timsort loves

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer,
-                      recreate_topic)
-from .config import KafkaSettings, UserError
+                      read_columns, recreate_topic)
+from .config import KafkaSettings, TopicMissing, UserError
 from .dataset import Calls
 from .progress import Progress
 
@@ -106,7 +106,7 @@ class ReplaySummary:
     def ok(self) -> bool:
         return not self.interrupted and self.failed == 0 and self.unacknowledged == 0 and self.delivered == self.total
 
-    def lines(self, skip: int = 0) -> list[str]:
+    def lines(self, skip: int = 0, continued: bool = False) -> list[str]:
         rate = self.delivered / self.seconds if self.seconds else 0.0
         out = [f"sent {self.delivered:,} of {self.total:,} calls, failed {self.failed:,}, "
                f"unacknowledged {self.unacknowledged:,}, {self.seconds:.2f} s, {rate:,.0f} messages/s"]
@@ -115,7 +115,8 @@ class ReplaySummary:
         if self.failed_keys:
             out.append("  first failed crime_ids: " + ", ".join(k.decode(errors="replace") for k in self.failed_keys))
         if self.interrupted:
-            out.append(f"interrupted after handing over {self.handed:,} calls; resume with --skip {skip + self.handed}")
+            resume = "--continue" if continued else f"--skip {skip + self.handed}"
+            out.append(f"interrupted after handing over {self.handed:,} calls; resume with {resume}")
         return out
 
 
@@ -125,6 +126,53 @@ def messages_in(settings: KafkaSettings) -> int:
         partitions = consumer.partitions()
         ends, beginnings = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
         return sum(max(0, ends[p] - beginnings.get(p, 0)) for p in partitions)
+
+
+@dataclass
+class Continuation:
+    """What --continue found in the topic: the calls of the file it holds, and messages that are not."""
+
+    held: int
+    foreign: int
+    left: int
+
+    def line(self, total: int) -> str:
+        foreign = f" (and {self.foreign:,} messages that are not calls of the file)" if self.foreign else ""
+        if not self.left:
+            return f"the topic holds all {total:,} calls of the file{foreign}: nothing to send"
+        return f"the topic holds {self.held:,} of the file's {total:,} calls{foreign}: sending the other {self.left:,}"
+
+
+def keep_unsent(calls: Calls, settings: KafkaSettings, progress: bool = True) -> Continuation:
+    """--continue: leave in `calls` (in their order) only those the topic does not hold yet.
+
+    Read by assignment up to the end offsets now and matched as --verify matches, byte for byte and as
+    often as the file has each (the file repeats 4 calls): a call is left out once for each time the topic
+    holds it. The file's values are the dictionary, so the topic's are never kept in memory.
+    """
+    in_file = {calls.values[i]: 0 for i in calls.order}
+    foreign = 0
+    with open_consumer(settings) as consumer:
+        try:
+            partitions = consumer.partitions()
+        except TopicMissing:
+            partitions = []  # nothing sent yet: every call is left
+        start, end = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        with Progress("reading the topic", sum(end[p] - start[p] for p in partitions), enabled=progress) as bar:
+            for columns in read_columns(consumer, start, end, on_batch=bar.advance, keys_and_times=False):
+                for value in columns.values:
+                    if value in in_file:
+                        in_file[value] += 1
+                    else:
+                        foreign += 1
+    total, left = len(calls), []
+    for i in calls.order:
+        if in_file[calls.values[i]]:
+            in_file[calls.values[i]] -= 1
+        else:
+            left.append(i)
+    calls.order = left
+    return Continuation(held=total - len(left), foreign=foreign, left=len(left))
 
 
 def replay_note(event_time: float, last_event: float | None, pacing: Pacing) -> str | None:

@@ -292,7 +292,8 @@ class KafkaNode:
     def start(self, timeout_s: float = 60.0) -> "KafkaNode":
         self.launch()
         self.wait_ready(timeout_s)
-        log.info("Apache Kafka %s (KRaft) on %s, data in %s", KAFKA_VERSION, self.bootstrap_servers, self.data_dir)
+        # debug: each caller says it in its own words (the broker command, the demo); a second line repeated it
+        log.debug("Apache Kafka %s (KRaft) on %s, data in %s", KAFKA_VERSION, self.bootstrap_servers, self.data_dir)
         return self
 
     def wait_ready(self, timeout_s: float, brokers: int = 1) -> None:

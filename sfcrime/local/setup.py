@@ -38,7 +38,7 @@ TOOL_SCRIPT = """\
 #!/bin/sh
 # Apache Kafka {version}'s {name}, from the jars `make setup` fetched (sfcrime/local/setup.py writes this),
 # on Kafka's class archive when there is one (sfcrime/local/kafka_archive.py).
-ARCHIVE="{archive}"
+{bootstrap}ARCHIVE="{archive}"
 CDS=""
 case "$SFCRIME_CLASS_ARCHIVE" in
   [Oo][Ff][Ff]) ;;  # off in any case, as class_archive.enabled() reads it
@@ -49,6 +49,32 @@ exec "{java}" ${{KAFKA_HEAP_OPTS:--Xmx256m}} $CDS $KAFKA_OPTS -Dlog4j2.configura
 """
 
 
+# Kafka's tools refuse to run without --bootstrap-server (a Java stack trace for kafka-topics.sh --describe),
+# though every sfcrime command defaults to the same broker: the scripts of the tools that take one give it.
+BOOTSTRAP_DEFAULT = """\
+# --bootstrap-server defaults to $KAFKA_BOOTSTRAP_SERVERS, else localhost:9092, as in every sfcrime command.
+SERVER="${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}"
+NAMED=""
+for ARG in "$@"; do
+  case "$ARG" in
+    --bootstrap-server|--bootstrap-server=*|--bootstrap-controller|--bootstrap-controller=*|--broker-list|--broker-list=*)
+      NAMED=1 ;;
+    --help) echo "(sfcrime: --bootstrap-server defaults to \\$KAFKA_BOOTSTRAP_SERVERS, else localhost:9092; here $SERVER)" >&2 ;;
+  esac
+done
+[ -n "$NAMED" ] || set -- --bootstrap-server "$SERVER" "$@"
+"""
+NO_BOOTSTRAP_TOOLS = {"kafka-storage.sh"}  # formats a data folder: no broker to talk to
+
+
+def tool_script(name: str, main_class: str, java: str, log4j: Path | str, classpath: str, archive: Path | str,
+                quiet: str = class_archive.QUIET) -> str:
+    """The sh script that runs one of Kafka's tools on our jars."""
+    return TOOL_SCRIPT.format(version=jars.KAFKA_VERSION, name=name, java=java, log4j=log4j, classpath=classpath,
+                              main_class=main_class, archive=archive, quiet=quiet,
+                              bootstrap="" if name in NO_BOOTSTRAP_TOOLS else BOOTSTRAP_DEFAULT)
+
+
 def install_kafka_tools(bin_dir: Path) -> list[Path]:
     """Kafka's console tools as scripts in bin_dir (the venv's bin, on PATH once it is activated)."""
     log4j = jars.JARS_DIR / "tools-log4j2.properties"
@@ -56,9 +82,8 @@ def install_kafka_tools(bin_dir: Path) -> list[Path]:
     written = []
     for name, main_class in KAFKA_TOOLS.items():
         script = bin_dir / name
-        script.write_text(TOOL_SCRIPT.format(version=jars.KAFKA_VERSION, name=name, java=java_executable(),
-                                             log4j=log4j, classpath=jars.kafka_classpath(), main_class=main_class,
-                                             archive=kafka_archive.archive_path(), quiet=class_archive.QUIET))
+        script.write_text(tool_script(name, main_class, java_executable(), log4j, jars.kafka_classpath(),
+                                      kafka_archive.archive_path()))
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         written.append(script)
     return written

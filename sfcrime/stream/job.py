@@ -263,11 +263,12 @@ class Job:
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
         raw = open_source(spark, options, self.settings, skip_lost or options.accept_data_loss)
         stream = build_stream(raw, descriptions, options.pane_s, jvm_json_check)
-        self.listener = ProgressReporter(store, self.settings.topic)
+        self.listener = ProgressReporter(store, self.settings.topic, every_s=options.console_every_s)
         spark.streams.addListener(self.listener)
         batch_writer = BatchWriter(store, options.pane_s, options.console_top, options.strict, options.max_ahead_s,
                                    self.identity, self.checkpoint,
-                                   BatchObserver(self.checkpoint_uri, spark, self.ends, options.idle_timeout_s))
+                                   BatchObserver(self.checkpoint_uri, spark, self.ends, options.idle_timeout_s),
+                                   options.console_every_s)
         batch_writer.committer, batch_writer.settings = self.committer, self.settings
         writer = (stream.writeStream.queryName("sfcrime_calls")
                   .foreachBatch(batch_writer)
@@ -325,6 +326,8 @@ class Job:
         raise UserError(f"the streaming query failed: {first_line(error)}")
 
     def close(self) -> None:
+        if self.listener is not None:  # a batch line held back (--console-every) comes before an error's line
+            self.listener.flush()
         gc.unfreeze()  # a caller that goes on (the demo, a test) gets its objects back to the collector
         if self.ticker is not None:
             self.ticker.stop()

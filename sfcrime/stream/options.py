@@ -68,6 +68,17 @@ def broker_timeout(text: str) -> str:
     return duration(text)
 
 
+def seconds_or_duration(text: str) -> float:
+    """A number of seconds ("10", "0.5", "0") or a duration ("1 minute")."""
+    try:
+        value = float(text)
+    except ValueError:
+        return float(duration_seconds(text))
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"a number of seconds is 0 or more, got {text!r}")
+    return value
+
+
 def duration_seconds(text: str) -> int:
     amount, name = duration(text).split()
     return int(amount) * _UNIT_SECONDS[name[0]]
@@ -98,6 +109,7 @@ class StreamOptions:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     console_top: int = 5
+    console_every: float | None = None  # seconds between batch lines; None: 10 live, every batch with --once
     accept_data_loss: bool = False  # count on from what Kafka still holds, the loss recorded in the results
     broker_timeout: str | None = None  # None: 30 s with --once, no limit live; "never": no limit
     group_id: str | None = None  # None: sfcrime-<query id>; the consumer group the job's offsets are committed to
@@ -142,6 +154,14 @@ class StreamOptions:
         if self.broker_timeout is None:
             return ONCE_BROKER_TIMEOUT_S if self.once else None
         return None if self.broker_timeout == "never" else duration_seconds(self.broker_timeout)
+
+    @property
+    def console_every_s(self) -> float:
+        """A live job under traffic makes several batches a second, and a line each scrolled the screen: one
+        every 10 s (each batch is still kept in the results). --once is a finite run: every batch."""
+        if self.console_every is None:
+            return 0.0 if self.once else 10.0
+        return self.console_every
 
     @property
     def place(self) -> "ResultsPlace":
@@ -201,6 +221,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any Spark setting, repeatable (e.g. spark.sql.shuffle.partitions=4)")
     parser.add_argument("--console-top", type=non_negative_int, default=DEFAULTS.console_top, metavar="N",
                         help="top crime types of the current window printed per batch (0: none)")
+    parser.add_argument("--console-every", type=flag_type(seconds_or_duration), metavar="SECONDS",
+                        help="at most one batch line per SECONDS on the console, the first and the last always "
+                             "(default 10 for a live job, 0: every batch, with --once); every batch is kept in "
+                             "the results")
     parser.add_argument("--accept-data-loss", action="store_true",
                         help="when Kafka's retention has deleted messages the job had not read, count on from what "
                              "is left: the loss is recorded in the results, and every answer says it is short of it")

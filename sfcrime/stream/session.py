@@ -33,6 +33,7 @@ def build_session(app_name: str, master: str | None = None, defaults: dict[str, 
     under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if under_spark_submit:
         SparkContext._ensure_initialized()
+        _jvm_ignores_ctrl_c(SparkContext._jvm)
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     if master:
@@ -66,6 +67,18 @@ def build_session(app_name: str, master: str | None = None, defaults: dict[str, 
                     os.environ[name] = value
     _quiet(spark)
     return spark
+
+
+def _jvm_ignores_ctrl_c(jvm) -> None:
+    """Under spark-submit the JVM is our parent, in the terminal's foreground process group: Ctrl-C reached
+    it too, and it exited at once, closing py4j and the pipe it relays our output through, so the job's
+    "stopping (Ctrl-C) ... resume with" line never came. Python alone answers Ctrl-C, as when pyspark starts
+    the JVM itself (with SIGINT ignored); spark-submit then exits with our exit code, 130."""
+    try:
+        signal_class = jvm.sun.misc.Signal
+        signal_class.handle(signal_class("INT"), jvm.sun.misc.SignalHandler.SIG_IGN)
+    except Exception as error:  # noqa: BLE001 - a JVM without sun.misc: Ctrl-C ends it as before
+        logging.getLogger(__name__).debug("could not make spark-submit's JVM ignore Ctrl-C: %s", error)
 
 
 def _quiet(spark: SparkSession) -> None:

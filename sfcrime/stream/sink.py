@@ -58,8 +58,9 @@ class BatchWriter:
 
     def __init__(self, store: ResultsStore, pane_seconds: int, console_top: int, strict: bool, max_ahead_s: int = 86400,
                  identity: dict[str, str] | None = None, checkpoint: Path | None = None,
-                 observe: Callable[[int], Observation] | None = None) -> None:
+                 observe: Callable[[int], Observation] | None = None, console_every_s: float = 0.0) -> None:
         self.store, self.pane_seconds = store, pane_seconds
+        self.console_every_s = console_every_s  # a new final window is printed at most this often
         self.observe = observe  # what the batch tells of the partitions: its end offsets, Kafka's, the time
         self.committer: GroupCommitter | None = None  # the batch's end offsets to a Kafka consumer group
         self.settings: KafkaSettings | None = None  # to read again the bytes of a call set aside here
@@ -158,11 +159,12 @@ class BatchWriter:
 
     def print_windows(self, every_s: float = 30.0) -> None:
         """The top crime types of the last final window and of the open one, labelled. Printed when a new
-        window becomes final, else at most every `every_s`: a 1-second trigger must not scroll the screen."""
+        window becomes final (at most every --console-every), else at most every `every_s`: a 1-second
+        trigger, or a replay that ends a window a second, must not scroll the screen."""
         windows = self.store.top_windows(self.console_top, self.store.watermark())
         final = windows.get("final", (None, []))[0]
         now = time.monotonic()
-        if final == self._shown_final and now - self._shown_at < every_s:
+        if now - self._shown_at < (every_s if final == self._shown_final else self.console_every_s):
             return
         self._shown_final, self._shown_at = final, now
         for label, (start, rows) in windows.items():

@@ -200,3 +200,47 @@ def test_the_numbers_grow_on_the_page_while_the_job_runs_without_a_reload(kafka,
             job.wait()
         dashboard.terminate()
         dashboard.wait(10)
+
+
+def test_the_page_shows_the_duplicates_dropped_and_the_last_known_latency_after_batches_of_duplicates(browser,
+                                                                                                      tmp_path):
+    """Results as a job writes them (no Spark needed): batch 0 counts 40 calls 2 s after Kafka took them;
+    batches 1 and 2 hold only calls sent again, which count nothing and so have no latency. The page said
+    nothing of the duplicates and "– / –" for the latency."""
+    from sfcrime.dashboard import start_in_background
+    from sfcrime.results import ResultStore
+    from sfcrime.results.rows import ProgressRow
+
+    store = ResultStore(tmp_path)
+    store.check_settings({"window": "1 hour", "slide": "1 hour", "window_seconds": "3600", "pane_seconds": "3600"})
+    kafka_us = (time.time() - 2.0) * 1e6
+    store.write_batch(0, {"crime_type_windows": [{"window_start": 1538470800, "crime_type": "Traffic Stop", "count": 40}],
+                          "locations": [{"address": "800 Block Of Bryant St", "count": 40}],
+                          "total": [{"count": 40, "kafka_us_min": kafka_us - 1e6, "kafka_us_max": kafka_us,
+                                     "kafka_us_avg": kafka_us - 5e5, "event_s_max": 1538470900}]})
+    for batch_id, rows, duplicates in ((0, 41, 1), (1, 25, 25), (2, 30, 30)):
+        if batch_id:
+            store.write_batch(batch_id, {})
+        store.write_progress(ProgressRow(batch_id, "2026-12-02T12:00:00.000Z", rows, 100.0, 100.0, 800, None, 40, 0,
+                                         duplicates, None))
+    expected = answers_of(tmp_path)
+    timed = [b for b in expected["pipeline"]["batches"] if b["latency_mean_s"] is not None]
+    assert [b["batch_id"] for b in timed] == [0] and expected["duplicates"] == 56
+    url, stop = start_in_background(tmp_path, port=0)
+    try:
+        browser.get(url)
+        wait_for("the answers on the page", lambda: page_number(browser, "total-calls"), lambda n: n == 40)
+        assert page_number(browser, "duplicates") == 56
+        assert page_text(browser, "health-batch") == "(batch 2)"  # the latest batch with data: duplicates only
+        assert page_text(browser, "health-latency") == (f"{timed[0]['latency_mean_s']:.2f} s / "
+                                                        f"{timed[0]['latency_max_s']:.2f} s")
+        assert page_text(browser, "health-latency-batch") == "(batch 0)"
+    finally:
+        stop()
+        store.close()
+
+
+def answers_of(output) -> dict:
+    from sfcrime.answers import answers
+
+    return json.loads(json.dumps(answers(output)))

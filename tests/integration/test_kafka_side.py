@@ -322,3 +322,31 @@ def test_verify_reads_the_fall_back_night_in_the_producer_s_order(kafka, all_rec
     assert replay(load_calls(source), kafka, Pacing(), partitions=1, progress=False).ok
     result = verify(kafka, source, progress=False)
     assert result.exact, result.lines()
+
+
+def test_continue_sends_exactly_the_calls_the_topic_does_not_hold_oldest_first(kafka, sample_file, sample_records):
+    """Live traffic that changes the answers: --append sent calls the topic held (each dropped as a
+    duplicate); --continue sends the rest of the file, each call once, at the pace asked, in event time."""
+    from collections import Counter, defaultdict
+
+    target = ["--input", str(sample_file), "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
+              "--quiet"]
+    assert run_cli("kafka_server.py", *target, "--limit", "500").returncode == 0
+    continued = run_cli("kafka_server.py", *target, "--continue", "--rate", "2000", "--limit", "1000", timeout=180)
+    assert continued.returncode == 0, continued.stderr
+    assert continued.stderr.splitlines()[0] == "the topic holds 500 of the file's 3,000 calls: sending the other 2,500"
+    rest = run_cli("kafka_server.py", *target, "--continue", "--rate", "2000", timeout=180)
+    assert rest.returncode == 0 and "holds 1,500 of the file's 3,000 calls: sending the other 1,500" in rest.stderr
+    assert "sent 1,500 of 1,500 calls" in rest.stderr
+
+    messages = read_topic(kafka.bootstrap_servers, kafka.topic, len(sample_records))
+    as_text = lambda record: json.dumps(record, sort_keys=True)  # noqa: E731
+    assert Counter(as_text(json.loads(m.value())) for m in messages) == Counter(map(as_text, sample_records))
+    by_partition = defaultdict(list)
+    for message in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        by_partition[message.partition()].append(json.loads(message.value())["call_date_time"])
+    assert all(times == sorted(times) for times in by_partition.values())  # the three runs, one event-time order
+
+    done = run_cli("kafka_server.py", *target, "--continue")
+    assert done.returncode == 0 and done.stderr.strip() == "the topic holds all 3,000 calls of the file: nothing to send"
+    assert run_cli("consumer_server.py", "--verify", *target).returncode == 0

@@ -83,6 +83,7 @@ def test_broker_command_prints_one_line_stops_on_ctrl_c_or_kill_and_keeps_its_da
     process, lines = start()  # how fast it gets ready is measured in `bench broker`, not here
     try:
         assert lines[-1].startswith(f"Kafka on localhost:{port}, data in {tmp_path / 'data'}, log ")
+        assert len(lines) == 2 and lines[0].startswith("starting Apache Kafka "), lines  # said once, not logged too
         created = kafka_tool("kafka-topics.sh", "--bootstrap-server", f"localhost:{port}", "--create",
                              "--topic", "kept", "--partitions", "2")
         assert created.returncode == 0, created.stderr
@@ -104,3 +105,33 @@ def test_broker_command_prints_one_line_stops_on_ctrl_c_or_kill_and_keeps_its_da
 def java_brokers_on(data_dir: Path) -> list[str]:
     out = subprocess.run(["pgrep", "-f", f"kafka.Kafka {data_dir}"], capture_output=True, text=True).stdout
     return out.split()
+
+
+def test_the_tools_default_to_the_broker_sfcrime_uses_and_say_so_in_their_help(kafka, sample_file, tmp_path):
+    """The scripts as set-up writes them now (into a folder of the test's own, on the same jars): no
+    --bootstrap-server needed where every sfcrime command needs none; KAFKA_BOOTSTRAP_SERVERS names ours."""
+    import os
+
+    from sfcrime.local import jars, kafka_archive
+    from sfcrime.local.java import java_executable
+    from sfcrime.local.setup import KAFKA_TOOLS, tool_script
+
+    for name in ("kafka-topics.sh", "kafka-get-offsets.sh"):
+        script = tmp_path / name
+        script.write_text(tool_script(name, KAFKA_TOOLS[name], java_executable(), jars.JARS_DIR / "tools-log4j2.properties",
+                                      jars.kafka_classpath(), kafka_archive.archive_path()))
+        script.chmod(0o755)
+    replay(load_calls(sample_file, limit=30), kafka, Pacing(), partitions=3, progress=False)
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
+
+    def tool(name, *args):
+        return subprocess.run([str(tmp_path / name), *args], capture_output=True, text=True, timeout=90, env=env)
+
+    described = tool("kafka-topics.sh", "--describe", "--topic", kafka.topic)
+    assert described.returncode == 0 and "PartitionCount: 3" in described.stdout, described.stderr
+    offsets = tool("kafka-get-offsets.sh", "--topic", kafka.topic)
+    assert offsets.returncode == 0 and sum(int(line.rsplit(":", 1)[1]) for line in offsets.stdout.split()) == 30
+    helped = tool("kafka-topics.sh", "--help")
+    assert helped.stderr.splitlines()[0] == ("(sfcrime: --bootstrap-server defaults to $KAFKA_BOOTSTRAP_SERVERS, else "
+                                             f"localhost:9092; here {kafka.bootstrap_servers})")
+    assert "This tool helps to create, delete, describe, or change a topic." in helped.stderr

@@ -306,3 +306,56 @@ def test_strict_stops_at_the_first_malformed_record_with_one_line(kafka, sample_
     assert "Traceback" not in result.stderr and "=== Streaming Query ===" not in result.stderr
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0  # nothing of the failed batch was counted
+
+
+def test_ctrl_c_in_a_terminal_under_spark_submit_says_how_to_resume_and_exits_130(kafka, sample_file, tmp_path):
+    """spark-submit runs the Python driver as a child of its JVM, and a terminal's Ctrl-C goes to the whole
+    foreground group: the JVM shut down under the job, racing its last line (seen lost: only "^C") and
+    failing its query.stop over py4j ("the query did not stop cleanly" after it, here). In a pseudo-terminal,
+    as a person runs it: a live job, a batch, then Ctrl-C; the JVM now leaves Ctrl-C to Python."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    command = [str(Path(PYTHON).parent / "spark-submit"), "data_stream.py", "--console-top", "0",
+               "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)]
+    env = dict(os.environ, PYSPARK_PYTHON=PYTHON, PYSPARK_DRIVER_PYTHON=PYTHON)
+    master, terminal = pty.openpty()
+    # a session of its own whose controlling terminal is the pty, the job its foreground group: as in a shell
+    job = subprocess.Popen(command, cwd=REPO, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+                           start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(terminal)
+    seen = b""
+
+    def read_until(done, timeout_s: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal's other side closed: everyone in it exited
+                    return
+                if not chunk:
+                    return
+                seen += chunk
+
+    try:
+        read_until(lambda: b"batch 0: " in seen, 240)
+        assert b"batch 0: " in seen, seen.decode(errors="replace")[-3000:]
+        os.write(master, b"\x03")  # a person pressing Ctrl-C: the terminal signals its foreground group
+        read_until(lambda: job.poll() is not None, 120)
+        job.wait(30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+        os.close(master)
+    said = seen.decode(errors="replace").replace("\r\n", "\n")
+    assert job.returncode == 130, said[-3000:]
+    assert "Traceback" not in said and "Py4J" not in said and "did not stop cleanly" not in said, said[-3000:]
+    last = said.strip().splitlines()[-1].removeprefix("^C")  # the terminal echoes the key
+    assert last == f"stopping (Ctrl-C); every finished batch is kept: resume with the same --output {output}", said[-3000:]

@@ -89,12 +89,11 @@ def test_kafkas_tool_scripts_read_sfcrime_class_archive_as_python_does(tmp_path)
     """The scripts in .venv/bin decide in sh; `off` in any case turns the archive off there too."""
     import subprocess
 
-    from sfcrime.local.setup import TOOL_SCRIPT
+    from sfcrime.local.setup import tool_script
 
     archive = tmp_path / "kafka.jsa"
     script = tmp_path / "kafka-topics.sh"
-    script.write_text(TOOL_SCRIPT.format(version="4", name="kafka-topics.sh", java="/bin/echo", log4j="log4j",
-                                         classpath="jars/*", main_class="Main", archive=archive, quiet="-Xlog:cds=off"))
+    script.write_text(tool_script("kafka-topics.sh", "Main", "/bin/echo", "log4j", "jars/*", archive, "-Xlog:cds=off"))
 
     def command(setting: str | None) -> str:
         env = {"PATH": "/usr/bin:/bin"} | ({"SFCRIME_CLASS_ARCHIVE": setting} if setting is not None else {})
@@ -106,4 +105,4 @@ def test_kafkas_tool_scripts_read_sfcrime_class_archive_as_python_does(tmp_path)
     assert "SharedArchiveFile" in command("on")
     for off in ("off", "OFF", "Off"):
         assert "SharedArchiveFile" not in command(off), off
-    assert command("off").split()[-2:] == ["Main", "--list"]
+    assert command("off").split()[-4:] == ["Main", "--bootstrap-server", "localhost:9092", "--list"]

@@ -64,7 +64,7 @@ def test_kafka_python_gets_its_own_names():
     ["produce", "--rate", "-5"], ["produce", "--rate", "fast"], ["produce", "--limit", "-1"],
     ["produce", "--client", "nope"], ["produce", "--kafka-config", "novalue"], ["produce", "--rate", "1", "--speedup", "2"],
     ["stream", "--window", "an hour"], ["stream", "--window", "0 minutes"], ["stream", "--trigger", "soon"],
-    ["stream", "--timezone", "Bogus/Zone"], ["stream", "--timezone", "+25:99:99:99"], ["stream", "--spark-conf", "novalue"], ["stream", "--spark-conf", "=4"], ["stream", "--console-top", "-1"],
+    ["stream", "--timezone", "Bogus/Zone"], ["stream", "--timezone", "+25:99:99:99"], ["stream", "--spark-conf", "novalue"], ["stream", "--spark-conf", "=4"], ["stream", "--console-top", "-1"], ["stream", "--console-every", "-1"], ["stream", "--console-every", "often"],
     ["demo", "--kafka-config", "novalue"], ["demo", "--dashboard-port", "99999"], ["broker", "--port", "70000"],
 ])
 def test_bad_flags_exit_2(argv, capsys):

@@ -106,6 +106,16 @@ def test_bad_files_raise_one_clear_error(tmp_path, content, message):
         load_calls(path)
 
 
+def test_a_json_array_that_holds_no_calls_is_refused_by_name_of_what_it_lacks(tmp_path):
+    """radio_code.json was sent as 19 junk calls; a file of calls with some records broken is still read."""
+    with pytest.raises(UserError) as refused:
+        load_calls(REPO / "radio_code.json")
+    assert str(refused.value) == (f"{REPO / 'radio_code.json'}: not a calls file: none of its 19 records has a "
+                                  "crime_id or a call_date_time (the first has: description, disposition_code)")
+    mixed = load_calls(write_calls(tmp_path / "calls", [{"note": "no call"}, call(1, "2018-10-02T10:00:00.000")]))
+    assert len(mixed) == 2
+
+
 def test_truncated_compressed_files_raise_one_clear_error(tmp_path):
     data = json.dumps(NEWEST_FIRST * 50).encode()
     for name, compress in (("calls.json.gz", gzip.compress), ("calls.json.bz2", bz2.compress)):

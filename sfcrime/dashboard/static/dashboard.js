@@ -155,7 +155,11 @@ function drawHealth(batches) {
   $("health-processed-rps").textContent = whole(last.processed_rps);
   $("health-duration").textContent = seconds(last.duration_ms == null ? null : last.duration_ms / 1000);
   $("health-backlog").textContent = whole(last.backlog);
-  $("health-latency").textContent = `${seconds(last.latency_mean_s)} / ${seconds(last.latency_max_s)}`;
+  // a batch of duplicates only counts no call, so it has no latency: the latest batch that had one
+  const timed = batches.filter((b) => b.latency_mean_s != null);
+  const latest = timed[timed.length - 1] || {};
+  $("health-latency").textContent = `${seconds(latest.latency_mean_s)} / ${seconds(latest.latency_max_s)}`;
+  $("health-latency-batch").textContent = latest.batch_id == null ? "" : `(batch ${latest.batch_id})`;
   const labels = batches.map((b) => `#${b.batch_id}`);
   const pick = (key, scale = 1) => batches.map((b) => (b[key] == null ? null : b[key] * scale));
   drawChart("chart-rates", "line", labels,
@@ -199,6 +203,7 @@ function draw(a) {
   $("batches").textContent = whole(a.batches);
   $("malformed").textContent = whole(a.malformed);
   $("late").textContent = whole(a.late);
+  $("duplicates").textContent = whole(a.duplicates);
   $("event-time").textContent = a.event_time_range ? `${a.event_time_range.from} to ${a.event_time_range.to}` : "–";
   $("watermark").textContent = a.watermark || "–";
   fillWindow("current-window", a.windows.latest);
