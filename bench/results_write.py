@@ -74,3 +74,31 @@ def bench_results_write(input_path: str, postgres_url: str, batches: int = BATCH
     ratio = summary["postgresql"]["p50_ms"] / summary["sqlite"]["p50_ms"]
     return {"calls_per_batch": CALLS_PER_BATCH, "batches": len(cut), **summary,
             "postgresql_over_sqlite_p50": round(ratio, 2), "target": "<= 1.5", "met": ratio <= 1.5}
+
+
+def bench_results_write_with_server(input_path: str, workdir: Path, postgres_url: str | None = None) -> dict:
+    """With `postgres_url`, that server; else a local one of our own (`python -m sfcrime postgres`'s), for the
+    run. Prints the line the other benchmarks print."""
+    from sfcrime.local import postgres
+
+    server = None
+    if postgres_url is None:
+        port = _free_port()
+        server, postgres_url = postgres.start(workdir / "postgres", port, workdir / "postgres.log")
+    try:
+        result = bench_results_write(input_path, postgres_url)
+    finally:
+        if server is not None:
+            postgres.stop(server)
+    print(f"results write per batch of {result['calls_per_batch']:,} calls: SQLite p50 {result['sqlite']['p50_ms']} ms, "
+          f"PostgreSQL p50 {result['postgresql']['p50_ms']} ms ({result['postgresql_over_sqlite_p50']}x; target <= 1.5x) "
+          f"{'MET' if result['met'] else 'NOT MET'}", flush=True)
+    return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

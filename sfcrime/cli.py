@@ -138,10 +138,22 @@ def usage(build):
         raise FlagConflict(str(error)) from None
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run
+def _bench_package():
+    """The benchmarks: a package of the repository (bench/), not of the installed product."""
+    if str(config.REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(config.REPO_DIR))
+    import bench
 
-    return run(args)
+    return bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    bench = _bench_package()
+    return bench.run(bench.BenchOptions(
+        what=tuple(args.what), results=Path(args.results), quick=args.quick,
+        baseline=Path(args.baseline).resolve() if args.baseline else None,
+        rates=tuple(args.rates) if args.rates else None, soak_minutes=args.soak_minutes,
+        postgres_url=args.postgres))
 
 
 # -------------------------------------------------------------------------------------------- parsers
@@ -351,10 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
+    benchmarks = _bench_package().BENCHMARKS
     bench = commands.add_parser("bench", allow_abbrev=False, parents=[common], help="side-by-side benchmarks and the tuning grid; writes bench/results/")
-    bench.add_argument("what", nargs="*", default=["all"],
-                       help="any of: broker producer consumer stream startup tuning latency memory scale soak once-parts finality "
-                            "all (default all; scale, soak, once-parts and finality are not in all)")
+    bench.add_argument("what", nargs="*", default=["all"], choices=[*benchmarks, "all"], metavar="BENCHMARK",
+                       help=f"any of: {' '.join(benchmarks)} all (default all: "
+                            f"{' '.join(name for name, b in benchmarks.items() if b.in_all)})")
     bench.add_argument("--soak-minutes", type=positive_float, default=5.0, help="length of the soak (default 5)")
     bench.add_argument("--quick", action="store_true", help="a smaller tuning grid; one round of latency")
     bench.add_argument("--rates", type=int, nargs="+", choices=(2000, 10000), metavar="CALLS_PER_S",
@@ -364,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "COMMIT), alternating with this one, each with its own defaults")
     bench.add_argument("--results", default=str(config.REPO_DIR / "bench" / "results"),
                        help="where the JSON results and charts go (default bench/results/ in the repo)")
+    bench.add_argument("--postgres", metavar="URL",
+                       help="results-write: the PostgreSQL server to write to (default: a local one started for the run)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,6 +1,6 @@
 """A class-data archive (the JDK's CDS) for the Spark JVMs this project starts with python: they map
 Spark's classes, already parsed and verified, instead of loading them again from some 250 jars each time.
-`make setup` makes it from a short run of the job's own work (stream/training.py);
+`make setup` makes it from a short run of the job's own work (local/training.py);
 session.build_session starts the JVM on it. It saves about 5 s of every Spark start on 2 cores (README,
 "Set-up"; `bench startup`).
 
@@ -120,7 +120,7 @@ def _training_run(staging: Path) -> str | None:
     log = ARCHIVE_DIR / "training.log"
     with open(log, "wb") as out:
         try:
-            failed = subprocess.run([sys.executable, "-m", "sfcrime.stream.training", str(staging)],
+            failed = subprocess.run([sys.executable, "-m", "sfcrime.local.training", str(staging)],
                                     stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode != 0
         except subprocess.TimeoutExpired:
             failed = True

@@ -93,13 +93,19 @@ def start_spark(options: StreamOptions):
         raise UserError(f"Spark did not start: {first_line(error)}") from None
 
 
+# What executors never import: the batch baseline and set-up's training run stay on the driver's machine.
+NOT_SHIPPED = ("baseline", "local/training.py")
+
+
 def ship_package(spark, output: Path) -> None:
     """Executors import sfcrime (the source's read() runs there): ship it, for clusters without our venv."""
     package = Path(__file__).resolve().parent.parent
     archive = output / "sfcrime-package.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in package.rglob("*.py"):
-            zf.write(path, path.relative_to(package.parent))
+            inside = path.relative_to(package).as_posix()
+            if not any(inside == left or inside.startswith(left + "/") for left in NOT_SHIPPED):
+                zf.write(path, path.relative_to(package.parent))
     spark.sparkContext.addPyFile(str(archive))
 
 

@@ -127,7 +127,7 @@ def test_count_table_answers_every_question_from_one_read_of_the_batch(spark):
 
 
 def test_batch_job_reads_the_file_with_the_same_transforms(spark, tmp_path):
-    from sfcrime.stream.batch import batch_counts
+    from sfcrime.baseline.batch import batch_counts
 
     path = tmp_path / "calls.json"
     records = [json.loads(good(str(i), f"2018-10-02T{9 + i % 3:02d}:00:00.000")) for i in range(30)]

@@ -1,8 +1,8 @@
 """The same answers as a plain Spark batch job over the calls file: the baseline the streaming job is
-benchmarked against (bench.py), and a cross-check, since both run the same transforms.
+benchmarked against (bench/), and a cross-check, since both run the same transforms.
 
 Usage:
-    python -m sfcrime.stream.batch [FILE]      # prints the answers' totals as JSON
+    python -m sfcrime.baseline.batch [FILE]      # prints the answers' totals as JSON
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from ..dataset import load_radio_codes
-from . import transforms as T
+from ..stream import transforms as T
 from .files import calls_from_file
-from .session import build_session
+from ..stream.session import build_session
 
 
 def batch_counts(spark, input_path: str, radio_codes_path: str, pane_seconds: int = 3600) -> dict[str, list[dict]]:

@@ -1,7 +1,7 @@
 """The class-data archive's training run (local/class_archive.py, `make setup`): what the job does, on a few
 calls, in a JVM that writes the classes it loaded to the archive when it exits.
 
-Usage: python -m sfcrime.stream.training ARCHIVE
+Usage: python -m sfcrime.local.training ARCHIVE
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pyspark.sql import functions as F
 
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from ..dataset import encode_record, iter_records, load_radio_codes
-from ..local.jars import connector_jar_paths, json_check_jar_paths
-from . import transforms as T
-from .batch import batch_counts
-from .job import SPARK_DEFAULTS, build_stream
-from .session import build_session
+from .jars import connector_jar_paths, json_check_jar_paths
+from ..stream import transforms as T
+from ..baseline.batch import batch_counts
+from ..stream.job import SPARK_DEFAULTS, build_stream
+from ..stream.session import build_session
 
 
 def exercise(spark, workdir: Path, calls: int = 3000) -> None:

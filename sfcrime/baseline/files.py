@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .transforms import CORRUPT, PARSE_SCHEMA, validate_calls
+from ..stream.transforms import CORRUPT, PARSE_SCHEMA, validate_calls
 
 def calls_from_file(spark, path: str) -> DataFrame:
     """The calls file read as a batch, in parse_calls' shape (no Kafka coordinates): for the batch job."""
