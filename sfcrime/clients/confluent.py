@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ..config import KafkaSettings, TopicMissing, UserError
 from .diagnosis import confluent_connect_error, confluent_error_detail, confluent_setting_error, unreachable
-from .seam import Columns, Consumer, DeliveryReport, Producer, Record
+from .seam import Admin, Columns, Consumer, DeliveryReport, Implementation, Producer, Record
 
 # librdkafka's own log lines (a connection refused, a handshake cut) come many a second while a broker is
 # away; our one-line error says what they mean. They go to this logger, shown with -v (config.setup_logging).
@@ -46,65 +46,71 @@ def made(client_class, config: dict):
         raise confluent_setting_error(error) from None
 
 
-def topics(settings: KafkaSettings) -> dict[str, int]:
-    """{topic: partition count}; one clear line when no broker answers."""
-    errors: list = []
-    config = client_config(settings)
-    config["error_cb"] = errors.append
-    admin = made(AdminClient, config)
-    try:
-        metadata = admin.list_topics(timeout=settings.timeout_s)
-    except KafkaException as error:
-        raise confluent_connect_error(settings, admin, errors, error) from None
-    return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+class ConfluentAdmin(Admin):
+    """librdkafka's AdminClient (and, for offsets, a consumer that joins no group)."""
 
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+        self._errors: list = []
+        config = client_config(settings)
+        config["error_cb"] = self._errors.append
+        self._admin = made(AdminClient, config)
 
-def create_topic(settings: KafkaSettings, partitions: int) -> None:
-    admin = made(AdminClient, client_config(settings))
-    future = admin.create_topics([NewTopic(settings.topic, partitions, -1)])[settings.topic]  # -1: broker's default
-    try:
-        future.result(timeout=settings.timeout_s)
-    except KafkaException as error:
-        if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise UserError(f"cannot create topic {settings.topic!r}: {error.args[0].str()}") from None
+    def topics(self) -> dict[str, int]:
+        try:
+            metadata = self._admin.list_topics(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            raise confluent_connect_error(self.settings, self._admin, self._errors, error) from None
+        return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
+    def create_topic(self, partitions: int) -> None:
+        topic = self.settings.topic
+        future = self._admin.create_topics([NewTopic(topic, partitions, -1)])[topic]  # -1: broker's default
+        try:
+            future.result(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise UserError(f"cannot create topic {topic!r}: {error.args[0].str()}") from None
 
-def delete_topic(settings: KafkaSettings) -> None:
-    admin = made(AdminClient, client_config(settings))
-    try:
-        admin.delete_topics([settings.topic])[settings.topic].result(timeout=settings.timeout_s)
-    except KafkaException as error:
-        if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-            raise UserError(f"cannot delete topic {settings.topic!r}: {error.args[0].str()}") from None
+    def delete_topic(self) -> None:
+        topic = self.settings.topic
+        try:
+            self._admin.delete_topics([topic])[topic].result(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise UserError(f"cannot delete topic {topic!r}: {error.args[0].str()}") from None
 
+    def cluster_id(self) -> str | None:
+        return str(self._admin.list_topics(timeout=self.settings.timeout_s).cluster_id or "") or None
 
-def topic_identity(settings: KafkaSettings) -> dict[str, str]:
-    """The broker's cluster id and the topic's id (Kafka topic ids), where the broker says."""
-    from confluent_kafka import TopicCollection
+    def topic_id(self) -> str | None:
+        from confluent_kafka import TopicCollection
 
-    admin = made(AdminClient, client_config(settings))  # librdkafka's log lines to our logger, as every client's
-    identity: dict[str, str] = {}
-    try:
-        identity["cluster_id"] = str(admin.list_topics(timeout=settings.timeout_s).cluster_id or "")
-    except Exception as error:  # the job checked the broker already; an identity it can't read is only logged
-        log.warning("could not read the cluster id: %s", error)
-    try:
-        description = admin.describe_topics(TopicCollection([settings.topic]))[settings.topic].result(settings.timeout_s)
+        topic = self.settings.topic
+        description = self._admin.describe_topics(TopicCollection([topic]))[topic].result(self.settings.timeout_s)
         topic_id = str(description.topic_id or "")
-        if topic_id and topic_id.strip("A=") != "":  # an all-zero id means the broker has none
-            identity["topic_id"] = topic_id
-    except Exception as error:
-        log.warning("could not read the topic id of %s: %s", settings.topic, error)
-    return {k: v for k, v in identity.items() if v}
+        return topic_id if topic_id.strip("A=") else None  # an all-zero id means the broker has none
 
+    def broker_count(self) -> int:
+        try:
+            return len(self._admin.list_topics(timeout=min(2.0, self.settings.timeout_s)).brokers)
+        except Exception:  # noqa: BLE001 - not ready yet: KafkaException, or a timeout
+            return 0
 
-def broker_count(settings: KafkaSettings) -> int:
-    """Brokers in the metadata the bootstrap servers answer within a moment; 0 while none answers."""
-    admin = AdminClient(client_config(settings))
-    try:
-        return len(admin.list_topics(timeout=min(2.0, settings.timeout_s)).brokers)
-    except Exception:  # noqa: BLE001 - not ready yet: KafkaException, or a timeout
-        return 0
+    def end_offsets(self) -> dict[int, int]:
+        with ConfluentConsumer(self.settings) as consumer:
+            return consumer.end_offsets(consumer.partitions())
+
+    def group_offsets(self, group_id: str) -> dict[int, int]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        request = [ConsumerGroupTopicPartitions(group_id)]
+        try:
+            answer = self._admin.list_consumer_group_offsets(request)[group_id].result(self.settings.timeout_s)
+        except KafkaException as error:
+            raise UserError(f"cannot read the offsets of group {group_id!r}: {error.args[0].str()}") from None
+        return {tp.partition: tp.offset for tp in answer.topic_partitions
+                if tp.topic == self.settings.topic and tp.offset >= 0}
 
 
 def library_version() -> str:
@@ -277,3 +283,6 @@ class ConfluentConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close()
+
+
+IMPLEMENTATION = Implementation(ConfluentProducer, ConfluentConsumer, ConfluentAdmin)

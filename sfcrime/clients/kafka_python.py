@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+import uuid
+from typing import Callable, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -14,7 +15,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError,
 
 from ..config import KafkaSettings, TopicMissing, UserError
 from .diagnosis import kafka_python_error, unreachable
-from .seam import Consumer, DeliveryReport, Producer, Record
+from .seam import Admin, Consumer, DeliveryReport, Implementation, Producer, Record
 
 # Kafka property (Java/librdkafka name) -> kafka-python keyword.
 _KAFKA_PYTHON_NAMES = {
@@ -81,36 +82,62 @@ def build(settings: KafkaSettings, client: Callable[..., Client], **config) -> C
     return outcome["client"]
 
 
-@contextmanager
-def _admin(settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
-    admin = build(settings, KafkaAdminClient, request_timeout_ms=int(settings.timeout_s * 1000))
-    try:
-        yield admin
-    finally:
-        admin.close()
+class KafkaPythonAdmin(Admin):
+    """kafka-python's KafkaAdminClient, opened on first use."""
 
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+        self._client: KafkaAdminClient | None = None
 
-def topics(settings: KafkaSettings) -> dict[str, int]:
-    with _admin(settings) as admin:
-        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics() if not t["error_code"]}
+    @property
+    def _admin(self) -> KafkaAdminClient:
+        if self._client is None:
+            self._client = build(self.settings, KafkaAdminClient, request_timeout_ms=int(self.settings.timeout_s * 1000))
+        return self._client
 
+    def topics(self) -> dict[str, int]:
+        return {t["name"]: len(t["partitions"]) for t in self._admin.describe_topics() if not t["error_code"]}
 
-def create_topic(settings: KafkaSettings, partitions: int) -> None:
-    with _admin(settings) as admin:
+    def create_topic(self, partitions: int) -> None:
         try:
-            admin.create_topics([NewTopic(settings.topic, partitions, -1)])  # -1: the broker's default replication
+            self._admin.create_topics([NewTopic(self.settings.topic, partitions, -1)])  # -1: the broker's default
         except TopicAlreadyExistsError:
             pass
 
-
-def delete_topic(settings: KafkaSettings) -> None:
-    with _admin(settings) as admin:
+    def delete_topic(self) -> None:
         try:
-            admin.delete_topics([settings.topic])
+            self._admin.delete_topics([self.settings.topic])
         except UnknownTopicOrPartitionError:
             pass
         except KafkaError as error:
-            raise UserError(f"cannot delete topic {settings.topic!r}: {error}") from None
+            raise UserError(f"cannot delete topic {self.settings.topic!r}: {error}") from None
+
+    def cluster_id(self) -> str | None:
+        return self._admin.describe_cluster().get("cluster_id") or None
+
+    def topic_id(self) -> str | None:
+        [described] = self._admin.describe_topics([self.settings.topic])
+        topic_id = uuid.UUID(str(described.get("topic_id") or 0).zfill(32))  # Kafka's tools write it in base64
+        return base64.urlsafe_b64encode(topic_id.bytes).rstrip(b"=").decode() if topic_id.int else None
+
+    def broker_count(self) -> int:
+        try:
+            return len(self._admin.describe_cluster().get("brokers", []))
+        except Exception:  # noqa: BLE001 - not ready yet
+            return 0
+
+    def end_offsets(self) -> dict[int, int]:
+        with KafkaPythonConsumer(self.settings) as consumer:
+            return consumer.end_offsets(consumer.partitions())
+
+    def group_offsets(self, group_id: str) -> dict[int, int]:
+        answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        return {tp.partition: meta.offset for tp, meta in answer.items()
+                if tp.topic == self.settings.topic and meta.offset >= 0}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 class KafkaPythonProducer(Producer):
@@ -206,3 +233,6 @@ class KafkaPythonConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+IMPLEMENTATION = Implementation(KafkaPythonProducer, KafkaPythonConsumer, KafkaPythonAdmin)

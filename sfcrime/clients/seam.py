@@ -171,3 +171,59 @@ def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int],
             if on_batch:
                 on_batch(len(keep.offsets))
             yield keep
+
+
+class Admin(ABC):
+    """The admin half, for settings.topic: topics and their partitions, creating and deleting, the cluster's
+    and the topic's ids, offsets, and a consumer group's committed offsets (what Kafka's tools show as lag)."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def topics(self) -> dict[str, int]:
+        """{topic: partition count}; one clear line (UserError) when no broker answers."""
+
+    @abstractmethod
+    def create_topic(self, partitions: int) -> None:
+        """Create settings.topic with the broker's default replication; one already there is left as it is."""
+
+    @abstractmethod
+    def delete_topic(self) -> None:
+        """Delete settings.topic (in the background, as Kafka does); one not there is no error."""
+
+    @abstractmethod
+    def cluster_id(self) -> str | None: ...
+
+    @abstractmethod
+    def topic_id(self) -> str | None:
+        """The topic's id (KIP-516), or None where the broker has none."""
+
+    @abstractmethod
+    def broker_count(self) -> int:
+        """Brokers the metadata lists now; 0 while none answers (never waits long)."""
+
+    @abstractmethod
+    def end_offsets(self) -> dict[int, int]:
+        """Each partition's end offset (the next to be written)."""
+
+    @abstractmethod
+    def group_offsets(self, group_id: str) -> dict[int, int]:
+        """The group's committed offsets on settings.topic, by partition (partitions it never committed left out)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Admin":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class Implementation(NamedTuple):
+    """One client library's three halves."""
+    producer: type[Producer]
+    consumer: type[Consumer]
+    admin: type[Admin]
+

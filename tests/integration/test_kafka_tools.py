@@ -4,8 +4,11 @@ as a user runs it: ready with one line, Ctrl-C or `kill` stops it and leaves no 
 import json
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
+
+import pytest
 
 from sfcrime.dataset import load_calls
 from sfcrime.local.kafka import free_port
@@ -135,3 +138,49 @@ def test_the_tools_default_to_the_broker_sfcrime_uses_and_say_so_in_their_help(k
     assert helped.stderr.splitlines()[0] == ("(sfcrime: --bootstrap-server defaults to $KAFKA_BOOTSTRAP_SERVERS, else "
                                              f"localhost:9092; here {kafka.bootstrap_servers})")
     assert "This tool helps to create, delete, describe, or change a topic." in helped.stderr
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, client, sample_file):
+    """Topics, partitions, ids, end offsets and a group's committed offsets through the seam's Admin, each
+    checked against kafka-topics.sh, kafka-get-offsets.sh and kafka-consumer-groups.sh."""
+    import dataclasses
+    import re
+
+    from sfcrime.clients import open_admin, open_consumer
+    from sfcrime.config import UserError
+
+    settings = dataclasses.replace(kafka, client=client)
+    with open_admin(settings) as admin:
+        assert kafka.topic not in admin.topics()
+        admin.create_topic(3)
+        admin.create_topic(3)  # already there: left as it is
+        assert admin.topics()[kafka.topic] == 3 and admin.broker_count() == 1
+        replay(load_calls(sample_file, limit=300), kafka, Pacing(), progress=False, append=True)
+        described = kafka_tool("kafka-topics.sh", "--bootstrap-server", kafka.bootstrap_servers, "--describe",
+                               "--topic", kafka.topic).stdout
+        assert admin.topic_id() == re.search(r"TopicId: (\S+)", described).group(1)
+        from confluent_kafka.admin import AdminClient
+
+        librdkafka = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+        assert admin.cluster_id() == librdkafka.list_topics(timeout=10).cluster_id
+        ends = kafka_tool("kafka-get-offsets.sh", "--bootstrap-server", kafka.bootstrap_servers, "--topic",
+                          kafka.topic).stdout
+        assert admin.end_offsets() == {int(p): int(o) for _, p, o in (line.split(":") for line in ends.split())}
+        group = f"g-{kafka.topic}"
+        with open_consumer(settings, group_id=group) as consumer:
+            for attempt in range(20):  # a new group's coordinator may take a moment to be there
+                try:
+                    consumer.commit_offsets({0: 7, 2: 11})
+                    break
+                except UserError:
+                    time.sleep(0.5)
+        assert admin.group_offsets(group) == {p: c for p, (c, _, _) in group_offsets(kafka.bootstrap_servers,
+                                                                                       group).items() if c is not None}
+        assert admin.group_offsets(group) == {0: 7, 2: 11}
+        admin.delete_topic()
+        deadline = time.monotonic() + 30
+        while kafka.topic in admin.topics() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert kafka.topic not in admin.topics()
+        admin.delete_topic()  # not there: no error

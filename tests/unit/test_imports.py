@@ -86,3 +86,14 @@ def test_kafka_libraries_are_imported_only_behind_the_client_seam():
             found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name}" for name in names
                       if name.split(".")[0] in KAFKA_LIBRARIES]
     assert found == []
+
+
+def test_the_client_library_is_chosen_in_one_place():
+    """Only clients.implementation() reads settings.client to pick a library; everything else asks it."""
+    choosing = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                for path in sorted(PACKAGE.rglob("*.py"))
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "client"]
+    assert choosing == ["sfcrime/clients/__init__.py:" + str(next(
+        i for i, line in enumerate((PACKAGE / "clients" / "__init__.py").read_text().splitlines(), 1)
+        if 'settings.client == "kafka-python"' in line))]
