@@ -6,7 +6,8 @@ Usage:
                    bootstrap_servers="localhost:9092").generate_data()
 """
 
-from sfcrime.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, KafkaSettings
+from sfcrime.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
+from sfcrime.kafka_settings import KafkaSettings
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, ReplaySummary, replay
 

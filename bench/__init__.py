@@ -34,7 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from sfcrime.config import DEFAULT_INPUT, REPO_DIR, UserError
+from sfcrime.config import DEFAULT_INPUT, REPO_DIR
+from sfcrime.errors import UserError
 
 RESULTS_DIR = REPO_DIR / "bench" / "results"
 

@@ -15,7 +15,8 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-from sfcrime.config import REPO_DIR, UserError
+from sfcrime.config import REPO_DIR
+from sfcrime.errors import UserError
 from .processes import PY, create_topic, percentile, stop_job, wait_drained, wait_for, timed
 
 

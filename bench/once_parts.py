@@ -22,7 +22,7 @@ started = time.monotonic()
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from sfcrime.config import DEFAULT_RADIO_CODES  # noqa: E402
+from sfcrime.config import DEFAULT_RADIO_CODES
 from sfcrime.dataset import load_radio_codes  # noqa: E402
 from sfcrime.local.jars import connector_jar_paths, json_check_jar_paths  # noqa: E402
 from sfcrime.stream import transforms as T  # noqa: E402

@@ -14,7 +14,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sfcrime.config import REPO_DIR, UserError
+from sfcrime.config import REPO_DIR
+from sfcrime.errors import UserError
 from sfcrime.results import path_in
 
 
@@ -158,7 +159,7 @@ def wait_for(condition, timeout_s: float) -> None:
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
     from sfcrime.clients import ensure_topic
-    from sfcrime.config import KafkaSettings
+    from sfcrime.kafka_settings import KafkaSettings
 
     ensure_topic(KafkaSettings(bootstrap_servers=bootstrap, topic=topic), partitions)
 

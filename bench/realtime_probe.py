@@ -21,7 +21,8 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from sfcrime.clients import ensure_topic  # noqa: E402
-from sfcrime.config import DEFAULT_RADIO_CODES, KafkaSettings  # noqa: E402
+from sfcrime.config import DEFAULT_RADIO_CODES
+from sfcrime.kafka_settings import KafkaSettings
 from sfcrime.dataset import load_radio_codes  # noqa: E402
 from sfcrime.local.jars import connector_jar_paths  # noqa: E402
 from sfcrime.stream import transforms as T  # noqa: E402

@@ -10,7 +10,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from sfcrime.config import REPO_DIR, UserError
+from sfcrime.config import REPO_DIR
+from sfcrime.errors import UserError
 from sfcrime.results import path_in
 from .latency import counted_by_type
 from .processes import PY, create_topic, stop_job, wait_drained, wait_for, dir_mb, live_heap_mb, tree_rss_mb

@@ -9,7 +9,8 @@ import statistics
 import time
 from pathlib import Path
 
-from sfcrime.config import REPO_DIR, UserError
+from sfcrime.config import REPO_DIR
+from sfcrime.errors import UserError
 from sfcrime.results import path_in
 from .processes import PY, percentile, timed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import UserError
+from .errors import UserError
 from .dashboard.health import DEFAULT_STALL_AFTER_S, assess, job_state
 from .results import ResultsPlace, ResultsReader, as_place
 from .sf_time import ZONE, local_time

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import config
-from .config import FlagConflict, UserError, add_kafka_arguments, add_results_arguments, non_negative_int, positive_float, positive_int
+from .errors import FlagConflict, UserError
+from .flags import add_kafka_arguments, add_results_arguments, non_negative_int, positive_float, positive_int
+from .kafka_settings import kafka_settings
+from .terminal import discard_stdout, setup_logging
 
 log = logging.getLogger("sfcrime")
 
@@ -46,7 +49,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from .dataset import load_calls
     from .producer import Pacing, replay
 
-    settings = config.kafka_settings(args)
+    settings = kafka_settings(args)
     if args.recreate and args.skip:
         raise FlagConflict("--recreate and --skip contradict each other: --skip resumes a replay into the topic as it is")
     if args.continue_replay and args.skip:
@@ -74,7 +77,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    settings = config.kafka_settings(args)
+    settings = kafka_settings(args)
     if args.verify:
         from .consumer import verify
 
@@ -93,7 +96,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .stream.job import run
     from .stream.options import StreamOptions
 
-    options, settings = usage(lambda: StreamOptions.from_args(args)), config.kafka_settings(args)
+    options, settings = usage(lambda: StreamOptions.from_args(args)), kafka_settings(args)
     if args.dashboard is None:
         return run(options, settings)
     from .dashboard import start_in_background
@@ -125,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoOptions, run
 
     # Empty defaults: the demo uses a broker only when one is named, and gives it a fresh topic unless named.
-    settings = config.kafka_settings(args, default_bootstrap="", default_topic="")
+    settings = kafka_settings(args, default_bootstrap="", default_topic="")
     return run(DemoOptions(output=args.output, input=args.input, limit=args.limit, dashboard_port=args.dashboard_port,
                            results_url=args.results_url, results_config_file=args.results_config_file), settings)
 
@@ -411,7 +414,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         script = _subcommand(parser, command)
         script.prog = os.path.basename(sys.argv[0]) or command
         args = script.parse_args(argv)
-    config.setup_logging(getattr(args, "verbose", False))
+    setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except FlagConflict as error:
@@ -424,5 +427,5 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head` stopped reading: not an error of ours
-        config.discard_stdout()
+        discard_stdout()
         return 0

@@ -18,7 +18,9 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from .clients import open_consumer, read_columns
-from .config import KafkaSettings, TopicMissing, discard_stdout
+from .errors import TopicMissing
+from .kafka_settings import KafkaSettings
+from .terminal import discard_stdout
 from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, event_times, iter_records
 from .progress import Progress
 

@@ -21,7 +21,7 @@ from typing import Iterator
 from dateutil import parser as date_parser
 from dateutil import tz
 
-from .config import UserError
+from .errors import UserError
 from .sf_time import ZONE
 
 EVENT_TIME_FIELD = "call_date_time"

@@ -19,7 +19,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_INPUT, DEFAULT_TOPIC, KafkaSettings, UserError
+from .config import DEFAULT_INPUT, DEFAULT_TOPIC
+from .errors import UserError
+from .kafka_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 DEMO_TIMEOUT_S = 5.0  # how long a named broker has to answer before the demo starts its own

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer,
                       read_columns, recreate_topic)
-from .config import KafkaSettings, TopicMissing, UserError
+from .errors import TopicMissing, UserError
+from .kafka_settings import KafkaSettings
 from .dataset import Calls
 from .progress import Progress
 

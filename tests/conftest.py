@@ -165,7 +165,7 @@ def topic(request):
 
 @pytest.fixture
 def kafka(bootstrap_servers, topic):
-    from sfcrime.config import KafkaSettings
+    from sfcrime.kafka_settings import KafkaSettings
 
     return KafkaSettings(bootstrap_servers=bootstrap_servers, topic=topic, timeout_s=10)
 

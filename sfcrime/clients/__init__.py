@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from .diagnosis import any_port_open, port_open
 from .java_names import java_client_config
 from .seam import Admin, Columns, Consumer, DeliveryReport, Implementation, Producer, Record, read_columns

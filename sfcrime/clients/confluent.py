@@ -10,12 +10,13 @@ from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ..config import KafkaSettings, TopicMissing, UserError
+from ..errors import TopicMissing, UserError
+from ..kafka_settings import KafkaSettings
 from .diagnosis import confluent_connect_error, confluent_error_detail, confluent_setting_error, unreachable
 from .seam import Admin, Columns, Consumer, DeliveryReport, Implementation, Producer, Record
 
 # librdkafka's own log lines (a connection refused, a handshake cut) come many a second while a broker is
-# away; our one-line error says what they mean. They go to this logger, shown with -v (config.setup_logging).
+# away; our one-line error says what they mean. They go to this logger, shown with -v (terminal.setup_logging).
 log = logging.getLogger(__name__)
 LIBRDKAFKA_LOG = logging.getLogger("sfcrime.librdkafka")
 LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)  # also on executors, where nobody configures logging

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import socket
 
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

@@ -13,7 +13,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from ..config import KafkaSettings, TopicMissing, UserError
+from ..errors import TopicMissing, UserError
+from ..kafka_settings import KafkaSettings
 from .diagnosis import kafka_python_error, unreachable
 from .seam import Admin, Consumer, DeliveryReport, Implementation, Producer, Record
 

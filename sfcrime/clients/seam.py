@@ -10,7 +10,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator, NamedTuple
 
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 
 
 class Columns(NamedTuple):

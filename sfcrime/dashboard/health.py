@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import UserError
+from ..errors import UserError
 from ..results import ResultsPlace, as_place
 from ..stream.watermarks import PartitionClock
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
-from ..config import UserError
+from ..errors import UserError
 from ..results import ResultsPlace, ResultsReader, as_place
 from .health import DEFAULT_STALL_AFTER_S, job_health
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
-from ..config import UserError
+from ..errors import UserError
 from ..answers import RECENT_WINDOWS, read_answers
 from ..results import ResultsPlace, as_place, path_in
 from .health import DEFAULT_STALL_AFTER_S, assess, job_health, job_state

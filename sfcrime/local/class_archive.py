@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import properties_lines
+from ..kafka_settings import properties_lines
 from .jars import JARS_DIR, spark_home, spark_version
 from .java import ensure_java, java_executable, java_in_use
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from ..config import REPO_DIR, UserError
+from ..config import REPO_DIR
+from ..errors import UserError
 from .java import java_executable
 
 JARS_DIR = REPO_DIR / ".jars"

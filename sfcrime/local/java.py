@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from ..config import UserError
+from ..errors import UserError
 
 MINIMUM = 17
 

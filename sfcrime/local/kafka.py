@@ -24,7 +24,9 @@ import uuid
 from pathlib import Path
 
 from ..clients import port_open
-from ..config import REPO_DIR, KafkaSettings, UserError
+from ..config import REPO_DIR
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from . import kafka_archive
 from .java import java_executable
 from .jars import KAFKA_VERSION, kafka_classpath

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import REPO_DIR, UserError
+from ..config import REPO_DIR
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = REPO_DIR / "postgres-data"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..clients import ensure_topic, open_consumer, open_producer
 from ..clients.seam import DeliveryReport
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from . import class_archive, jars, kafka_archive, pyspark_zips
 from .java import install_if_missing, java_executable
 from .kafka import KafkaNode

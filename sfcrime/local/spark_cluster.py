@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ..config import UserError
+from ..errors import UserError
 from .jars import spark_home, spark_version
 from .java import ensure_java
 from ..clients import port_open

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from ..config import UserError
+from ..errors import UserError
 from .database import Database
 from .schema import TABLES, ddl
 

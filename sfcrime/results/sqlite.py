@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import UserError
+from ..errors import UserError
 from .database import Database
 from .schema import ddl
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from ..config import UserError
+from ..errors import UserError
 from ..dataset import second_occurrence
 from ..stream.watermarks import Observation, PartitionClock, job_watermark, observe
 from .database import Database

@@ -20,7 +20,8 @@ import threading
 import time
 
 from ..clients import open_consumer
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 LEASE_S = 60.0  # a running job's commits are never older than this: a live job renews them a third as often

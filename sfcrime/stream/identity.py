@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 
 if TYPE_CHECKING:
     from ..results import ResultsPlace

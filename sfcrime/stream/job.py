@@ -23,7 +23,8 @@ import zipfile
 from pathlib import Path
 
 from ..clients import any_port_open, check_reachable, java_client_config
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from ..dataset import load_radio_codes
 from ..local.jars import connector_jar_paths, json_check_jar_paths
 from ..results import OutputLock, ResultsStore

@@ -1,7 +1,7 @@
 """The streaming job's options: a dataclass, and the flags that make one (`data_stream.py`, `python -m sfcrime stream`).
 
 The CLI turns the flags into StreamOptions once (`StreamOptions.from_args`); other callers, such as the demo,
-build StreamOptions directly. Kafka settings come separately, as config.KafkaSettings.
+build StreamOptions directly. Kafka settings come separately, as kafka_settings.KafkaSettings.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_RADIO_CODES, add_kafka_arguments, add_results_arguments, flag_type, key_value, non_negative_int, positive_int
+from ..config import DEFAULT_RADIO_CODES
+from ..flags import add_kafka_arguments, add_results_arguments, flag_type, key_value, non_negative_int, positive_int
 from ..sf_time import ZONE_NAME
 
 if TYPE_CHECKING:

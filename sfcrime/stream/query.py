@@ -17,7 +17,8 @@ from typing import Callable
 from pyspark.errors import StreamingQueryException
 
 from ..clients import any_port_open
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from .identity import checkpoint_offsets
 from .listener import ProgressReporter, clock
 from .options import StreamOptions

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..clients import read_messages
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from ..results import ResultsStore
 from ..results.rows import BatchCounts
 from ..sf_time import local_time

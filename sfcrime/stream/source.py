@@ -19,7 +19,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows, SupportsTriggerAvailableNow
 
 if TYPE_CHECKING:
-    from ..config import KafkaSettings
+    from ..kafka_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ ARROW_SCHEMA = _arrow_schema()
 
 def settings_from_options(options) -> "KafkaSettings":
     """The source's options (Spark's kafka names) as sfcrime Kafka settings."""
-    from ..config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, KafkaSettings
+    from ..config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
+    from ..kafka_settings import KafkaSettings
 
     options = {k.lower(): v for k, v in options.items()}  # Spark hands Python sources case-insensitive options
     properties = {k[len("kafka."):]: v for k, v in options.items()

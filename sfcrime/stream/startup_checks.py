@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from ..clients import check_reachable, open_consumer
-from ..config import KafkaSettings, UserError
+from ..errors import UserError
+from ..kafka_settings import KafkaSettings
 from ..results import ResultsStore, identity_clash
 from .identity import (checkpoint_damage, checkpoint_offsets, checkpoint_query_id, describe_losses, offsets_gone_back,
                        retention_losses)

@@ -190,7 +190,7 @@ def test_results_refuse_another_checkpoint_or_a_recreated_topic_and_start_over_o
 def test_answers_never_depend_on_tuning_partitions_duplicates_or_late_calls(
         bootstrap_servers, sample_records, tmp_path_factory, source, max_offsets, partitions, repeats, late,
         newest_first):
-    from sfcrime.config import KafkaSettings
+    from sfcrime.kafka_settings import KafkaSettings
 
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic=f"t-prop-{uuid.uuid4().hex[:10]}", timeout_s=10)
     tmp = tmp_path_factory.mktemp("prop")

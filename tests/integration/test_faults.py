@@ -6,7 +6,7 @@ import subprocess
 import time
 from collections import Counter
 
-from sfcrime.config import KafkaSettings
+from sfcrime.kafka_settings import KafkaSettings
 from sfcrime.consumer import verify
 from sfcrime.dataset import load_calls
 from sfcrime.local.kafka import KafkaNode

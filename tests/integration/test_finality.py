@@ -100,7 +100,7 @@ def live_job(kafka, output, source, *extra):
 
 
 def answers_now(output) -> dict | None:
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
     from sfcrime.answers import answers
 
     try:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sfcrime.clients import open_consumer
-from sfcrime.config import KafkaSettings
+from sfcrime.kafka_settings import KafkaSettings
 from sfcrime.consumer import verify
 from sfcrime.dataset import load_calls
 from sfcrime.producer import Pacing, replay
@@ -49,7 +49,7 @@ def test_offsets_of_a_topic_created_a_moment_ago_are_read_not_an_error(kafka, cl
     (it did, about 1 time in 10, with a misleading 'cannot reach Kafka': the CI run of 2026-11-25)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sfcrime.config import TopicMissing
+    from sfcrime.errors import TopicMissing
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     for attempt in range(30):
@@ -142,7 +142,7 @@ def test_a_reader_that_stops_early_ends_the_console_consumer_quietly(kafka, samp
 
 def _messages_in(kafka) -> int:
     from sfcrime.clients import open_consumer
-    from sfcrime.config import TopicMissing
+    from sfcrime.errors import TopicMissing
 
     consumer = open_consumer(kafka)
     try:

@@ -148,7 +148,7 @@ def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, c
     import re
 
     from sfcrime.clients import open_admin, open_consumer
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
 
     settings = dataclasses.replace(kafka, client=client)
     with open_admin(settings) as admin:

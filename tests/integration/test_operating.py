@@ -138,7 +138,7 @@ def test_healthz_turns_503_when_the_broker_goes_and_200_when_the_job_counts_agai
                                                                                   tmp_path):
     """A broker of the test's own, stopped under the live job for over a minute and started again on the same
     data: the job rides it out (no --broker-timeout: a live job's default), and counts on exactly."""
-    from sfcrime.config import KafkaSettings
+    from sfcrime.kafka_settings import KafkaSettings
     from sfcrime.local.kafka import KafkaNode
 
     node = KafkaNode(tmp_path / "kafka").start()

@@ -11,7 +11,7 @@ import pytest
 from sfcrime.cli import build_parser
 from sfcrime.clients import java_client_config
 from sfcrime.clients.kafka_python import kafka_python_config
-from sfcrime.config import kafka_settings
+from sfcrime.kafka_settings import kafka_settings
 from sfcrime.stream.source import settings_from_options
 from tests.conftest import run_cli
 

@@ -6,7 +6,7 @@ import pytest
 
 from sfcrime.cli import build_parser
 from sfcrime.clients.kafka_python import kafka_python_config
-from sfcrime.config import kafka_settings, redact
+from sfcrime.kafka_settings import kafka_settings, redact
 
 
 def settings(argv, env):
@@ -28,7 +28,7 @@ def test_environment_over_defaults_and_flags_over_environment():
 
 
 def test_the_client_comes_from_the_environment_when_valid():
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
 
     assert settings([], {"SFCRIME_CLIENT": "kafka-python"}).client == "kafka-python"
     assert settings(["--client", "confluent"], {"SFCRIME_CLIENT": "kafka-python"}).client == "confluent"
@@ -104,7 +104,7 @@ def test_checkpoint_on_shared_storage_passes_as_a_uri_and_a_local_one_is_made_ab
 
 
 def test_spark_cluster_flags_and_a_bad_memory_size_is_one_line():
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
     from sfcrime.local.spark_cluster import SparkStandaloneCluster
 
     args = build_parser().parse_args(["spark-cluster", "--workers", "3", "--port", "0"])
@@ -142,7 +142,7 @@ def test_time_zones_spark_takes_are_taken(zone):
 
 
 def test_a_count_flag_says_its_own_range_whatever_the_wrong_number():
-    from sfcrime.config import non_negative_int, positive_int
+    from sfcrime.flags import non_negative_int, positive_int
 
     for text in ("0", "-1"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"^must be 1 or more, got '{text}'$"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sfcrime.config import UserError
+from sfcrime.errors import UserError
 from sfcrime.dataset import EventClock, iter_records, load_calls, load_radio_codes, parse_event_time
 from tests.conftest import REPO, write_calls
 

@@ -6,7 +6,7 @@ import pytest
 
 from sfcrime.results import ResultsPlace
 
-from sfcrime.config import UserError
+from sfcrime.errors import UserError
 from sfcrime.stream.identity import checkpoint_offsets, checkpoint_query_id, offsets_gone_back, start_over
 
 

@@ -14,7 +14,7 @@ def test_a_new_cluster_id_is_a_kafka_uuid_that_no_command_line_takes_for_an_opti
 def test_a_data_dir_that_is_a_file_or_cannot_be_made_is_one_line_before_any_jvm(tmp_path):
     import pytest
 
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
     from sfcrime.local.kafka import KafkaNode, free_port
 
     (tmp_path / "a-file").write_text("x")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfcrime.config import UserError
+from sfcrime.errors import UserError
 from sfcrime.dataset import iter_records
 
 JSON_VALUES = st.recursive(

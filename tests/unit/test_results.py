@@ -26,7 +26,7 @@ def test_a_batch_is_added_exactly_once(tmp_path):
 def test_results_of_other_settings_are_not_mixed(tmp_path):
     import pytest
 
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
 
     ResultStore(tmp_path).check_settings({"window": "1 hour", "topic": "calls"})
     with pytest.raises(UserError, match="other settings"):
@@ -61,7 +61,7 @@ def test_a_late_call_is_counted_and_marks_its_final_window_revised(tmp_path):
 def test_results_of_another_query_are_refused_in_the_batch_transaction(tmp_path):
     import pytest
 
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
 
     store = ResultStore(tmp_path)
     store.check_settings({"window_seconds": "3600", "pane_seconds": "3600"})
@@ -91,7 +91,7 @@ def test_calls_of_a_repeated_hour_move_to_its_second_occurrence_whatever_the_arr
 def test_an_output_that_is_a_file_or_holds_no_sqlite_is_one_line(tmp_path):
     import pytest
 
-    from sfcrime.config import UserError
+    from sfcrime.errors import UserError
 
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(UserError, match="^--output .*a-file is a file: it names a folder for the results$"):
