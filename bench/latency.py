@@ -111,7 +111,7 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     name = f"live-{side.replace(',', '').replace(' ', '-')}-{rate}-{round_no}"
     topic = f"bench-{name}-{int(time.time() * 1000)}"
     create_topic(bootstrap, topic)
-    output, log_path, sent_path = workdir / name, workdir / f"{name}.log", workdir / f"{name}-sent.json"
+    output, log_path = workdir / name, workdir / f"{name}.log"
     shutil.rmtree(output, ignore_errors=True)
     command = [PY, str(Path(checkout) / "data_stream.py"), "--console-top", "0", "--bootstrap-servers", bootstrap,
                "--topic", topic, "--output", str(output), *flags]  # no flags: the job's defaults are what is measured
@@ -119,35 +119,57 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         job = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT)
     label = f"  {side}, {rate:,} calls/s for {seconds:g} s (round {round_no + 1})"
     try:
-        def started() -> bool:
-            if job.poll() is not None:
-                raise UserError(f"the job exited ({job.returncode})")
-            return "query started" in log_path.read_text()
-
-        wait_for(started, 180)  # planned and waiting for data
-        # A live job runs for hours; its first batches pay once for the JIT, Python workers and code
-        # generation (over a minute on this loaded machine). Warm it up with calls of their own first.
-        warm_path = workdir / f"{name}-warm-up.json"
-        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(WARM_UP_RATE), str(WARM_UP_S),
-               str(warm_path), "w"], timeout=600)
-        warm = json.loads(warm_path.read_text())
-        wait_drained(output, warm["sent"], 600)
-        with closing(sqlite3.connect(output / "results.sqlite")) as db:
-            first_measured = db.execute("SELECT MAX(batch_id) + 1 FROM progress").fetchone()[0]
-        load_before = os.getloadavg()[0]
-        timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path),
-               f"--from={warm['sent']}"], timeout=seconds + 600)  # carries on in event time after the warm-up
-        load_after = os.getloadavg()[0]
-        sent = json.loads(sent_path.read_text())
-        drain_started = time.monotonic()
-        wait_drained(output, warm["sent"] + sent["sent"], 300 + sent["sent"] / 2000)
-        drain_s = time.monotonic() - drain_started
+        run = _replay_live(job, log_path, output, workdir / name, input_path, bootstrap, topic, rate, seconds)
     except UserError as error:
         tail = " | ".join(log_path.read_text().splitlines()[-8:])
         print(f"{label}: FAILED: {error}; job log: {tail}", flush=True)
         return {"mode": "latency", "side": side, "input_rate": rate, "error": f"{error}; job log: {tail}"}
     finally:
         stop_job(job)
+    result = {"mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "input_rate": rate,
+              "seconds": seconds, **_measured(output, rate, seconds, **run)}
+    print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
+          f"(warm-up before it, {result['warm_up']['calls']:,} calls at {WARM_UP_RATE:,}/s: p50 "
+          f"{result['warm_up']['latency_p50_s']:.2f} s, p95 {result['warm_up']['latency_p95_s']:.2f} s), "
+          f"batch p50 {result['batch_p50_s']} s over {result['batches']} batches, backlog max "
+          f"{result['backlog_max_first_half']:,} then {result['backlog_max_second_half']:,}, "
+          f"{'exact' if result['exact'] else 'NOT EXACT'} ({result['counted_calls']:,} of "
+          f"{result['distinct_calls']:,} calls), load {result['load_avg_1m'][0]:.1f}-{result['load_avg_1m'][1]:.1f}; "
+          f"durationMs {result['duration_ms_median']}", flush=True)
+    return result
+
+
+def _replay_live(job, log_path: Path, output: Path, stem: Path, input_path, bootstrap, topic, rate, seconds) -> dict:
+    """Warm the job up, then replay at `rate` for `seconds`, and wait until it has counted everything."""
+    def started() -> bool:
+        if job.poll() is not None:
+            raise UserError(f"the job exited ({job.returncode})")
+        return "query started" in log_path.read_text()
+
+    wait_for(started, 180)  # planned and waiting for data
+    # A live job runs for hours; its first batches pay once for the JIT, Python workers and code
+    # generation (over a minute on this loaded machine). Warm it up with calls of their own first.
+    warm_path, sent_path = stem.with_name(f"{stem.name}-warm-up.json"), stem.with_name(f"{stem.name}-sent.json")
+    timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(WARM_UP_RATE), str(WARM_UP_S),
+           str(warm_path), "w"], timeout=600)
+    warm = json.loads(warm_path.read_text())
+    wait_drained(output, warm["sent"], 600)
+    with closing(sqlite3.connect(output / "results.sqlite")) as db:
+        first_measured = db.execute("SELECT MAX(batch_id) + 1 FROM progress").fetchone()[0]
+    load_before = os.getloadavg()[0]
+    timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path),
+           f"--from={warm['sent']}"], timeout=seconds + 600)  # carries on in event time after the warm-up
+    load_after = os.getloadavg()[0]
+    sent = json.loads(sent_path.read_text())
+    drain_started = time.monotonic()
+    wait_drained(output, warm["sent"] + sent["sent"], 300 + sent["sent"] / 2000)
+    return {"warm": warm, "sent": sent, "first_measured": first_measured,
+            "drain_s": time.monotonic() - drain_started, "loads": (load_before, load_after)}
+
+
+def _measured(output: Path, rate: int, seconds: float, warm: dict, sent: dict, first_measured: int, drain_s: float,
+              loads: tuple[float, float]) -> dict:
+    """A live run's figures, from its results and the producers' own count of what they sent."""
     db = sqlite3.connect(output / "results.sqlite")
     latencies = call_latencies(db, sent["started_at"])
     warm_latencies = call_latencies(db, warm["started_at"], sent["started_at"])
@@ -160,14 +182,12 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     total_calls = sum(counted.values())
     malformed = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     expected = Counter(sent["crime_types"]) + Counter(warm["crime_types"])  # independent: the producers' own count
-    sent["distinct_calls"] += warm["distinct_calls"]
-    exact = total_calls == sent["distinct_calls"] and counted == dict(expected) and malformed == 0
-    result = {
-        "mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "input_rate": rate,
-        "seconds": seconds,
-        "sent": sent["sent"], "send_seconds": sent["seconds"], "distinct_calls": sent["distinct_calls"],
-        "counted_calls": total_calls, "malformed": malformed, "exact": exact, "drain_after_send_s": round(drain_s, 1),
-        "batches": len(progress),
+    distinct = sent["distinct_calls"] + warm["distinct_calls"]
+    return {
+        "sent": sent["sent"], "send_seconds": sent["seconds"], "distinct_calls": distinct,
+        "counted_calls": total_calls, "malformed": malformed,
+        "exact": total_calls == distinct and counted == dict(expected) and malformed == 0,
+        "drain_after_send_s": round(drain_s, 1), "batches": len(progress),
         "latency_p50_s": round(percentile(latencies, 0.5), 3), "latency_p95_s": round(percentile(latencies, 0.95), 3),
         "latency_max_s": round(max(latencies), 3),
         "warm_up": {"rate": WARM_UP_RATE, "seconds": WARM_UP_S, "calls": warm["sent"],
@@ -180,13 +200,5 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         "backlog_max_first_half": max(while_sending[:half] or [0]),
         "backlog_max_second_half": max(while_sending[half:] or [0]), "backlog_series": owed,
         "duration_ms_median": duration_breakdown(db, first_measured),
-        "load_avg_1m": [round(load_before, 1), round(load_after, 1)],
+        "load_avg_1m": [round(loads[0], 1), round(loads[1], 1)],
     }
-    print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
-          f"(warm-up before it, {warm['sent']:,} calls at {WARM_UP_RATE:,}/s: p50 "
-          f"{result['warm_up']['latency_p50_s']:.2f} s, p95 {result['warm_up']['latency_p95_s']:.2f} s), "
-          f"batch p50 {result['batch_p50_s']} s over {len(progress)} batches, backlog max "
-          f"{result['backlog_max_first_half']:,} then {result['backlog_max_second_half']:,}, "
-          f"{'exact' if exact else 'NOT EXACT'} ({total_calls:,} of {sent['distinct_calls']:,} calls), "
-          f"load {load_before:.1f}-{load_after:.1f}; durationMs {result['duration_ms_median']}", flush=True)
-    return result

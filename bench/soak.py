@@ -45,13 +45,7 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
                                     cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.monotonic()
         while producer.poll() is None:
-            with closing(sqlite3.connect(path_in(output))) as db:
-                keys = db.execute("SELECT state_rows FROM progress ORDER BY batch_id DESC LIMIT 1").fetchone()
-            samples.append({"t_s": round(time.monotonic() - started), "producer_mb": tree_rss_mb(producer.pid),
-                            "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java"),
-                            "jvm_live_heap_mb": live_heap_mb(job.pid) if len(samples) % 3 == 0 else None,
-                            "state_keys": keys[0] if keys else 0,
-                            "checkpoint_state_mb": dir_mb(output / "checkpoint" / "state")})
+            samples.append(_sample(output, producer, job, time.monotonic() - started, len(samples) % 3 == 0))
             last = samples[-1]
             print(f"  soak {last['t_s']:>5} s of {seconds:g}: job {last['job_mb']} MB (JVM {last['job_jvm_mb']} MB, "
                   f"live heap after GC {last['jvm_live_heap_mb'] or '-'} MB), dedupe state {last['state_keys']:,} "
@@ -63,28 +57,44 @@ def bench_soak(bootstrap: str, input_path: str, workdir: Path, minutes: float, r
         wait_drained(output, sent["sent"], 300)
     finally:
         stop_job(job)
+    result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, **_soak_figures(output, sent, samples)}
+    print(f"soak: sent {sent['sent']:,}, processed {result['processed']:,}, counted {result['counted_calls']:,} of "
+          f"{sent['distinct_calls']:,} calls, crime types {'equal' if result['crime_types_equal'] else 'DIFFERENT'}, "
+          f"late (counted) {result['late']}, dedupe state {result['dedupe_state_keys']:,} keys; live heap "
+          f"{result['live_heap_against_state_keys']}; job RSS {result['job_rss_against_state_keys']}; checkpoint "
+          f"state {result['checkpoint_state_against_state_keys']}")
+    return result
+
+
+def _sample(output: Path, producer, job, elapsed_s: float, with_heap: bool) -> dict:
+    """Memory now: the producer's and the job's (its JVM's, and its live heap after a full GC every third)."""
+    with closing(sqlite3.connect(path_in(output))) as db:
+        keys = db.execute("SELECT state_rows FROM progress ORDER BY batch_id DESC LIMIT 1").fetchone()
+    return {"t_s": round(elapsed_s), "producer_mb": tree_rss_mb(producer.pid),
+            "job_mb": tree_rss_mb(job.pid), "job_jvm_mb": tree_rss_mb(job.pid, "java"),
+            "jvm_live_heap_mb": live_heap_mb(job.pid) if with_heap else None,
+            "state_keys": keys[0] if keys else 0, "checkpoint_state_mb": dir_mb(output / "checkpoint" / "state")}
+
+
+def _soak_figures(output: Path, sent: dict, samples: list[dict]) -> dict:
+    """What the soak counted against what was sent, and how memory grew against the dedupe's keys."""
     db = sqlite3.connect(path_in(output))
     processed = db.execute("SELECT SUM(input_rows) FROM progress").fetchone()[0]
     counted = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
     late = db.execute("SELECT COALESCE(SUM(calls), 0) FROM revisions").fetchone()[0]  # late, yet counted
-    state_keys = db.execute("SELECT MAX(state_rows) FROM progress").fetchone()[0]
-    types = counted_by_type(db)
     steady = samples[len(samples) // 4:] or samples
-    growth = {k: round(steady[-1][k] - steady[0][k], 1) for k in ("producer_mb", "job_mb", "job_jvm_mb")}
-    heap_line = per_key_line([(s["state_keys"], s["jvm_live_heap_mb"]) for s in steady
-                              if s["jvm_live_heap_mb"] is not None])
-    rss_line = per_key_line([(s["state_keys"], s["job_mb"]) for s in steady])
-    disk_line = per_key_line([(s["state_keys"], s["checkpoint_state_mb"]) for s in steady])
-    result = {"minutes": minutes, "rate": rate, "jvm_heap": heap, "sent": sent["sent"], "processed": processed,
-              "counted_calls": counted, "expected_calls": sent["distinct_calls"], "late": late,
-              "lost": sent["distinct_calls"] - counted, "crime_types_equal": types == sent["crime_types"],
-              "dedupe_state_keys": state_keys, "rss_growth_after_warmup_mb": growth,
-              "live_heap_against_state_keys": heap_line, "job_rss_against_state_keys": rss_line,
-              "checkpoint_state_against_state_keys": disk_line, "samples": samples}
-    print(f"soak: sent {sent['sent']:,}, processed {processed:,}, counted {counted:,} of {sent['distinct_calls']:,} "
-          f"calls, crime types {'equal' if result['crime_types_equal'] else 'DIFFERENT'}, late (counted) {late}, "
-          f"dedupe state {state_keys:,} keys; live heap {heap_line}; job RSS {rss_line}; checkpoint state {disk_line}")
-    return result
+    return {"sent": sent["sent"], "processed": processed, "counted_calls": counted,
+            "expected_calls": sent["distinct_calls"], "late": late, "lost": sent["distinct_calls"] - counted,
+            "crime_types_equal": counted_by_type(db) == sent["crime_types"],
+            "dedupe_state_keys": db.execute("SELECT MAX(state_rows) FROM progress").fetchone()[0],
+            "rss_growth_after_warmup_mb": {k: round(steady[-1][k] - steady[0][k], 1)
+                                           for k in ("producer_mb", "job_mb", "job_jvm_mb")},
+            "live_heap_against_state_keys": per_key_line([(s["state_keys"], s["jvm_live_heap_mb"]) for s in steady
+                                                          if s["jvm_live_heap_mb"] is not None]),
+            "job_rss_against_state_keys": per_key_line([(s["state_keys"], s["job_mb"]) for s in steady]),
+            "checkpoint_state_against_state_keys": per_key_line([(s["state_keys"], s["checkpoint_state_mb"])
+                                                                 for s in steady]),
+            "samples": samples}
 
 
 def per_key_line(points: list[tuple[int, float]]) -> dict:
