@@ -32,6 +32,9 @@ _COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_I
                        KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
+_NO_NEW_PROTOCOL = {KafkaError.UNSUPPORTED_VERSION, KafkaError._UNSUPPORTED_FEATURE, KafkaError.INVALID_REQUEST}
+
+
 def client_config(settings: KafkaSettings) -> dict:
     """What every librdkafka client here starts from: the broker, our logger, the user's properties."""
     config = {"bootstrap.servers": settings.bootstrap_servers, "logger": LIBRDKAFKA_LOG}
@@ -182,8 +185,10 @@ class ConfluentConsumer(Consumer):
         }
         config.update(client_config(settings))
         config["auto.offset.reset"] = "earliest" if from_beginning else "latest"
+        self._config = config
         self._consumer = made(_Consumer, config)
         self._topic = settings.topic
+        self._group_protocol = "classic"
 
     def _metadata(self):
         try:
@@ -234,7 +239,29 @@ class ConfluentConsumer(Consumer):
         self._consumer.assign([TopicPartition(self._topic, p, o) for p, o in offsets.items()])
 
     def subscribe(self) -> None:
+        """Joins the group with Kafka's new group protocol (KIP-848: the broker assigns partitions, no
+        stop-the-world rebalance), and with the classic one where the broker or the user's properties
+        refuse it. A consumer by assignment joins no group and commits as before."""
+        if "group.protocol" not in self.settings.properties:
+            try:
+                member = _Consumer({**self._config, "group.protocol": "consumer"})
+            except KafkaException as error:  # a classic-only property of the user's
+                log.info("Kafka's new group protocol is not used: %s", error.args[0].str() if error.args else error)
+            else:
+                self._consumer.close()
+                self._consumer, self._group_protocol = member, "consumer"
         self._consumer.subscribe([self._topic])
+
+    def _fall_back_to_classic(self, error) -> bool:
+        """A broker without the new group protocol (before Kafka 4.0, or with it turned off) says so at the
+        first poll: join again the classic way."""
+        if self._group_protocol != "consumer" or error.code() not in _NO_NEW_PROTOCOL:
+            return False
+        log.info("the broker refuses Kafka's new group protocol (%s): joining with the classic one", error.str())
+        self._consumer.close()
+        self._consumer, self._group_protocol = made(_Consumer, self._config), "classic"
+        self._consumer.subscribe([self._topic])
+        return True
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         return [Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
@@ -279,6 +306,8 @@ class ConfluentConsumer(Consumer):
         for m in messages:
             error = m.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                if self._fall_back_to_classic(error):
+                    return []
                 raise UserError(f"Kafka error reading {self._topic}: {error.str()}")
         return [m for m in messages if m.error() is None]
 

@@ -184,3 +184,20 @@ def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, c
             time.sleep(0.2)
         assert kafka.topic not in admin.topics()
         admin.delete_topic()  # not there: no error
+
+
+def test_a_consumer_in_a_group_joins_with_kafkas_new_group_protocol(kafka, sample_file):
+    """`consume --group-id` as a user runs it: the group it leaves behind is of Kafka's new type (KIP-848,
+    assigned by the broker), as Kafka's admin API tells, and its offsets are committed to the end."""
+    from confluent_kafka import ConsumerGroupType
+    from confluent_kafka.admin import AdminClient
+
+    replay(load_calls(sample_file, limit=200), kafka, Pacing(), progress=False)
+    group = f"g-{kafka.topic}"
+    result = subprocess.run([PYTHON, "-m", "sfcrime", "consume", "--bootstrap-servers", kafka.bootstrap_servers,
+                             "--topic", kafka.topic, "--group-id", group, "--from-beginning", "--max-messages", "200",
+                             "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 200, result.stderr[-2000:]
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})  # held: its futures end with it
+    assert admin.describe_consumer_groups([group])[group].result(10).type == ConsumerGroupType.CONSUMER
+    assert sum(current or 0 for current, _, _ in group_offsets(kafka.bootstrap_servers, group).values()) == 200
