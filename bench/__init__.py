@@ -32,10 +32,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from sfcrime.config import DEFAULT_INPUT, REPO_DIR
 from sfcrime.errors import UserError
+
+if TYPE_CHECKING:
+    from .processes import LocalPostgres
 
 RESULTS_DIR = REPO_DIR / "bench" / "results"
 
@@ -48,7 +51,7 @@ class BenchOptions:
     baseline: Path | None = None  # a checkout of the code to run beside this one (latency, stream, finality)
     rates: tuple[int, ...] | None = None  # latency: only these input rates
     soak_minutes: float = 5.0
-    postgres_url: str | None = None  # results-write: a server to use (default: one of our own, started here)
+    postgres_url: str | None = None  # a PostgreSQL server to use (default: one of our own, started when needed)
 
 
 class Context(NamedTuple):
@@ -58,6 +61,7 @@ class Context(NamedTuple):
     workdir: Path
     input_path: str
     topic: Callable[[], str]  # the full file replayed into a topic once, on first ask
+    postgres: "LocalPostgres"  # a fresh PostgreSQL database for a job's results, on each ask
 
 
 class Benchmark(NamedTuple):
@@ -87,16 +91,18 @@ BENCHMARKS: dict[str, Benchmark] = {
     "consumer": Benchmark(lambda c: kafka_side().bench_consumer(c.bootstrap, c.input_path, c.topic()), True,
                           "--verify's read beside a minimal librdkafka loop"),
     "stream": Benchmark(lambda c: stream_runs().bench_stream(c.bootstrap, c.input_path, c.topic(), c.workdir,
-                                                           _rounds(c, 1, 2), baseline=c.options.baseline),
-                        True, "the full replay --once beside the batch baseline"),
+                                                           _rounds(c, 1, 2), baseline=c.options.baseline,
+                                                           postgres=c.postgres.fresh_database),
+                        True, "the full replay --once beside the batch baseline, and into PostgreSQL"),
     "startup": Benchmark(lambda c: stream_runs().bench_startup(c.bootstrap, c.input_path, c.topic(), c.workdir,
                                                              _rounds(c, 1, 2)),
                          True, "Spark with and without the class archive"),
     "tuning": Benchmark(lambda c: stream_runs().bench_tuning(c.bootstrap, c.input_path, c.topic(), c.workdir,
                                                            c.options.quick), True, "a grid of Spark settings"),
     "latency": Benchmark(lambda c: latency().bench_latency(c.bootstrap, c.input_path, c.workdir, c.options.quick,
-                                                         c.options.baseline, rates=c.options.rates),
-                         True, "produce-to-counted latency, live"),
+                                                         c.options.baseline, rates=c.options.rates,
+                                                         postgres=c.postgres.fresh_database),
+                         True, "produce-to-counted latency, live, SQLite beside PostgreSQL"),
     "memory": Benchmark(lambda c: kafka_side().bench_producer(c.bootstrap, c.input_path), False,
                         "the producer's peak memory (measured with producer)"),
     "once-parts": Benchmark(lambda c: stream_runs().bench_once_parts(c.bootstrap, c.input_path, c.topic(), c.workdir,
@@ -118,6 +124,7 @@ def run(options: BenchOptions) -> int:
 
     from .kafka_side import filled_topic
     from .machine import machine, save
+    from .processes import LocalPostgres
 
     registry = BENCHMARKS
     what = set(options.what)
@@ -141,11 +148,15 @@ def run(options: BenchOptions) -> int:
                 filled.append(filled_topic(broker.bootstrap_servers, input_path))
             return filled[0]
 
-        context = Context(options, broker.bootstrap_servers, Path(tmp), input_path, topic)
+        postgres = LocalPostgres(Path(tmp), options.postgres_url)
+        context = Context(options, broker.bootstrap_servers, Path(tmp), input_path, topic, postgres)
         print(f"benchmarks on {broker.bootstrap_servers}: {', '.join(sorted(what))}", flush=True)
-        for name, bench in registry.items():
-            if name in what:
-                report[name] = bench.run(context)
-                save(report, path, options.results)  # what was measured survives a later failure
+        try:
+            for name, bench in registry.items():
+                if name in what:
+                    report[name] = bench.run(context)
+                    save(report, path, options.results)  # what was measured survives a later failure
+        finally:
+            postgres.stop()
     print(f"results: {path}")
     return 0

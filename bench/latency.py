@@ -14,10 +14,11 @@ import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 from sfcrime.config import REPO_DIR
 from sfcrime.errors import UserError
-from .processes import PY, create_topic, percentile, stop_job, wait_drained, wait_for, timed
+from .processes import PY, create_topic, open_results, percentile, stop_job, timed, wait_drained, wait_for
 
 
 # Settings tried beside the defaults, at 2,000 calls/s (README, "Latency")
@@ -31,7 +32,7 @@ LATENCY_RATES = {2000: 120.0, 10000: 60.0}  # calls/s: seconds of live replay (t
 
 
 def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, baseline: Path | None = None,
-                  rounds: int = 2, rates: list[int] | None = None) -> list[dict]:
+                  rounds: int = 2, rates: list[int] | None = None, postgres: Callable[[], str] | None = None) -> list[dict]:
     """Produce -> counted, live, with the job's default settings: the code before (a checkout of it, run
     with its own defaults) and now, alternating in one run so the machine's load falls on both.
 
@@ -46,6 +47,9 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
         for i in range(1 if quick or rate != 2000 else rounds):
             for side, checkout in sides.items():
                 results.append(_live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, i))
+            if postgres:  # the same job, its results in PostgreSQL
+                results.append(_live_latency(bootstrap, input_path, workdir, "after, PostgreSQL", REPO_DIR, rate,
+                                             seconds, i, ["--results", postgres()]))
             if rate == 2000:
                 for side, flags in LATENCY_VARIANTS.items():
                     results.append(_live_latency(bootstrap, input_path, workdir, side, REPO_DIR, rate, seconds, i,
@@ -118,8 +122,9 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     with open(log_path, "w") as log_file:
         job = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT)
     label = f"  {side}, {rate:,} calls/s for {seconds:g} s (round {round_no + 1})"
+    url = flags[list(flags).index("--results") + 1] if "--results" in flags else None
     try:
-        run = _replay_live(job, log_path, output, workdir / name, input_path, bootstrap, topic, rate, seconds)
+        run = _replay_live(job, log_path, output, workdir / name, input_path, bootstrap, topic, rate, seconds, url)
     except UserError as error:
         tail = " | ".join(log_path.read_text().splitlines()[-8:])
         print(f"{label}: FAILED: {error}; job log: {tail}", flush=True)
@@ -127,7 +132,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     finally:
         stop_job(job)
     result = {"mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "input_rate": rate,
-              "seconds": seconds, **_measured(output, rate, seconds, **run)}
+              "seconds": seconds, "results_store": "postgresql" if url else "sqlite",
+              **_measured(output, rate, seconds, url=url, **run)}
     print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
           f"(warm-up before it, {result['warm_up']['calls']:,} calls at {WARM_UP_RATE:,}/s: p50 "
           f"{result['warm_up']['latency_p50_s']:.2f} s, p95 {result['warm_up']['latency_p95_s']:.2f} s), "
@@ -139,7 +145,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     return result
 
 
-def _replay_live(job, log_path: Path, output: Path, stem: Path, input_path, bootstrap, topic, rate, seconds) -> dict:
+def _replay_live(job, log_path: Path, output: Path, stem: Path, input_path, bootstrap, topic, rate, seconds,
+                 url: str | None = None) -> dict:
     """Warm the job up, then replay at `rate` for `seconds`, and wait until it has counted everything."""
     def started() -> bool:
         if job.poll() is not None:
@@ -153,8 +160,8 @@ def _replay_live(job, log_path: Path, output: Path, stem: Path, input_path, boot
     timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(WARM_UP_RATE), str(WARM_UP_S),
            str(warm_path), "w"], timeout=600)
     warm = json.loads(warm_path.read_text())
-    wait_drained(output, warm["sent"], 600)
-    with closing(sqlite3.connect(output / "results.sqlite")) as db:
+    wait_drained(output, warm["sent"], 600, url)
+    with closing(open_results(output, url)) as db:
         first_measured = db.execute("SELECT MAX(batch_id) + 1 FROM progress").fetchone()[0]
     load_before = os.getloadavg()[0]
     timed([PY, "bench/paced_producer.py", input_path, bootstrap, topic, str(rate), str(seconds), str(sent_path),
@@ -162,15 +169,15 @@ def _replay_live(job, log_path: Path, output: Path, stem: Path, input_path, boot
     load_after = os.getloadavg()[0]
     sent = json.loads(sent_path.read_text())
     drain_started = time.monotonic()
-    wait_drained(output, warm["sent"] + sent["sent"], 300 + sent["sent"] / 2000)
+    wait_drained(output, warm["sent"] + sent["sent"], 300 + sent["sent"] / 2000, url)
     return {"warm": warm, "sent": sent, "first_measured": first_measured,
             "drain_s": time.monotonic() - drain_started, "loads": (load_before, load_after)}
 
 
 def _measured(output: Path, rate: int, seconds: float, warm: dict, sent: dict, first_measured: int, drain_s: float,
-              loads: tuple[float, float]) -> dict:
+              loads: tuple[float, float], url: str | None = None) -> dict:
     """A live run's figures, from its results and the producers' own count of what they sent."""
-    db = sqlite3.connect(output / "results.sqlite")
+    db = open_results(output, url)
     latencies = call_latencies(db, sent["started_at"])
     warm_latencies = call_latencies(db, warm["started_at"], sent["started_at"])
     progress = db.execute("SELECT duration_ms, backlog FROM progress WHERE input_rows > 0 AND batch_id >= ? "

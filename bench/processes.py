@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from sfcrime.config import REPO_DIR
@@ -172,12 +173,69 @@ def has_progress(output: Path) -> bool:
         db.close()
 
 
-def wait_drained(output: Path, rows: int, timeout_s: float) -> None:
+def wait_drained(output: Path, rows: int, timeout_s: float, url: str | None = None) -> None:
     """Until the live job has read `rows` messages (input rows: repeated calls are dropped after the read)."""
     def drained() -> bool:
-        db = sqlite3.connect(path_in(output))
-        return (db.execute("SELECT COALESCE(SUM(input_rows), 0) FROM progress").fetchone()[0] or 0) >= rows
+        with closing(open_results(output, url)) as db:
+            return (db.execute("SELECT COALESCE(SUM(input_rows), 0) FROM progress").fetchone()[0] or 0) >= rows
     wait_for(drained, timeout_s)
+
+
+def open_results(output: Path, url: str | None = None):
+    """A job's results, to read with SQLite's SQL and `?` whichever store holds them: the SQLite file in
+    `output`, or the PostgreSQL database at `url` (--results)."""
+    if url is None:
+        return sqlite3.connect(path_in(output))
+    return QmarkConnection(url)
+
+
+class QmarkConnection:
+    """psycopg with `?` parameters and SUM()s as ints, as sqlite3 gives them: the benchmarks' queries, unchanged."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from sfcrime.results.postgres import _number_loader
+
+        self._connection = psycopg.connect(url, autocommit=True)
+        self._connection.adapters.register_loader("numeric", _number_loader())
+
+    def execute(self, sql: str, params=()):
+        return self._connection.execute(sql.replace("?", "%s"), tuple(params))
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class LocalPostgres:
+    """A PostgreSQL server of our own for a benchmark run (`python -m sfcrime postgres`'s), started on first
+    ask; each ask gets a fresh database, as a new job's results need."""
+
+    def __init__(self, workdir: Path, server_url: str | None = None) -> None:
+        self.workdir, self._server, self._url, self._made = workdir, None, server_url, 0
+
+    def fresh_database(self) -> str:
+        import psycopg
+
+        from sfcrime.local import postgres
+
+        if self._url is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            self._server, self._url = postgres.start(self.workdir / "postgres", port, self.workdir / "postgres.log")
+        self._made += 1
+        name = f"bench_{os.getpid()}_{self._made}"
+        with psycopg.connect(self._url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return self._url.rsplit("/", 1)[0] + "/" + name
+
+    def stop(self) -> None:
+        if self._server is not None:
+            from sfcrime.local import postgres
+
+            postgres.stop(self._server)
+            self._server = None
 
 
 @contextmanager

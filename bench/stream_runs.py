@@ -8,6 +8,7 @@ import sqlite3
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 from sfcrime.config import REPO_DIR
 from sfcrime.errors import UserError
@@ -21,17 +22,20 @@ def batch_module(checkout: Path) -> str:
 
 
 def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rounds: int = 2,
-                 baseline: Path | None = None) -> dict:
+                 baseline: Path | None = None, postgres: Callable[[], str] | None = None) -> dict:
     """The full replay --once with Spark's connector and with our Python source, against the plain Spark
     batch job over the file; JVM start included in each, run alternately so the machine's noise is shared.
     With a baseline checkout, its connector job and its batch job run too: --once must not get slower than
     the code before, and a ratio must not improve only because the batch job got slower."""
-    def stream(source: str, i: int, checkout: Path = REPO_DIR, name: str = "") -> float:
+    def stream(source: str, i: int, checkout: Path = REPO_DIR, name: str = "", results: str | None = None) -> float:
         return timed([PY, str(checkout / "data_stream.py"), "--once", "--console-top", "0", "--source", source,
                       "--bootstrap-servers", bootstrap, "--topic", topic,
-                      "--output", str(workdir / f"stream-{name or source}-{i}")], cwd=checkout)[0]
+                      "--output", str(workdir / f"stream-{name or source}-{i}"),
+                      *(["--results", results] if results else [])], cwd=checkout)[0]
 
     times: dict[str, list[float]] = {"batch": [], "kafka": [], "python": []}
+    if postgres:
+        times["kafka_postgresql"] = []
     if baseline:
         times["kafka_before"], times["batch_before"] = [], []
     for i in range(rounds):
@@ -40,10 +44,13 @@ def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rou
             times["batch_before"].append(timed([PY, "-m", batch_module(baseline), input_path], cwd=baseline)[0])
             times["kafka_before"].append(stream("kafka", i, baseline, "before"))
         times["kafka"].append(stream("kafka", i))
+        if postgres:
+            times["kafka_postgresql"].append(stream("kafka", i, name="kafka-postgresql", results=postgres()))
         times["python"].append(stream("python", i))
         print(f"  stream round {i + 1}: batch {times['batch'][-1]:.1f} s, connector {times['kafka'][-1]:.1f} s"
               + (f" (before: {times['kafka_before'][-1]:.1f} s, its batch job {times['batch_before'][-1]:.1f} s)"
                  if baseline else "")
+              + (f", into PostgreSQL {times['kafka_postgresql'][-1]:.1f} s" if postgres else "")
               + f", python source {times['python'][-1]:.1f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {"seconds": times, "median_s": {k: round(v, 2) for k, v in medians.items()},
@@ -54,11 +61,14 @@ def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rou
         result["connector_ratio_before"] = round(medians["kafka_before"] / medians["batch"], 3)
         result["connector_ratio_before_own_batch"] = round(medians["kafka_before"] / medians["batch_before"], 3)
         result["after_over_before"] = round(medians["kafka"] / medians["kafka_before"], 3)
+    if postgres:
+        result["postgresql_over_sqlite"] = round(medians["kafka_postgresql"] / medians["kafka"], 3)
     result["met"] = result["connector_ratio"] <= 1.0
     print(f"stream --once: connector {result['connector_ratio']:.2f}x, python source {result['python_source_ratio']:.2f}x "
           f"the batch job (target: connector <= 1.0x) {'MET' if result['met'] else 'NOT MET'}"
           + (f"; the code before: {result['connector_ratio_before']:.2f}x (now/before "
-             f"{result['after_over_before']:.2f})" if baseline else ""), flush=True)
+             f"{result['after_over_before']:.2f})" if baseline else "")
+          + (f"; into PostgreSQL {result['postgresql_over_sqlite']:.2f}x the SQLite run" if postgres else ""), flush=True)
     return result
 
 
