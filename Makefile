@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 4
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-browser setup-prometheus setup-postgres demo test test-unit test-cluster bench broker report dashboard clean
+.PHONY: setup setup-browser setup-prometheus setup-postgres setup-docs docs demo test test-unit test-cluster bench broker report dashboard clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,17 @@ setup-postgres:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
 	    --no-install-recommends postgresql; }
+
+# The README's picture, drawn from docs/architecture.dot by Debian's graphviz (installed only when missing).
+setup-docs:
+	@command -v dot >/dev/null || { \
+	  echo "installing Debian's graphviz to draw the docs' picture"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+	    --no-install-recommends graphviz; }
+
+docs: setup setup-docs
+	$(PY) docs/draw.py
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml sfcrime/local/setup.py sfcrime/local/jars.py sfcrime/local/class_archive.py sfcrime/local/kafka_archive.py sfcrime/local/pyspark_zips.py \
 		sfcrime/stream/jvm/sfcrime/StrictJsonReason.java

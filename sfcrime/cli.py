@@ -113,7 +113,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import ReportOptions, run
 
     return run(ReportOptions(output=Path(args.output), results_url=args.results_url, results_config_file=args.results_config_file,
-                             as_json=args.json, top=args.top, windows=args.windows, charts=not args.no_charts))
+                             as_json=args.json, top=args.top, windows=args.windows, charts=not args.no_charts,
+                             readme=Path(args.readme) if args.readme else None))
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--windows", type=positive_int, default=RECENT_WINDOWS,
                         help=f"latest windows in the top-5 series (default {RECENT_WINDOWS})")
     report.add_argument("--no-charts", action="store_true", help="print the tables only")
+    report.add_argument("--readme", metavar="FILE", help="write the answers into FILE's answers block (README.md)")
     add_results_arguments(report)
     report.set_defaults(func=cmd_report)
 

@@ -29,6 +29,7 @@ class ReportOptions:
     top: int = 20
     windows: int = RECENT_WINDOWS
     charts: bool = True
+    readme: Path | None = None  # write the answers into this README's answers block
 
     @property
     def place(self) -> ResultsPlace:
@@ -44,6 +45,12 @@ def write_report(result: dict, output: str | Path) -> tuple[Path, dict[str, Path
 
 def run(options: ReportOptions) -> int:
     result = answers(options.place, options.top, options.windows)
+    if options.readme is not None:
+        from .readme import update_readme
+
+        update_readme(options.readme, result)
+        print(f"answers written into {options.readme}")
+        return 0
     if options.as_json:
         json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
         print()

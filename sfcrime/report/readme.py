@@ -1,0 +1,49 @@
+"""README's answers, made from a run's answers (`python -m sfcrime report --readme README.md`): numbers a
+person reads are produced by a command, never typed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import UserError
+from ..glossary import labelled
+
+BEGIN, END = "<!-- answers: made by `python -m sfcrime report --readme README.md`; do not edit -->", "<!-- answers end -->"
+ROWS = 10
+
+
+def answers_block(result: dict) -> str:
+    """The answers as README shows them: totals, the top crime types beside the busiest addresses, windows."""
+    span = result["event_time_range"] or {}
+    types, places = result["top_crime_types"][:ROWS], result["top_locations"][:ROWS]
+    lines = [f"Over {result['batches']:,} micro-batches the job counts **{result['total_calls']:,} calls**, each "
+             f"crime_id once ({span.get('from', '-')} to {span.get('to', '-')}, San Francisco time); "
+             f"{result['duplicates']:,} repeated messages were dropped and {result['malformed']:,} malformed "
+             f"records kept aside. {result['windows']['count']:,} windows of {result['windows']['length']}: "
+             f"{result['windows']['final']:,} final, {result['windows']['open']:,} still open.", "",
+             "| top crime types | calls | | crime density by location | calls |", "|---|---:|---|---|---:|"]
+    for i in range(max(len(types), len(places))):
+        kind = types[i] if i < len(types) else None
+        place = places[i] if i < len(places) else None
+        left = (labelled(kind["crime_type"]), f"{kind['count']:,}") if kind else ("", "")
+        right = (place["address"], f"{place['count']:,}") if place else ("", "")
+        lines.append(f"| {left[0]} | {left[1]} | | {right[0]} | {right[1]} |")
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, result: dict) -> None:
+    """Replace the block between the markers with the answers of `result`."""
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN) + r"\n.*?\n" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise UserError(f"{path} has no answers block ({BEGIN} ... {END})")
+    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{answers_block(result)}\n{END}", text), encoding="utf-8")
+
+
+def readme_answers(path: Path) -> str:
+    """The answers block README holds now."""
+    match = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), path.read_text(encoding="utf-8"), re.S)
+    if match is None:
+        raise UserError(f"{path} has no answers block")
+    return match.group(1)
