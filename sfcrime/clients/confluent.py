@@ -92,8 +92,9 @@ class ConfluentAdmin(Admin):
 
         topic = self.settings.topic
         description = self._admin.describe_topics(TopicCollection([topic]))[topic].result(self.settings.timeout_s)
-        topic_id = str(description.topic_id or "")
-        return topic_id if topic_id.strip("A=") else None  # an all-zero id means the broker has none
+        # librdkafka writes the id in standard base64; Kafka (its tools, kafka-python here) URL-safe, unpadded
+        topic_id = str(description.topic_id or "").rstrip("=").replace("+", "-").replace("/", "_")
+        return topic_id if topic_id.strip("A") else None  # an all-zero id means the broker has none
 
     def broker_count(self) -> int:
         try:

@@ -198,7 +198,7 @@ class Admin(ABC):
 
     @abstractmethod
     def topic_id(self) -> str | None:
-        """The topic's id (KIP-516), or None where the broker has none."""
+        """The topic's id (KIP-516) in Kafka's own base64 text, or None where the broker has none."""
 
     @abstractmethod
     def broker_count(self) -> int:

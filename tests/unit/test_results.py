@@ -72,6 +72,20 @@ def test_results_of_another_query_are_refused_in_the_batch_transaction(tmp_path)
         store.write_batch(1, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "t2"})
 
 
+def test_a_topic_id_kept_in_librdkafkas_base64_is_the_same_topic_in_kafkas(tmp_path):
+    """Results made before topic ids were written as Kafka writes them (URL-safe) go on; another id is refused."""
+    import pytest
+
+    from sfcrime.errors import UserError
+
+    store = ResultStore(tmp_path)
+    store.check_settings({"window_seconds": "3600", "pane_seconds": "3600"})
+    assert store.write_batch(0, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "fn/XQmYoQziIjprJIjSx+w"})
+    assert store.write_batch(1, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "fn_XQmYoQziIjprJIjSx-w"})
+    with pytest.raises(UserError, match="another topic id fn_XQmYoQziIjprJIjSx-w \\(now fn_XQmYoQziIjprJIjSx_w\\)"):
+        store.write_batch(2, counts(0, "Theft", 1), {"query_id": "a", "topic_id": "fn_XQmYoQziIjprJIjSx_w"})
+
+
 def test_calls_of_a_repeated_hour_move_to_its_second_occurrence_whatever_the_arrival_order(tmp_path):
     # 2018-11-04 01:xx read as PDT (first occurrence): 08:xx UTC. 183080266 at "01:01" comes after 01:56.
     first = 1541318400  # 01:00 PDT
