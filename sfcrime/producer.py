@@ -15,8 +15,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_consumer, open_producer,
-                      read_columns, recreate_topic)
+from .clients import (DeliveryReport, Producer, check_reachable, ensure_topic, open_admin, open_consumer,
+                      open_producer, read_columns, recreate_topic)
 from .errors import TopicMissing, UserError
 from .kafka_settings import KafkaSettings
 from .dataset import Calls
@@ -123,10 +123,9 @@ class ReplaySummary:
 
 def messages_in(settings: KafkaSettings) -> int:
     """How many messages the topic holds now: end minus beginning offsets, over its partitions."""
-    with open_consumer(settings) as consumer:
-        partitions = consumer.partitions()
-        ends, beginnings = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
-        return sum(max(0, ends[p] - beginnings.get(p, 0)) for p in partitions)
+    with open_admin(settings) as admin:
+        ends, beginnings = admin.end_offsets(), admin.beginning_offsets()
+    return sum(max(0, end - beginnings.get(p, 0)) for p, end in ends.items())
 
 
 @dataclass

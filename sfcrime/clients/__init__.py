@@ -20,9 +20,10 @@ from .seam import Admin, Columns, Consumer, DeliveryReport, Implementation, Prod
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Admin", "Columns", "Consumer", "implementation", "open_admin", "DeliveryReport", "Producer", "Record", "any_port_open", "check_reachable",
-           "ensure_topic", "java_client_config", "recreate_topic", "open_consumer", "open_producer",
-           "port_open", "read_columns", "read_messages", "topic_identity", "broker_count", "library_versions"]
+__all__ = ["Admin", "Columns", "Consumer", "DeliveryReport", "Implementation", "Producer", "Record", "any_port_open",
+           "broker_count", "check_reachable", "ensure_topic", "implementation", "java_client_config",
+           "library_versions", "open_admin", "open_consumer", "open_producer", "port_open", "read_columns",
+           "read_messages", "recreate_topic", "topic_identity"]
 
 
 def implementation(settings: KafkaSettings) -> Implementation:
@@ -35,6 +36,7 @@ def implementation(settings: KafkaSettings) -> Implementation:
 
 
 def open_admin(settings: KafkaSettings) -> Admin:
+    """Topics, ids, offsets and groups of settings.topic's broker, without reading a message."""
     return implementation(settings).admin(settings)
 
 

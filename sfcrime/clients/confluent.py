@@ -59,6 +59,14 @@ class ConfluentAdmin(Admin):
         config = client_config(settings)
         config["error_cb"] = self._errors.append
         self._admin = made(AdminClient, config)
+        self._reader: ConfluentConsumer | None = None
+
+    def _offsets_reader(self) -> ConfluentConsumer:
+        """Offsets are a consumer's question in librdkafka (with its retries for a partition without a
+        leader): one that joins no group, opened on first use and kept until close."""
+        if self._reader is None:
+            self._reader = ConfluentConsumer(self.settings)
+        return self._reader
 
     def topics(self) -> dict[str, int]:
         try:
@@ -103,8 +111,12 @@ class ConfluentAdmin(Admin):
             return 0
 
     def end_offsets(self) -> dict[int, int]:
-        with ConfluentConsumer(self.settings) as consumer:
-            return consumer.end_offsets(consumer.partitions())
+        reader = self._offsets_reader()
+        return reader.end_offsets(reader.partitions())
+
+    def beginning_offsets(self) -> dict[int, int]:
+        reader = self._offsets_reader()
+        return reader.beginning_offsets(reader.partitions())
 
     def group_offsets(self, group_id: str) -> dict[int, int]:
         from confluent_kafka import ConsumerGroupTopicPartitions
@@ -116,6 +128,11 @@ class ConfluentAdmin(Admin):
             raise UserError(f"cannot read the offsets of group {group_id!r}: {error.args[0].str()}") from None
         return {tp.partition: tp.offset for tp in answer.topic_partitions
                 if tp.topic == self.settings.topic and tp.offset >= 0}
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def library_version() -> str:

@@ -84,17 +84,23 @@ def build(settings: KafkaSettings, client: Callable[..., Client], **config) -> C
 
 
 class KafkaPythonAdmin(Admin):
-    """kafka-python's KafkaAdminClient, opened on first use."""
+    """kafka-python's KafkaAdminClient, opened on first use (and, for offsets, a consumer that joins no group)."""
 
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(settings)
         self._client: KafkaAdminClient | None = None
+        self._reader: KafkaPythonConsumer | None = None
 
     @property
     def _admin(self) -> KafkaAdminClient:
         if self._client is None:
             self._client = build(self.settings, KafkaAdminClient, request_timeout_ms=int(self.settings.timeout_s * 1000))
         return self._client
+
+    def _offsets_reader(self) -> KafkaPythonConsumer:
+        if self._reader is None:
+            self._reader = KafkaPythonConsumer(self.settings)
+        return self._reader
 
     def topics(self) -> dict[str, int]:
         return {t["name"]: len(t["partitions"]) for t in self._admin.describe_topics() if not t["error_code"]}
@@ -128,8 +134,12 @@ class KafkaPythonAdmin(Admin):
             return 0
 
     def end_offsets(self) -> dict[int, int]:
-        with KafkaPythonConsumer(self.settings) as consumer:
-            return consumer.end_offsets(consumer.partitions())
+        reader = self._offsets_reader()
+        return reader.end_offsets(reader.partitions())
+
+    def beginning_offsets(self) -> dict[int, int]:
+        reader = self._offsets_reader()
+        return reader.beginning_offsets(reader.partitions())
 
     def group_offsets(self, group_id: str) -> dict[int, int]:
         answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
@@ -137,6 +147,9 @@ class KafkaPythonAdmin(Admin):
                 if tp.topic == self.settings.topic and meta.offset >= 0}
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._client is not None:
             self._client.close()
 

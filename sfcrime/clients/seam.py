@@ -1,7 +1,9 @@
 """The interface every Kafka client here implements, and what is built on it alone.
 
 Callers see only these classes: a producer that sends, polls for acks and flushes; a consumer that reads a
-topic by assignment (or in the group it was opened with). Both are context managers that close the client.
+topic by assignment (or in the group it was opened with); an admin that asks about topics, offsets and groups
+without reading a message. All are context managers that close the client. Implementation names one
+library's three, for clients.implementation(), the one place a library is chosen.
 """
 
 from __future__ import annotations
@@ -206,7 +208,11 @@ class Admin(ABC):
 
     @abstractmethod
     def end_offsets(self) -> dict[int, int]:
-        """Each partition's end offset (the next to be written)."""
+        """Each partition's end offset (the next to be written); TopicMissing when there is no such topic."""
+
+    @abstractmethod
+    def beginning_offsets(self) -> dict[int, int]:
+        """Each partition's first offset still held (retention moves it on); TopicMissing as end_offsets."""
 
     @abstractmethod
     def group_offsets(self, group_id: str) -> dict[int, int]:
@@ -224,7 +230,7 @@ class Admin(ABC):
 
 class Implementation(NamedTuple):
     """One client library's three halves."""
+
     producer: type[Producer]
     consumer: type[Consumer]
     admin: type[Admin]
-

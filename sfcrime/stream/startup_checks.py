@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..clients import check_reachable, open_consumer
+from ..clients import check_reachable, open_admin
 from ..errors import UserError
 from ..kafka_settings import KafkaSettings
 from ..results import ResultsStore, identity_clash
@@ -58,8 +58,8 @@ def check_results_belong(store: ResultsStore, checkpoint: Path, identity: dict[s
         raise UserError(f"{where} holds results of another {clash} (topic {settings.topic!r} at "
                         f"{settings.bootstrap_servers}, recreated or another broker); {hint}")
     if query_id is not None and checkpoint_offsets(checkpoint):
-        with open_consumer(settings) as consumer:
-            gone_back = offsets_gone_back(checkpoint, consumer.end_offsets(consumer.partitions()))
+        with open_admin(settings) as admin:
+            gone_back = offsets_gone_back(checkpoint, admin.end_offsets())
         if gone_back:
             raise UserError(f"topic {settings.topic!r} at {settings.bootstrap_servers} was recreated or lost data: "
                             f"{gone_back}; {hint}")
@@ -71,8 +71,8 @@ def check_retention(store: ResultsStore, checkpoint: Path | None, settings: Kafk
     read_to = checkpoint_offsets(checkpoint) if checkpoint is not None else None
     if not read_to:
         return False
-    with open_consumer(settings) as consumer:
-        losses = retention_losses(read_to, consumer.beginning_offsets(consumer.partitions()))
+    with open_admin(settings) as admin:
+        losses = retention_losses(read_to, admin.beginning_offsets())
     if not losses:
         return False
     lost = describe_losses(losses)

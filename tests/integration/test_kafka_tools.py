@@ -142,8 +142,8 @@ def test_the_tools_default_to_the_broker_sfcrime_uses_and_say_so_in_their_help(k
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
 def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, client, sample_file):
-    """Topics, partitions, ids, end offsets and a group's committed offsets through the seam's Admin, each
-    checked against kafka-topics.sh, kafka-get-offsets.sh and kafka-consumer-groups.sh."""
+    """Topics, partitions, ids, end and beginning offsets and a group's committed offsets through the seam's
+    Admin, each checked against kafka-topics.sh, kafka-get-offsets.sh and kafka-consumer-groups.sh."""
     import dataclasses
     import re
 
@@ -167,6 +167,15 @@ def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, c
         ends = kafka_tool("kafka-get-offsets.sh", "--bootstrap-server", kafka.bootstrap_servers, "--topic",
                           kafka.topic).stdout
         assert admin.end_offsets() == {int(p): int(o) for _, p, o in (line.split(":") for line in ends.split())}
+        from confluent_kafka import TopicPartition
+
+        cut = {0: 5, 2: 9}  # the first messages of two partitions deleted, as retention deletes them
+        for future in librdkafka.delete_records([TopicPartition(kafka.topic, p, o) for p, o in cut.items()]).values():
+            future.result(30)
+        starts = kafka_tool("kafka-get-offsets.sh", "--bootstrap-server", kafka.bootstrap_servers, "--topic",
+                            kafka.topic, "--time", "-2").stdout
+        assert admin.beginning_offsets() == {int(p): int(o) for _, p, o in (line.split(":") for line in starts.split())}
+        assert admin.beginning_offsets() == {0: 5, 1: 0, 2: 9}
         group = f"g-{kafka.topic}"
         with open_consumer(settings, group_id=group) as consumer:
             for attempt in range(20):  # a new group's coordinator may take a moment to be there
