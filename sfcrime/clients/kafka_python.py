@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 import time
 import uuid
@@ -103,13 +104,19 @@ class KafkaPythonAdmin(Admin):
         return self._reader
 
     def topics(self) -> dict[str, int]:
-        return {t["name"]: len(t["partitions"]) for t in self._admin.describe_topics() if not t["error_code"]}
+        try:
+            described = self._admin.describe_topics()
+        except KafkaError as error:  # the broker went away after the client was built
+            raise kafka_python_error(self.settings, error) from None
+        return {t["name"]: len(t["partitions"]) for t in described if not t["error_code"]}
 
     def create_topic(self, partitions: int) -> None:
         try:
             self._admin.create_topics([NewTopic(self.settings.topic, partitions, -1)])  # -1: the broker's default
         except TopicAlreadyExistsError:
             pass
+        except KafkaError as error:
+            raise UserError(f"cannot create topic {self.settings.topic!r}: {error}") from None
 
     def delete_topic(self) -> None:
         try:
@@ -128,10 +135,19 @@ class KafkaPythonAdmin(Admin):
         return base64.urlsafe_b64encode(topic_id.bytes).rstrip(b"=").decode() if topic_id.int else None
 
     def broker_count(self) -> int:
+        """Asked on a client of its own, bootstrapped within 2 s as librdkafka asks: the admin's own client would
+        wait out the whole timeout while no broker answers."""
+        quick = dataclasses.replace(self.settings, timeout_s=min(2.0, self.settings.timeout_s))
         try:
-            return len(self._admin.describe_cluster().get("brokers", []))
+            admin = build(quick, KafkaAdminClient, request_timeout_ms=int(quick.timeout_s * 1000))
+        except UserError:  # not ready yet
+            return 0
+        try:
+            return len(admin.describe_cluster().get("brokers", []))
         except Exception:  # noqa: BLE001 - not ready yet
             return 0
+        finally:
+            admin.close()
 
     def end_offsets(self) -> dict[int, int]:
         reader = self._offsets_reader()
@@ -142,7 +158,10 @@ class KafkaPythonAdmin(Admin):
         return reader.beginning_offsets(reader.partitions())
 
     def group_offsets(self, group_id: str) -> dict[int, int]:
-        answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        try:
+            answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        except KafkaError as error:
+            raise UserError(f"cannot read the offsets of group {group_id!r}: {error}") from None
         return {tp.partition: meta.offset for tp, meta in answer.items()
                 if tp.topic == self.settings.topic and meta.offset >= 0}
 
@@ -152,6 +171,7 @@ class KafkaPythonAdmin(Admin):
             self._reader = None
         if self._client is not None:
             self._client.close()
+            self._client = None
 
 
 class KafkaPythonProducer(Producer):

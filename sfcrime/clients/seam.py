@@ -178,7 +178,11 @@ def read_columns(consumer: Consumer, start: dict[int, int], end: dict[int, int],
 
 class Admin(ABC):
     """The admin half, for settings.topic: topics and their partitions, creating and deleting, the cluster's
-    and the topic's ids, offsets, and a consumer group's committed offsets (what Kafka's tools show as lag)."""
+    and the topic's ids, offsets, and a consumer group's committed offsets (what Kafka's tools show as lag).
+
+    Both libraries answer alike: listing, creating and deleting topics and reading a group's offsets fail in
+    one UserError (no broker answers, or it refuses); a topic already there (create) or not there (delete) is
+    no error; broker_count is 0 while no broker answers."""
 
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
@@ -204,7 +208,8 @@ class Admin(ABC):
 
     @abstractmethod
     def broker_count(self) -> int:
-        """Brokers the metadata lists now; 0 while none answers (never waits long)."""
+        """Brokers the metadata lists now; 0 while none answers (never waits long: a starting node is asked
+        this in a loop)."""
 
     @abstractmethod
     def end_offsets(self) -> dict[int, int]:

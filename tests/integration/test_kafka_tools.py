@@ -187,6 +187,7 @@ def test_the_admin_half_of_either_client_says_what_kafkas_own_tools_say(kafka, c
         assert admin.group_offsets(group) == {p: c for p, (c, _, _) in group_offsets(kafka.bootstrap_servers,
                                                                                        group).items() if c is not None}
         assert admin.group_offsets(group) == {0: 7, 2: 11}
+        assert admin.group_offsets(f"never-{kafka.topic}") == {}
         admin.delete_topic()
         deadline = time.monotonic() + 30
         while kafka.topic in admin.topics() and time.monotonic() < deadline:

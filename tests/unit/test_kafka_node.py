@@ -47,3 +47,18 @@ def test_more_server_settings_come_after_ours_so_that_they_win(tmp_path):
     lines = node.server_properties({"node_id": 1, "controller_port": 9998}).splitlines()
     assert lines[-2:] == ["num.partitions=1", "num.io.threads=2"]
     assert lines.index("num.partitions=3") < lines.index("num.partitions=1")
+
+
+def test_a_node_that_does_not_answer_yet_counts_no_broker_within_seconds_with_either_client():
+    """A starting node is asked for its brokers in a loop (KafkaNode.wait_ready): 0 within a moment, as
+    librdkafka answers, not after kafka-python's whole bootstrap timeout (15 s)."""
+    import time
+
+    from sfcrime.clients import broker_count
+    from sfcrime.kafka_settings import KafkaSettings
+    from sfcrime.local.kafka import free_port
+
+    for client in ("confluent", "kafka-python"):
+        started = time.monotonic()
+        assert broker_count(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", client=client)) == 0
+        assert time.monotonic() - started < 5, client
