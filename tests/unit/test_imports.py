@@ -70,21 +70,84 @@ def test_the_import_graph_has_no_loop():
     assert loops(graph) == []
 
 
-KAFKA_LIBRARIES = {"confluent_kafka", "kafka"}
+KAFKA_LIBRARIES = {"confluent_kafka", "kafka"}  # confluent-kafka, kafka-python
+# The seam's own modules for each library: importing one from outside picks a library past implementation().
+LIBRARY_MODULES = {"sfcrime.clients.confluent", "sfcrime.clients.kafka_python"}
+ENTRY_POINTS = sorted(PACKAGE.parent.glob("*.py"))  # kafka_server.py, data_stream.py, ...: the product's too
+
+
+def imported(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in `tree`: statements anywhere, a function's deferred
+    ones too, and importlib.import_module / __import__ of a literal name. Relative names are resolved
+    (`from . import kafka` in sfcrime/local/ is our broker, not kafka-python); `from P import N` gives P.N
+    as well as P, since N may be a module."""
+    package = module if is_package else module.rpartition(".")[0]
+
+    def absolute(name: str, level: int) -> str:
+        if not level:
+            return name
+        base = package
+        for _ in range(level - 1):
+            base = base.rpartition(".")[0]
+        return f"{base}.{name}" if name else base
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = absolute(node.module or "", node.level)
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            name = node.args[0].value
+            found.append((node.lineno, absolute(name.lstrip("."), len(name) - len(name.lstrip(".")))))
+    return found
+
+
+def bypasses(tree: ast.AST, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """The imports in `tree` that reach a Kafka library other than through the seam."""
+    return sorted({(line, name) for line, name in imported(tree, module, is_package)
+                   if name.split(".")[0] in KAFKA_LIBRARIES
+                   or any(name == m or name.startswith(m + ".") for m in LIBRARY_MODULES)})
+
+
+def test_the_seam_guard_sees_every_way_of_importing_a_kafka_library():
+    """A guard blind to one form would pass for ever: each form it must see, and our broker it must not."""
+    source = """
+import confluent_kafka
+import kafka.admin as kafka_admin
+from kafka.errors import KafkaError
+from ..clients import confluent, open_admin
+from ..clients.kafka_python import build
+from . import kafka
+from .kafka import KafkaNode
+def later():
+    import importlib
+    from sfcrime.clients import kafka_python
+    importlib.import_module("confluent_kafka.admin")
+    return __import__("kafka")
+"""
+    assert bypasses(ast.parse(source), "sfcrime.local.setup") == [
+        (2, "confluent_kafka"), (3, "kafka.admin"), (4, "kafka.errors"), (4, "kafka.errors.KafkaError"),
+        (5, "sfcrime.clients.confluent"), (6, "sfcrime.clients.kafka_python"),
+        (6, "sfcrime.clients.kafka_python.build"), (11, "sfcrime.clients.kafka_python"),
+        (12, "confluent_kafka.admin"), (13, "kafka")]  # not line 7 or 8: sfcrime.local.kafka is our broker
 
 
 def test_kafka_libraries_are_imported_only_behind_the_client_seam():
     """Everything outside sfcrime/clients/ talks to Kafka through what clients/ exports, so the choice of
-    library is made in one place (an import inside a function counts too)."""
+    library is made in one place: no import of confluent_kafka or kafka (kafka-python), nor of the seam's
+    module for either, in the package or its entry points (an import inside a function counts too)."""
     found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.relative_to(PACKAGE).parts[0] == "clients":
+    for path in sorted(PACKAGE.rglob("*.py")) + ENTRY_POINTS:
+        if path.is_relative_to(PACKAGE / "clients"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name}" for name in names
-                      if name.split(".")[0] in KAFKA_LIBRARIES]
+        module = module_name(path) if path.is_relative_to(PACKAGE) else path.stem
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(PACKAGE.parent)}:{line} {name}"
+                  for line, name in bypasses(tree, module, path.name == "__init__.py")]
     assert found == []
 
 
