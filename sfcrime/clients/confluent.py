@@ -51,15 +51,22 @@ def made(client_class, config: dict):
 
 
 class ConfluentAdmin(Admin):
-    """librdkafka's AdminClient (and, for offsets, a consumer that joins no group)."""
+    """librdkafka's AdminClient, made on first use (and, for offsets, a consumer that joins no group): an
+    admin kept for its offsets alone, as the job's idleness check keeps one, holds no other client."""
 
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(settings)
         self._errors: list = []
-        config = client_config(settings)
-        config["error_cb"] = self._errors.append
-        self._admin = made(AdminClient, config)
+        self._client: AdminClient | None = None
         self._reader: ConfluentConsumer | None = None
+
+    @property
+    def _admin(self) -> AdminClient:
+        if self._client is None:
+            config = client_config(self.settings)
+            config["error_cb"] = self._errors.append
+            self._client = made(AdminClient, config)
+        return self._client
 
     def _offsets_reader(self) -> ConfluentConsumer:
         """Offsets are a consumer's question in librdkafka (with its retries for a partition without a

@@ -177,23 +177,23 @@ class KafkaEnds:
 
     def __init__(self, settings) -> None:
         self.settings = settings
-        self._consumer = None
+        self._admin = None
         self._lock = threading.Lock()  # the batch sink and the idleness tick ask from different threads
 
     def read(self) -> dict[int, int] | None:
-        from ..clients import open_consumer
+        from ..clients import open_admin
 
         with self._lock:
             try:
-                if self._consumer is None:
-                    self._consumer = open_consumer(self.settings)
-                return self._consumer.end_offsets(self._consumer.partitions())
+                if self._admin is None:
+                    self._admin = open_admin(self.settings)
+                return self._admin.end_offsets()
             except Exception as error:  # noqa: BLE001 - a broker away: idleness waits, the job goes on
                 log.debug("end offsets not read: %s", str(error).splitlines()[0] if str(error) else error)
                 return None
 
     def close(self) -> None:
         with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
