@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..glossary import labelled
+from .charts import chart_figures, save_figure
 
 BEGIN, END = "<!-- answers: made by `python -m sfcrime report --readme README.md`; do not edit -->", "<!-- answers end -->"
 ROWS = 10
+CHARTS = ("top_crime_types", "top_locations")  # drawn beside the block, into docs/images/ next to README
 
 
 def answers_block(result: dict) -> str:
@@ -33,12 +35,17 @@ def answers_block(result: dict) -> str:
 
 
 def update_readme(path: Path, result: dict) -> None:
-    """Replace the block between the markers with the answers of `result`."""
+    """Replace the block between the markers with the answers of `result`, and draw README's two charts again."""
     text = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(BEGIN) + r"\n.*?\n" + re.escape(END), re.S)
     if not pattern.search(text):
         raise UserError(f"{path} has no answers block ({BEGIN} ... {END})")
     path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{answers_block(result)}\n{END}", text), encoding="utf-8")
+    images = path.parent / "docs" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    figures = chart_figures(result)
+    for name in CHARTS:
+        save_figure(figures[name](), images / f"{name}.png")
 
 
 def readme_answers(path: Path) -> str:
