@@ -11,7 +11,7 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
     "batches": ([("batch_id", "int"), ("written_at", "real"), ("rows", "int"), ("calls", "int"), ("malformed", "int"),
                  ("kafka_ts_min", "real"), ("kafka_ts_max", "real"), ("kafka_ts_mean", "real")], ("batch_id",)),
     "progress": ([("batch_id", "int"), ("at", "text"), ("input_rows", "int"), ("input_rps", "real"),
-                  ("processed_rps", "real"), ("duration_ms", "int"), ("watermark", "real"), ("late_rows", "int"),
+                  ("processed_rps", "real"), ("duration_ms", "int"), ("watermark", "real"),
                   ("state_rows", "int"), ("backlog", "int"), ("duplicates", "int"), ("durations", "text")],
                  ("batch_id",)),
     "revisions": ([("batch_id", "int"), ("pane_start", "int"), ("watermark", "real"), ("calls", "int")],
