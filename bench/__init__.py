@@ -75,46 +75,48 @@ def _rounds(context: Context, quick: int, full: int) -> int:
 
 
 def _module(name: str):
-    """A benchmark's module, imported when it runs: naming the benchmarks (the CLI's help) imports nothing."""
+    """A benchmark's module, imported when it runs: naming the benchmarks (the CLI's help) imports nothing. The
+    accessors' names start with _: importing bench.x sets the package's attribute x, which is its global x."""
     return importlib.import_module(f"{__name__}.{name}")
 
 
-kafka_side, stream_runs, latency, soak, finality, results_write = (
+_kafka_side, _stream_runs, _latency, _soak, _finality, _results_write = (
     lambda: _module("kafka_side"), lambda: _module("stream_runs"), lambda: _module("latency"), lambda: _module("soak"),
     lambda: _module("finality"), lambda: _module("results_write"))
 
 # Every benchmark, in the order a run takes them: the one list of their names.
 BENCHMARKS: dict[str, Benchmark] = {
-    "broker": Benchmark(lambda c: kafka_side().bench_broker(c.workdir), True, "Kafka's start and restart"),
-    "producer": Benchmark(lambda c: kafka_side().bench_producer(c.bootstrap, c.input_path), True,
+    "broker": Benchmark(lambda c: _kafka_side().bench_broker(c.workdir), True, "Kafka's start and restart"),
+    "producer": Benchmark(lambda c: _kafka_side().bench_producer(c.bootstrap, c.input_path), True,
                           "the replay beside a minimal librdkafka loop, and its memory"),
-    "consumer": Benchmark(lambda c: kafka_side().bench_consumer(c.bootstrap, c.input_path, c.topic()), True,
+    "consumer": Benchmark(lambda c: _kafka_side().bench_consumer(c.bootstrap, c.input_path, c.topic()), True,
                           "--verify's read beside a minimal librdkafka loop"),
-    "stream": Benchmark(lambda c: stream_runs().bench_stream(c.bootstrap, c.input_path, c.topic(), c.workdir,
-                                                           _rounds(c, 1, 2), baseline=c.options.baseline,
-                                                           postgres=c.postgres.fresh_database),
+    "stream": Benchmark(lambda c: _stream_runs().bench_stream(c.bootstrap, c.input_path, c.topic(), c.workdir,
+                                                            _rounds(c, 1, 2), baseline=c.options.baseline,
+                                                            postgres=c.postgres.fresh_database),
                         True, "the full replay --once beside the batch baseline, and into PostgreSQL"),
-    "startup": Benchmark(lambda c: stream_runs().bench_startup(c.bootstrap, c.input_path, c.topic(), c.workdir,
-                                                             _rounds(c, 1, 2)),
+    "startup": Benchmark(lambda c: _stream_runs().bench_startup(c.bootstrap, c.input_path, c.topic(), c.workdir,
+                                                              _rounds(c, 1, 2)),
                          True, "Spark with and without the class archive"),
-    "tuning": Benchmark(lambda c: stream_runs().bench_tuning(c.bootstrap, c.input_path, c.topic(), c.workdir,
-                                                           c.options.quick), True, "a grid of Spark settings"),
-    "latency": Benchmark(lambda c: latency().bench_latency(c.bootstrap, c.input_path, c.workdir, c.options.quick,
-                                                         c.options.baseline, rates=c.options.rates,
-                                                         postgres=c.postgres.fresh_database),
+    "tuning": Benchmark(lambda c: _stream_runs().bench_tuning(c.bootstrap, c.input_path, c.topic(), c.workdir,
+                                                            c.options.quick), True, "a grid of Spark settings"),
+    "latency": Benchmark(lambda c: _latency().bench_latency(c.bootstrap, c.input_path, c.workdir, c.options.quick,
+                                                          c.options.baseline, rates=c.options.rates,
+                                                          postgres=c.postgres.fresh_database),
                          True, "produce-to-counted latency, live, SQLite beside PostgreSQL"),
-    "memory": Benchmark(lambda c: kafka_side().bench_producer(c.bootstrap, c.input_path), False,
+    "memory": Benchmark(lambda c: _kafka_side().bench_producer(c.bootstrap, c.input_path), False,
                         "the producer's peak memory (measured with producer)"),
-    "once-parts": Benchmark(lambda c: stream_runs().bench_once_parts(c.bootstrap, c.input_path, c.topic(), c.workdir,
-                                                                   _rounds(c, 1, 3)),
+    "once-parts": Benchmark(lambda c: _stream_runs().bench_once_parts(c.bootstrap, c.input_path, c.topic(), c.workdir,
+                                                                    _rounds(c, 1, 3)),
                             False, "what each part of the plan costs"),
-    "scale": Benchmark(lambda c: stream_runs().bench_scale(c.bootstrap, c.input_path, c.workdir), False,
+    "scale": Benchmark(lambda c: _stream_runs().bench_scale(c.bootstrap, c.input_path, c.workdir), False,
                        "partitions x executors on a Spark cluster"),
-    "soak": Benchmark(lambda c: soak().bench_soak(c.bootstrap, c.input_path, c.workdir, c.options.soak_minutes),
+    "soak": Benchmark(lambda c: _soak().bench_soak(c.bootstrap, c.input_path, c.workdir, c.options.soak_minutes),
                       False, "a live job for minutes: flat memory, nothing lost"),
-    "finality": Benchmark(lambda c: finality().bench_finality(c.bootstrap, c.input_path, c.workdir, c.options.baseline),
+    "finality": Benchmark(lambda c: _finality().bench_finality(c.bootstrap, c.input_path, c.workdir,
+                                                               c.options.baseline),
                           False, "no final window revised over the whole file"),
-    "results-write": Benchmark(lambda c: results_write().bench_results_write_with_server(
+    "results-write": Benchmark(lambda c: _results_write().bench_results_write_with_server(
         c.input_path, c.workdir, c.options.postgres_url), False, "a batch's write to SQLite beside PostgreSQL"),
 }
 
