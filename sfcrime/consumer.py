@@ -21,7 +21,7 @@ from .clients import open_consumer, read_columns
 from .errors import TopicMissing
 from .kafka_settings import KafkaSettings
 from .terminal import discard_stdout
-from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, event_times, iter_records
+from .dataset import EVENT_TIME_FIELD, KEY_FIELD, encode_record, event_times, records_and_kinds
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -145,8 +145,8 @@ def index_source(input_path: str) -> SourceIndex:
     expected: list[int] = []
     stamps: list[tuple[object, object]] = []  # (crime_id, call_date_time) of each distinct record
     by_id: dict[str, bytes] = {}
-    for record in iter_records(input_path):
-        value = encode_record(record)
+    for record, text_only in records_and_kinds(input_path):
+        value = encode_record(record, text_only)
         slot = slot_of.get(value)
         if slot is None:
             slot = slot_of[value] = len(expected)

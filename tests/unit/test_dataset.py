@@ -5,6 +5,8 @@ import gzip
 import json
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from sfcrime.errors import UserError
 from sfcrime.dataset import EventClock, iter_records, load_calls, load_radio_codes, parse_event_time
@@ -149,3 +151,52 @@ def test_the_repeated_hour_of_the_fall_back_night_is_placed_by_crime_id_order(tm
                    "183080266": pdt_1am + 3600 + 60, "183080365": pdt_1am + 3600 + 59 * 60,
                    "183080400": pdt_1am + 7200 + 300}
     assert [calls.keys[i].decode() for i in calls.order] == [r["crime_id"] for r in records]  # event-time order
+
+
+HOSTILE_VALUES = st.one_of(
+    st.text(), st.text(alphabet="}{,][\"\\ :"), st.integers(), st.integers(min_value=2**63, max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(st.dictionaries(st.sampled_from(["crime_id", "address", "x", "call_date_time"]),
+                                        HOSTILE_VALUES, max_size=4), min_size=1, max_size=8),
+       chunk=st.sampled_from([3, 17, 64, 1 << 20]), spaced=st.booleans())
+@example(records=[{"crime_id": "1"}, {"crime_id": 10**30 + 1}], chunk=1 << 20, spaced=False)  # orjson: a float
+@example(records=[{"crime_id": "1", "x": 1.5e-7}], chunk=1 << 20, spaced=False)  # orjson: 1.5e-7, json 1.5e-07
+def test_records_and_their_bytes_are_pythons_json_whatever_they_hold(records, chunk, spaced):
+    """Text values are read many records at a time and written by orjson; anything else (a `}` in a string,
+    a big integer, a float, a nested object) goes one record at a time through `json`. Either way the
+    records equal Python's own json.loads of the file, and each value's bytes json.dumps's."""
+    import tempfile
+    from pathlib import Path
+
+    import sfcrime.dataset as dataset
+    from sfcrime.dataset import encode_record, records_and_kinds
+
+    text = json.dumps(records, ensure_ascii=False, **({"indent": 1} if spaced else {"separators": (",", ":")}))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calls.json"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        original = dataset._CHUNK_CHARS
+        dataset._CHUNK_CHARS = chunk
+        try:
+            read = list(records_and_kinds(path))
+        finally:
+            dataset._CHUNK_CHARS = original
+    assert repr([r for r, _ in read]) == repr(json.loads(text))  # 1e30 == 10**30: the types must be the same too
+    for record, text_only in read:
+        expected = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        assert encode_record(record, text_only) == encode_record(record) == expected
+
+
+def test_a_brace_inside_a_string_at_a_chunk_end_is_read_one_record_at_a_time(tmp_path, monkeypatch):
+    import sfcrime.dataset as dataset
+
+    records = [call(1, "2018-10-02T09:00:00.000", address="A}"), call(2, "2018-10-02T09:01:00.000", address="},{")]
+    path = tmp_path / "calls.json"
+    path.write_text(json.dumps(records))
+    for size in range(5, 120, 7):
+        monkeypatch.setattr(dataset, "_CHUNK_CHARS", size)
+        assert list(iter_records(path)) == records
