@@ -100,6 +100,11 @@ NOT_SHIPPED = ("baseline", "local/training.py")
 
 def ship_package(spark, output: Path) -> None:
     """Executors import sfcrime (the source's read() runs there): ship it, for clusters without our venv."""
+    spark.sparkContext.addPyFile(str(package_zip(output)))
+
+
+def package_zip(output: Path) -> Path:
+    """OUTPUT/sfcrime-package.zip: sfcrime's Python files, but for those NOT_SHIPPED."""
     package = Path(__file__).resolve().parent.parent
     archive = output / "sfcrime-package.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -107,7 +112,7 @@ def ship_package(spark, output: Path) -> None:
             inside = path.relative_to(package).as_posix()
             if not any(inside == left or inside.startswith(left + "/") for left in NOT_SHIPPED):
                 zf.write(path, path.relative_to(package.parent))
-    spark.sparkContext.addPyFile(str(archive))
+    return archive
 
 
 def connector_available(spark) -> bool:

@@ -160,3 +160,14 @@ def test_the_client_library_is_chosen_in_one_place():
     assert choosing == ["sfcrime/clients/__init__.py:" + str(next(
         i for i, line in enumerate((PACKAGE / "clients" / "__init__.py").read_text().splitlines(), 1)
         if 'settings.client == "kafka-python"' in line))]
+
+
+def test_the_job_ships_sfcrime_to_executors_without_the_baseline_or_set_ups_training(tmp_path):
+    import zipfile
+
+    from sfcrime.stream.job import package_zip
+
+    names = set(zipfile.ZipFile(package_zip(tmp_path)).namelist())
+    assert {"sfcrime/stream/source.py", "sfcrime/dataset.py", "sfcrime/clients/seam.py"} <= names
+    assert not {n for n in names if n.startswith("sfcrime/baseline/") or n == "sfcrime/local/training.py"}
+    assert not {n for n in names if "__pycache__" in n or not n.endswith(".py")}
