@@ -50,98 +50,6 @@ def made(client_class, config: dict):
         raise confluent_setting_error(error) from None
 
 
-class ConfluentAdmin(Admin):
-    """librdkafka's AdminClient, made on first use (and, for offsets, a consumer that joins no group): an
-    admin kept for its offsets alone, as the job's idleness check keeps one, holds no other client."""
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        super().__init__(settings)
-        self._errors: list = []
-        self._client: AdminClient | None = None
-        self._reader: ConfluentConsumer | None = None
-
-    @property
-    def _admin(self) -> AdminClient:
-        if self._client is None:
-            config = client_config(self.settings)
-            config["error_cb"] = self._errors.append
-            self._client = made(AdminClient, config)
-        return self._client
-
-    def _offsets_reader(self) -> ConfluentConsumer:
-        """Offsets are a consumer's question in librdkafka (with its retries for a partition without a
-        leader): one that joins no group, opened on first use and kept until close."""
-        if self._reader is None:
-            self._reader = ConfluentConsumer(self.settings)
-        return self._reader
-
-    def topics(self) -> dict[str, int]:
-        try:
-            metadata = self._admin.list_topics(timeout=self.settings.timeout_s)
-        except KafkaException as error:
-            raise confluent_connect_error(self.settings, self._admin, self._errors, error) from None
-        return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
-
-    def create_topic(self, partitions: int) -> None:
-        topic = self.settings.topic
-        future = self._admin.create_topics([NewTopic(topic, partitions, -1)])[topic]  # -1: broker's default
-        try:
-            future.result(timeout=self.settings.timeout_s)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise UserError(f"cannot create topic {topic!r}: {error.args[0].str()}") from None
-
-    def delete_topic(self) -> None:
-        topic = self.settings.topic
-        try:
-            self._admin.delete_topics([topic])[topic].result(timeout=self.settings.timeout_s)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise UserError(f"cannot delete topic {topic!r}: {error.args[0].str()}") from None
-
-    def cluster_id(self) -> str | None:
-        return str(self._admin.list_topics(timeout=self.settings.timeout_s).cluster_id or "") or None
-
-    def topic_id(self) -> str | None:
-        from confluent_kafka import TopicCollection
-
-        topic = self.settings.topic
-        description = self._admin.describe_topics(TopicCollection([topic]))[topic].result(self.settings.timeout_s)
-        # librdkafka writes the id in standard base64; Kafka (its tools, kafka-python here) URL-safe, unpadded
-        topic_id = str(description.topic_id or "").rstrip("=").replace("+", "-").replace("/", "_")
-        return topic_id if topic_id.strip("A") else None  # an all-zero id means the broker has none
-
-    def broker_count(self) -> int:
-        try:
-            return len(self._admin.list_topics(timeout=min(2.0, self.settings.timeout_s)).brokers)
-        except Exception:  # noqa: BLE001 - not ready yet: KafkaException, or a timeout
-            return 0
-
-    def end_offsets(self) -> dict[int, int]:
-        reader = self._offsets_reader()
-        return reader.end_offsets(reader.partitions())
-
-    def beginning_offsets(self) -> dict[int, int]:
-        reader = self._offsets_reader()
-        return reader.beginning_offsets(reader.partitions())
-
-    def group_offsets(self, group_id: str) -> dict[int, int]:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        request = [ConsumerGroupTopicPartitions(group_id)]
-        try:
-            answer = self._admin.list_consumer_group_offsets(request)[group_id].result(self.settings.timeout_s)
-        except KafkaException as error:
-            raise UserError(f"cannot read the offsets of group {group_id!r}: {error.args[0].str()}") from None
-        return {tp.partition: tp.offset for tp in answer.topic_partitions
-                if tp.topic == self.settings.topic and tp.offset >= 0}
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-
 def library_version() -> str:
     import confluent_kafka
 
@@ -338,6 +246,79 @@ class ConfluentConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class ConfluentAdmin(Admin):
+    """librdkafka's AdminClient, made on first use (and, for offsets, a consumer that joins no group): an
+    admin kept for its offsets alone, as the job's idleness check keeps one, holds no other client."""
+
+    offsets_reader = ConfluentConsumer
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+        self._errors: list = []
+        self._client: AdminClient | None = None
+
+    @property
+    def _admin(self) -> AdminClient:
+        if self._client is None:
+            config = client_config(self.settings)
+            config["error_cb"] = self._errors.append
+            self._client = made(AdminClient, config)
+        return self._client
+
+    def topics(self) -> dict[str, int]:
+        try:
+            metadata = self._admin.list_topics(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            raise confluent_connect_error(self.settings, self._admin, self._errors, error) from None
+        return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+    def create_topic(self, partitions: int) -> None:
+        topic = self.settings.topic
+        future = self._admin.create_topics([NewTopic(topic, partitions, -1)])[topic]  # -1: broker's default
+        try:
+            future.result(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise UserError(f"cannot create topic {topic!r}: {error.args[0].str()}") from None
+
+    def delete_topic(self) -> None:
+        topic = self.settings.topic
+        try:
+            self._admin.delete_topics([topic])[topic].result(timeout=self.settings.timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise UserError(f"cannot delete topic {topic!r}: {error.args[0].str()}") from None
+
+    def cluster_id(self) -> str | None:
+        return str(self._admin.list_topics(timeout=self.settings.timeout_s).cluster_id or "") or None
+
+    def topic_id(self) -> str | None:
+        from confluent_kafka import TopicCollection
+
+        topic = self.settings.topic
+        description = self._admin.describe_topics(TopicCollection([topic]))[topic].result(self.settings.timeout_s)
+        # librdkafka writes the id in standard base64; Kafka (its tools, kafka-python here) URL-safe, unpadded
+        topic_id = str(description.topic_id or "").rstrip("=").replace("+", "-").replace("/", "_")
+        return topic_id if topic_id.strip("A") else None  # an all-zero id means the broker has none
+
+    def broker_count(self) -> int:
+        try:
+            return len(self._admin.list_topics(timeout=min(2.0, self.settings.timeout_s)).brokers)
+        except Exception:  # noqa: BLE001 - not ready yet: KafkaException, or a timeout
+            return 0
+
+    def group_offsets(self, group_id: str) -> dict[int, int]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        request = [ConsumerGroupTopicPartitions(group_id)]
+        try:
+            answer = self._admin.list_consumer_group_offsets(request)[group_id].result(self.settings.timeout_s)
+        except KafkaException as error:
+            raise UserError(f"cannot read the offsets of group {group_id!r}: {error.args[0].str()}") from None
+        return {tp.partition: tp.offset for tp in answer.topic_partitions
+                if tp.topic == self.settings.topic and tp.offset >= 0}
 
 
 IMPLEMENTATION = Implementation(ConfluentProducer, ConfluentConsumer, ConfluentAdmin)

@@ -84,96 +84,6 @@ def build(settings: KafkaSettings, client: Callable[..., Client], **config) -> C
     return outcome["client"]
 
 
-class KafkaPythonAdmin(Admin):
-    """kafka-python's KafkaAdminClient, opened on first use (and, for offsets, a consumer that joins no group)."""
-
-    def __init__(self, settings: KafkaSettings) -> None:
-        super().__init__(settings)
-        self._client: KafkaAdminClient | None = None
-        self._reader: KafkaPythonConsumer | None = None
-
-    @property
-    def _admin(self) -> KafkaAdminClient:
-        if self._client is None:
-            self._client = build(self.settings, KafkaAdminClient, request_timeout_ms=int(self.settings.timeout_s * 1000))
-        return self._client
-
-    def _offsets_reader(self) -> KafkaPythonConsumer:
-        if self._reader is None:
-            self._reader = KafkaPythonConsumer(self.settings)
-        return self._reader
-
-    def topics(self) -> dict[str, int]:
-        try:
-            described = self._admin.describe_topics()
-        except KafkaError as error:  # the broker went away after the client was built
-            raise kafka_python_error(self.settings, error) from None
-        return {t["name"]: len(t["partitions"]) for t in described if not t["error_code"]}
-
-    def create_topic(self, partitions: int) -> None:
-        try:
-            self._admin.create_topics([NewTopic(self.settings.topic, partitions, -1)])  # -1: the broker's default
-        except TopicAlreadyExistsError:
-            pass
-        except KafkaError as error:
-            raise UserError(f"cannot create topic {self.settings.topic!r}: {error}") from None
-
-    def delete_topic(self) -> None:
-        try:
-            self._admin.delete_topics([self.settings.topic])
-        except UnknownTopicOrPartitionError:
-            pass
-        except KafkaError as error:
-            raise UserError(f"cannot delete topic {self.settings.topic!r}: {error}") from None
-
-    def cluster_id(self) -> str | None:
-        return self._admin.describe_cluster().get("cluster_id") or None
-
-    def topic_id(self) -> str | None:
-        [described] = self._admin.describe_topics([self.settings.topic])
-        topic_id = uuid.UUID(str(described.get("topic_id") or 0).zfill(32))  # Kafka's tools write it in base64
-        return base64.urlsafe_b64encode(topic_id.bytes).rstrip(b"=").decode() if topic_id.int else None
-
-    def broker_count(self) -> int:
-        """Asked on a client of its own, bootstrapped within 2 s as librdkafka asks: the admin's own client would
-        wait out the whole timeout while no broker answers."""
-        quick = dataclasses.replace(self.settings, timeout_s=min(2.0, self.settings.timeout_s))
-        try:
-            admin = build(quick, KafkaAdminClient, request_timeout_ms=int(quick.timeout_s * 1000))
-        except UserError:  # not ready yet
-            return 0
-        try:
-            return len(admin.describe_cluster().get("brokers", []))
-        except Exception:  # noqa: BLE001 - not ready yet
-            return 0
-        finally:
-            admin.close()
-
-    def end_offsets(self) -> dict[int, int]:
-        reader = self._offsets_reader()
-        return reader.end_offsets(reader.partitions())
-
-    def beginning_offsets(self) -> dict[int, int]:
-        reader = self._offsets_reader()
-        return reader.beginning_offsets(reader.partitions())
-
-    def group_offsets(self, group_id: str) -> dict[int, int]:
-        try:
-            answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
-        except KafkaError as error:
-            raise UserError(f"cannot read the offsets of group {group_id!r}: {error}") from None
-        return {tp.partition: meta.offset for tp, meta in answer.items()
-                if tp.topic == self.settings.topic and meta.offset >= 0}
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
 class KafkaPythonProducer(Producer):
     def __init__(self, settings: KafkaSettings, report: DeliveryReport) -> None:
         super().__init__(settings, report)
@@ -267,6 +177,82 @@ class KafkaPythonConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+class KafkaPythonAdmin(Admin):
+    """kafka-python's KafkaAdminClient, opened on first use (and, for offsets, a consumer that joins no group)."""
+
+    offsets_reader = KafkaPythonConsumer
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings)
+        self._client: KafkaAdminClient | None = None
+
+    @property
+    def _admin(self) -> KafkaAdminClient:
+        if self._client is None:
+            self._client = build(self.settings, KafkaAdminClient, request_timeout_ms=int(self.settings.timeout_s * 1000))
+        return self._client
+
+    def topics(self) -> dict[str, int]:
+        try:
+            described = self._admin.describe_topics()
+        except KafkaError as error:  # the broker went away after the client was built
+            raise kafka_python_error(self.settings, error) from None
+        return {t["name"]: len(t["partitions"]) for t in described if not t["error_code"]}
+
+    def create_topic(self, partitions: int) -> None:
+        try:
+            self._admin.create_topics([NewTopic(self.settings.topic, partitions, -1)])  # -1: the broker's default
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as error:
+            raise UserError(f"cannot create topic {self.settings.topic!r}: {error}") from None
+
+    def delete_topic(self) -> None:
+        try:
+            self._admin.delete_topics([self.settings.topic])
+        except UnknownTopicOrPartitionError:
+            pass
+        except KafkaError as error:
+            raise UserError(f"cannot delete topic {self.settings.topic!r}: {error}") from None
+
+    def cluster_id(self) -> str | None:
+        return self._admin.describe_cluster().get("cluster_id") or None
+
+    def topic_id(self) -> str | None:
+        [described] = self._admin.describe_topics([self.settings.topic])
+        topic_id = uuid.UUID(str(described.get("topic_id") or 0).zfill(32))  # Kafka's tools write it in base64
+        return base64.urlsafe_b64encode(topic_id.bytes).rstrip(b"=").decode() if topic_id.int else None
+
+    def broker_count(self) -> int:
+        """Asked on a client of its own, bootstrapped within 2 s as librdkafka asks: the admin's own client would
+        wait out the whole timeout while no broker answers."""
+        quick = dataclasses.replace(self.settings, timeout_s=min(2.0, self.settings.timeout_s))
+        try:
+            admin = build(quick, KafkaAdminClient, request_timeout_ms=int(quick.timeout_s * 1000))
+        except UserError:  # not ready yet
+            return 0
+        try:
+            return len(admin.describe_cluster().get("brokers", []))
+        except Exception:  # noqa: BLE001 - not ready yet
+            return 0
+        finally:
+            admin.close()
+
+    def group_offsets(self, group_id: str) -> dict[int, int]:
+        try:
+            answer = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        except KafkaError as error:
+            raise UserError(f"cannot read the offsets of group {group_id!r}: {error}") from None
+        return {tp.partition: meta.offset for tp, meta in answer.items()
+                if tp.topic == self.settings.topic and meta.offset >= 0}
+
+    def close(self) -> None:
+        super().close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 IMPLEMENTATION = Implementation(KafkaPythonProducer, KafkaPythonConsumer, KafkaPythonAdmin)

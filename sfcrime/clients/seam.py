@@ -184,8 +184,18 @@ class Admin(ABC):
     one UserError (no broker answers, or it refuses); a topic already there (create) or not there (delete) is
     no error; broker_count is 0 while no broker answers."""
 
+    # Offsets are a consumer's question (librdkafka retries a partition without a leader there): one of the
+    # library's own consumers, that joins no group, opened on first use and kept until close.
+    offsets_reader: type[Consumer]
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
+        self._reader: Consumer | None = None
+
+    def _offsets_reader(self) -> Consumer:
+        if self._reader is None:
+            self._reader = self.offsets_reader(self.settings)
+        return self._reader
 
     @abstractmethod
     def topics(self) -> dict[str, int]:
@@ -211,20 +221,24 @@ class Admin(ABC):
         """Brokers the metadata lists now; 0 while none answers (never waits long: a starting node is asked
         this in a loop)."""
 
-    @abstractmethod
     def end_offsets(self) -> dict[int, int]:
         """Each partition's end offset (the next to be written); TopicMissing when there is no such topic."""
+        reader = self._offsets_reader()
+        return reader.end_offsets(reader.partitions())
 
-    @abstractmethod
     def beginning_offsets(self) -> dict[int, int]:
         """Each partition's first offset still held (retention moves it on); TopicMissing as end_offsets."""
+        reader = self._offsets_reader()
+        return reader.beginning_offsets(reader.partitions())
 
     @abstractmethod
     def group_offsets(self, group_id: str) -> dict[int, int]:
         """The group's committed offsets on settings.topic, by partition (partitions it never committed left out)."""
 
     def close(self) -> None:
-        pass
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def __enter__(self) -> "Admin":
         return self
