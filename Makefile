@@ -11,39 +11,33 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
+# $(call debian_packages,CHECK,PACKAGES,WHY): Debian's PACKAGES, installed only when the shell command CHECK
+# fails (what set-up needs beside Python's packages: nothing is downloaded by a test tool).
+define debian_packages
+@{ $(1); } >/dev/null 2>&1 || { \
+  echo "installing Debian's $(2) $(3)"; \
+  $(SUDO) apt-get update -qq && \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+    --no-install-recommends $(2); }
+endef
+
 # The dashboard's browser tests drive Debian's chromium through chromium-driver: nothing is downloaded by a
 # test tool. Installs them only when missing.
 setup-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-	    --no-install-recommends chromium chromium-driver; }
+	$(call debian_packages,command -v chromium && command -v chromedriver,chromium chromium-driver,for the browser tests)
 
 # The metrics test scrapes /metrics with a real Prometheus: Debian's, installed only when missing.
 setup-prometheus:
-	@command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus for the metrics test"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-	    --no-install-recommends prometheus; }
+	$(call debian_packages,command -v prometheus,prometheus,for the metrics test)
 
 # PostgreSQL as the results store (--results, `python -m sfcrime postgres`) and its tests: Debian's server,
 # installed only when missing.
 setup-postgres:
-	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
-	  echo "installing Debian's postgresql for the PostgreSQL results store"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-	    --no-install-recommends postgresql; }
+	$(call debian_packages,ls /usr/lib/postgresql/*/bin/postgres,postgresql,for the PostgreSQL results store)
 
 # The README's picture, drawn from docs/architecture.dot by Debian's graphviz (installed only when missing).
 setup-docs:
-	@command -v dot >/dev/null || { \
-	  echo "installing Debian's graphviz to draw the docs' picture"; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-	    --no-install-recommends graphviz; }
+	$(call debian_packages,command -v dot,graphviz,to draw the docs' picture)
 
 docs: setup setup-docs
 	$(PY) docs/draw.py
