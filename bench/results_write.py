@@ -80,10 +80,11 @@ def bench_results_write_with_server(input_path: str, workdir: Path, postgres_url
     """With `postgres_url`, that server; else a local one of our own (`python -m sfcrime postgres`'s), for the
     run. Prints the line the other benchmarks print."""
     from sfcrime.local import postgres
+    from sfcrime.local.kafka import free_port
 
     server = None
     if postgres_url is None:
-        port = _free_port()
+        port = free_port()
         server, postgres_url = postgres.start(workdir / "postgres", port, workdir / "postgres.log")
     try:
         result = bench_results_write(input_path, postgres_url)
@@ -94,11 +95,3 @@ def bench_results_write_with_server(input_path: str, workdir: Path, postgres_url
           f"PostgreSQL p50 {result['postgresql']['p50_ms']} ms ({result['postgresql_over_sqlite_p50']}x; target <= 1.5x) "
           f"{'MET' if result['met'] else 'NOT MET'}", flush=True)
     return result
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

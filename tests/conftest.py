@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -260,3 +261,17 @@ def produce_raw(bootstrap_servers: str, topic: str, values: list[bytes | None], 
             producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery)
     assert producer.flush(30) == 0
     assert not failures, failures[:3]
+
+
+def wait_for(what: str, read, done, timeout: float = 60.0, alive=()):
+    """Poll `read()` until `done(value)`, failing at once if a process in `alive` ends; fail with the last
+    value seen."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        for process in alive:
+            assert process.poll() is None, f"ended while waiting for {what}"
+        value = read()
+        if done(value):
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout:g} s: {what}; last seen: {value!r}")

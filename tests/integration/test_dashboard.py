@@ -5,7 +5,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import time
 from urllib.request import ProxyHandler, build_opener
@@ -13,8 +12,9 @@ from urllib.request import ProxyHandler, build_opener
 import pytest
 
 from sfcrime.dataset import load_calls
+from sfcrime.local.kafka import free_port
 from sfcrime.producer import Pacing, replay
-from tests.conftest import PYTHON, REPO, run_cli
+from tests.conftest import PYTHON, REPO, run_cli, wait_for
 from tests.integration.test_stream import expected_answers, stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -38,11 +38,6 @@ def browser():
     driver.quit()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_dashboard(output) -> tuple[subprocess.Popen, str]:
     """`python -m sfcrime dashboard` as a user runs it; returns the process and the URL it prints."""
@@ -53,16 +48,6 @@ def start_dashboard(output) -> tuple[subprocess.Popen, str]:
     assert line.startswith("dashboard: http://127.0.0.1:"), line
     return process, line.split()[1]
 
-
-def wait_for(what: str, read, done, timeout: float = 60.0):
-    """Poll `read()` until `done(value)`; fail with the last value seen."""
-    deadline, value = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        value = read()
-        if done(value):
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {value!r}")
 
 
 def page_text(browser, element_id: str) -> str:

@@ -19,6 +19,7 @@ from urllib.request import ProxyHandler, build_opener
 import pytest
 
 from sfcrime.dataset import load_calls
+from sfcrime.local.kafka import free_port
 from sfcrime.producer import Pacing, replay
 from tests.conftest import PYTHON, REPO, run_cli
 from tests.integration.test_stream import assert_answers_match, expected_answers, report
@@ -26,11 +27,6 @@ from tests.integration.test_stream import assert_answers_match, expected_answers
 pytestmark = pytest.mark.slow
 OPENER = build_opener(ProxyHandler({}))
 
-
-def free_port() -> int:
-    from sfcrime.local.kafka import free_port as pick
-
-    return pick()
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from sfcrime.dataset import load_calls
+from sfcrime.local.kafka import free_port
 from sfcrime.producer import Pacing, replay
 from tests.conftest import PYTHON, REPO, produce_raw, run_cli
 from tests.integration.test_stream import assert_answers_match, expected_answers, report, stream
@@ -138,13 +139,6 @@ def test_a_job_rides_out_its_server_restarting_and_a_killed_job_resumes_exact(ka
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition, timeout_s):

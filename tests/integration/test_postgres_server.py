@@ -5,20 +5,15 @@ import os
 import pwd
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import psycopg
 import pytest
 
+from sfcrime.local.kafka import free_port
 from tests.conftest import PYTHON, REPO
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(port, data_dir, tmp_path):

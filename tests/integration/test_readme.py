@@ -11,9 +11,7 @@ import re
 import select
 import shlex
 import signal
-import socket
 import subprocess
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -21,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from sfcrime.glossary import labelled
+from sfcrime.local.kafka import free_port
 from sfcrime.report.readme import readme_answers
-from tests.conftest import DATASET, PYTHON, REPO, read_topic
+from tests.conftest import DATASET, PYTHON, REPO, read_topic, wait_for
 
 pytestmark = pytest.mark.slow
 README = REPO / "README.md"
@@ -123,11 +122,6 @@ def demo_brokers() -> set[str]:
     return set(out.split())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Terminal:
     """The terminals of "By hand": each command started from a folder of the user's own, as README prints it."""
@@ -161,17 +155,6 @@ class Terminal:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(30)
 
-
-def wait_for(what: str, read, done, timeout: float, alive=()):
-    deadline, value = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        for process in alive:
-            assert process.poll() is None, f"ended while waiting for {what}"
-        value = read()
-        if value is not None and done(value):
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:g} s: {what}; last seen {value}")
 
 
 def counted(output: Path) -> int | None:
@@ -222,7 +205,8 @@ def test_the_by_hand_steps_run_as_readme_prints_them(tmp_path):
                  [spark])
         # 5. live traffic moves the answers while it is still being sent
         traffic = terminal.start(live, "live.log")
-        wait_for("the answers to move", lambda: counted(tmp_path / "out"), lambda n: n > first, 120, [spark])
+        wait_for("the answers to move", lambda: counted(tmp_path / "out"), lambda n: n is not None and n > first, 120,
+                 [spark])
         assert traffic.poll() is None, "the live traffic was over before the answers moved"
         # 6. the report, while the job runs
         assert "Top crime types" in terminal.run(report).stdout
