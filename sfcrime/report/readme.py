@@ -13,6 +13,7 @@ from .charts import chart_figures, save_figure
 BEGIN, END = "<!-- answers: made by `python -m sfcrime report --readme README.md`; do not edit -->", "<!-- answers end -->"
 ROWS = 10
 CHARTS = ("top_crime_types", "top_locations")  # drawn beside the block, into docs/images/ next to README
+_BLOCK = re.compile(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), re.S)
 
 
 def answers_block(result: dict) -> str:
@@ -37,10 +38,9 @@ def answers_block(result: dict) -> str:
 def update_readme(path: Path, result: dict) -> None:
     """Replace the block between the markers with the answers of `result`, and draw README's two charts again."""
     text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + r"\n.*?\n" + re.escape(END), re.S)
-    if not pattern.search(text):
+    if not _BLOCK.search(text):
         raise UserError(f"{path} has no answers block ({BEGIN} ... {END})")
-    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{answers_block(result)}\n{END}", text), encoding="utf-8")
+    path.write_text(_BLOCK.sub(lambda _: f"{BEGIN}\n{answers_block(result)}\n{END}", text), encoding="utf-8")
     images = path.parent / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     figures = chart_figures(result)
@@ -50,7 +50,7 @@ def update_readme(path: Path, result: dict) -> None:
 
 def readme_answers(path: Path) -> str:
     """The answers block README holds now."""
-    match = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), path.read_text(encoding="utf-8"), re.S)
+    match = _BLOCK.search(path.read_text(encoding="utf-8"))
     if match is None:
         raise UserError(f"{path} has no answers block")
     return match.group(1)
