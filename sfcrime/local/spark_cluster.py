@@ -79,7 +79,9 @@ class SparkStandaloneCluster:
                                     env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
 
-    def start(self, timeout_s: float = 90.0) -> "SparkStandaloneCluster":
+    def start(self, timeout_s: float = 180.0) -> "SparkStandaloneCluster":
+        """Start the master, then the workers; wait for each. On a busy 2-core machine (CI, with three Spark
+        jobs beside it) the master alone once took over 90 s: a crash still ends the wait at once."""
         for port in (self.port, self.webui_port):
             if port_open(self.host, port):
                 raise UserError(f"port {port} on {self.host} is already in use (another Spark master? pick one with --port/--webui-port)")
@@ -118,9 +120,10 @@ class SparkStandaloneCluster:
             time.sleep(0.3)
 
     def status(self) -> dict | None:
-        """The master's own state (its UI's /json/): workers, cores, applications; None if it doesn't answer."""
+        """The master's own state (its UI's /json/): workers, cores, applications; None if it doesn't answer.
+        A cold UI on a busy machine can take seconds for its first answer: a short timeout would never see it."""
         try:
-            with _NO_PROXY.open(f"{self.ui_url}json/", timeout=2) as response:
+            with _NO_PROXY.open(f"{self.ui_url}json/", timeout=10) as response:
                 return json.load(response)
         except (OSError, ValueError):
             return None
