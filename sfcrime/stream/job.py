@@ -45,6 +45,7 @@ from .watermarks import IdlenessTicker, KafkaEnds
 
 log = logging.getLogger(__name__)
 KAFKA_PROVIDER_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+STOP_WAIT_S = 15.0  # on Ctrl-C, how long the batch being written may take to finish before it is cut short
 
 
 # The job's Spark settings where spark-submit sets none (--spark-conf wins over them).
@@ -304,6 +305,7 @@ class Job:
         """How the query ended, in one line (or an error of one line); 0 when it processed everything."""
         options, settings, store = self.options, self.settings, self.store
         if ended == "interrupted":
+            batch_writer.stop(wait_s=STOP_WAIT_S)  # the batch being written finishes, and no other starts
             # A batch that finished just before Ctrl-C has its line printed by the listener, asynchronously:
             # let it come first, and nothing after ours, so the last line says how to go on.
             catch_up(self.listener, query)
@@ -311,6 +313,7 @@ class Job:
             stop_query(query)
             return 130
         if ended == "lost broker":
+            batch_writer.stop(wait_s=0)  # the batch in flight waits on the broker: cut it short
             stop_query(query)
             raise UserError(f"lost the broker at {settings.bootstrap_servers} while reading "
                             f"{reading(settings.topic, self.checkpoint)}: nothing has answered there for "

@@ -66,7 +66,24 @@ def build_session(app_name: str, master: str | None = None, defaults: dict[str, 
                 else:
                     os.environ[name] = value
     _quiet(spark)
+    _accumulator_server_quiet_at_stop(spark.sparkContext)
     return spark
+
+
+def _accumulator_server_quiet_at_stop(context: SparkContext) -> None:
+    """pyspark's SparkContext.stop() stops the JVM side first, then its own accumulator server: a handler
+    polling the JVM's connection just then reads end-of-file and printed a 20-line traceback under the
+    job's resume line (1 of 24 Ctrl-Cs of a live job here). That end-of-file is the JVM leaving."""
+    server = getattr(context, "_accumulatorServer", None)
+    if server is None:
+        return
+    report = server.handle_error
+
+    def handle_error(request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (EOFError, ConnectionError)):
+            report(request, client_address)
+
+    server.handle_error = handle_error
 
 
 def _jvm_ignores_ctrl_c(jvm) -> None:

@@ -124,9 +124,18 @@ def wait_until(what: str, output, done, timeout_s: float, job) -> dict:
 def stop(job, output) -> str:
     os.killpg(job.pid, signal.SIGINT)  # Ctrl-C, as a person stops the live job
     job.wait(90)
+    session_ended(job.pid)  # what Spark's processes print as they go comes under the prompt too
     said = (output.parent / "job.err").read_text()
     assert job.returncode == 130 and "Traceback" not in said, said[-3000:]
+    assert said.rstrip().splitlines()[-1].startswith("stopping (Ctrl-C); every finished batch is kept"), said[-3000:]
     return said
+
+
+def session_ended(sid: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"the job's processes outlived it by {timeout_s:g} s"
+        time.sleep(0.2)
 
 
 def wait_for_lag(kafka, group: str, ends: dict[int, int], timeout_s: float = 30) -> None:
