@@ -21,8 +21,11 @@ from sfcrime.errors import UserError
 from .processes import PY, create_topic, open_results, percentile, stop_job, timed, wait_drained, wait_for
 
 
-# Settings tried beside the defaults, at 2,000 calls/s (README, "Latency")
-LATENCY_VARIANTS: dict[str, list[str]] = {}
+# Settings tried beside the defaults, at 2,000 calls/s (docs/benchmarks.md, "Latency"): a side's name, and
+# the job's flags and environment (SFCRIME_LATENCY_JAVA_HOME: the same job on another JDK, on its own archive)
+LATENCY_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {}
+if os.environ.get("SFCRIME_LATENCY_JAVA_HOME"):
+    LATENCY_VARIANTS["after, on SFCRIME_LATENCY_JAVA_HOME"] = ([], {"JAVA_HOME": os.environ["SFCRIME_LATENCY_JAVA_HOME"]})
 # Calls/s and seconds of warm-up before each measured live run. A live job runs for hours; right after its
 # start the JVM is still compiling Spark's code: at 2,000 calls/s here the JIT took ~1 core-second a second in
 # the first minute and ~0.35 in the third (jstat -compiler), and latency p50 fell from 1.38 s in the first
@@ -51,9 +54,9 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
                 results.append(_live_latency(bootstrap, input_path, workdir, "after, PostgreSQL", REPO_DIR, rate,
                                              seconds, i, ["--results", postgres()]))
             if rate == 2000:
-                for side, flags in LATENCY_VARIANTS.items():
+                for side, (flags, env) in LATENCY_VARIANTS.items():
                     results.append(_live_latency(bootstrap, input_path, workdir, side, REPO_DIR, rate, seconds, i,
-                                                 flags))
+                                                 flags, env))
     return results
 
 
@@ -111,7 +114,8 @@ def duration_breakdown(db: sqlite3.Connection, first_batch: int = 0) -> dict[str
     return {key: statistics.median(values) for key, values in sorted(fields.items())}
 
 
-def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, round_no, flags=()) -> dict:
+def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds, round_no, flags=(),
+                  env: dict[str, str] | None = None) -> dict:
     name = f"live-{side.replace(',', '').replace(' ', '-')}-{rate}-{round_no}"
     topic = f"bench-{name}-{int(time.time() * 1000)}"
     create_topic(bootstrap, topic)
@@ -120,7 +124,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
     command = [PY, str(Path(checkout) / "data_stream.py"), "--console-top", "0", "--bootstrap-servers", bootstrap,
                "--topic", topic, "--output", str(output), *flags]  # no flags: the job's defaults are what is measured
     with open(log_path, "w") as log_file:
-        job = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT)
+        job = subprocess.Popen(command, cwd=checkout, stdout=log_file, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
     label = f"  {side}, {rate:,} calls/s for {seconds:g} s (round {round_no + 1})"
     url = flags[list(flags).index("--results") + 1] if "--results" in flags else None
     try:
@@ -131,7 +136,8 @@ def _live_latency(bootstrap, input_path, workdir, side, checkout, rate, seconds,
         return {"mode": "latency", "side": side, "input_rate": rate, "error": f"{error}; job log: {tail}"}
     finally:
         stop_job(job)
-    result = {"mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "input_rate": rate,
+    result = {"mode": "latency", "side": side, "checkout": str(checkout), "flags": list(flags), "env": env or {},
+              "input_rate": rate,
               "seconds": seconds, "results_store": "postgresql" if url else "sqlite",
               **_measured(output, rate, seconds, url=url, **run)}
     print(f"{label}: latency p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s "
