@@ -131,6 +131,12 @@ class SparkStandaloneCluster:
     def alive_workers(self) -> int:
         return int((self.status() or {}).get("aliveworkers", 0))
 
+    def alive_worker_ids(self) -> set[str] | None:
+        """The ids of the workers the master holds alive (a new id is a worker that has registered); None
+        when the master does not answer."""
+        status = self.status()
+        return None if status is None else {w.get("id") for w in status.get("workers", []) if w.get("state") == "ALIVE"}
+
     def kill_worker(self, i: int) -> None:
         """SIGKILL a worker and everything it launched (its executors, their Python workers), as if its
         machine died: they share its process group."""
@@ -184,9 +190,15 @@ def restart_worker(cluster: SparkStandaloneCluster, i: int, tries: dict[int, int
           file=sys.stderr, flush=True)
     time.sleep(RESTART_PAUSES_S[done])
     tries[i] = done + 1
-    cluster.worker_processes[i] = cluster._start_worker(i)
+    # The master may still hold the killed worker alive (until its heartbeat times out): a count of alive
+    # workers said "is back" while the new one was still starting. A new worker has a new id.
     deadline = time.monotonic() + 90
-    while cluster.alive_workers() < sum(p is not None for p in cluster.worker_processes):
+    known = cluster.alive_worker_ids()
+    while known is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        known = cluster.alive_worker_ids()
+    cluster.worker_processes[i] = cluster._start_worker(i)
+    while not (cluster.alive_worker_ids() or set()) - (known or set()):
         if cluster.worker_processes[i].poll() is not None or time.monotonic() > deadline:
             return  # the next round says so
         time.sleep(0.5)

@@ -121,6 +121,9 @@ def test_spark_cluster_command_prints_the_master_and_ui_and_ctrl_c_or_kill_stops
             process.wait()
 
 
+DAEMON_CLASSES = (b"org.apache.spark.deploy.master.Master", b"org.apache.spark.deploy.worker.Worker")
+
+
 def spark_daemons(port: int) -> list[int]:
     """Pids of the master and workers of the cluster on `port`, found by their command lines."""
     pids = []
@@ -131,8 +134,10 @@ def spark_daemons(port: int) -> list[int]:
             args = open(f"/proc/{cmdline.name}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        deploy = any(a.startswith(b"org.apache.spark.deploy.") for a in args)
-        if deploy and any(str(port).encode() in a for a in args) and b"java" in args[0]:
+        # The master's and workers' own JVMs: not a job's driver (SparkSubmit, which lingers a moment after
+        # its Python exits) nor spark-class's launcher, which names the class it is building a command for.
+        daemon = any(a in DAEMON_CLASSES for a in args) and b"org.apache.spark.launcher.Main" not in args
+        if daemon and any(str(port).encode() in a for a in args) and b"java" in args[0]:
             pids.append(int(cmdline.name))
     return pids
 
