@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from operator import itemgetter
 
 from ..errors import UserError
 from ..dataset import second_occurrence
@@ -314,7 +315,7 @@ class ResultsStore:
             db.executemany(
                 f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
                 f"ON CONFLICT ({keys}) DO UPDATE SET count = {table}.count + excluded.count",
-                [tuple(row[f] for f in fields) + (row["count"],) for row in counts.get(name, [])])
+                list(map(itemgetter(*fields, "count"), counts.get(name, []))))
 
     @staticmethod
     def _note_revisions(db: Database, batch_id: int, counts: BatchCounts, watermark: float | None,

@@ -79,3 +79,40 @@ def test_a_folder_that_holds_something_else_is_refused_in_one_line(tmp_path):
                               str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "holds no PostgreSQL data" in refused.stderr, refused.stderr
     assert refused.stderr.strip().count("\n") == 0 and (tmp_path / "data" / "thesis.tex").exists()
+
+
+HOSTILE_TEXT = ["plain", 'a "quoted" one', "back\\slash\\", "{braces}, commas", "NULL", "null", "", "  leading",
+                "trailing  ", "ünïcode 街道", "new\nline", "tab\tand\r", "'single'", "\\\"both\\\"", "nul\x00byte"]
+
+
+def test_text_of_any_shape_is_stored_as_it_came_in_both_stores(results_db, tmp_path):
+    """The PostgreSQL writer sends a batch's rows as array literals it makes itself: every character a call's
+    text can hold must come back as it went in, NULL as NULL, and counts add up over batches as in SQLite."""
+    import sqlite3
+
+    from sfcrime.results import ResultsPlace
+
+    counts = {"locations": [{"address": text, "count": i + 1} for i, text in enumerate(HOSTILE_TEXT)],
+              "crime_type_windows": [{"window_start": 3600 * i, "crime_type": text, "count": 2}
+                                     for i, text in enumerate(HOSTILE_TEXT)],
+              "total": [{"count": 99, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15,
+                         "event_s_max": 1.5e9}]}
+    settings = {"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600", "window": "1 hour"}
+    for url in (None, results_db):
+        store = ResultsPlace(tmp_path, url).open_store()
+        store.check_settings(settings)
+        for batch_id in (0, 1):
+            assert store.write_batch(batch_id, counts)
+        assert not store.write_batch(1, counts)  # a batch id already counted
+        store.close()
+    expected_places = {text: 2 * (i + 1) for i, text in enumerate(HOSTILE_TEXT)}
+    in_postgres = {text.replace("\x00", "\ufffd"): n for text, n in expected_places.items()}  # its text holds no NUL
+    expected_panes = {(3600 * i, text.replace("\x00", "\ufffd")): 4 for i, text in enumerate(HOSTILE_TEXT)}
+    with psycopg.connect(results_db) as db:
+        assert dict(db.execute("SELECT address, count FROM locations").fetchall()) == in_postgres
+        assert {(s, t): n for s, t, n in db.execute("SELECT pane_start, crime_type, count FROM crime_type_panes")} \
+            == expected_panes
+    sqlite_files = [p for p in tmp_path.iterdir() if p.suffix in (".db", ".sqlite")]
+    assert len(sqlite_files) == 1, list(tmp_path.iterdir())
+    with sqlite3.connect(sqlite_files[0]) as db:
+        assert dict(db.execute("SELECT address, count FROM locations").fetchall()) == expected_places
