@@ -41,6 +41,7 @@ from .source import NAME as PYTHON_SOURCE_NAME
 from .source import KafkaDataSource
 from .spark_errors import first_line
 from .startup_checks import check_results_belong, check_retention, checkpoint_location, wait_for_topic
+from .warm_up import warm_up
 from .watermarks import IdlenessTicker, KafkaEnds
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,15 @@ class Job:
         if not jvm_json_check:
             self.warming = warm_python_workers(spark)
         print(f"Spark {spark.version} UI: {spark.sparkContext.uiWebUrl}", file=sys.stderr, flush=True)
+
+        def plan(raw):
+            return build_stream(raw, descriptions, options.pane_s, jvm_json_check)
+
+        # before the listener: these batches are no one's progress
+        warm_up(spark, plan, options.warm_up_batches, Path(options.output), [code for code in descriptions if code],
+                self.settings.topic)
         raw = open_source(spark, options, self.settings, skip_lost or options.accept_data_loss)
-        stream = build_stream(raw, descriptions, options.pane_s, jvm_json_check)
+        stream = plan(raw)
         self.listener = ProgressReporter(store, self.settings.topic, every_s=options.console_every_s)
         spark.streams.addListener(self.listener)
         batch_writer = BatchWriter(store, options.pane_s, options.console_top, options.strict, options.max_ahead_s,
@@ -306,6 +314,7 @@ class Job:
         options, settings, store = self.options, self.settings, self.store
         if ended == "interrupted":
             batch_writer.stop(wait_s=STOP_WAIT_S)  # the batch being written finishes, and no other starts
+            self.committer.close()  # its offsets to the group now: what it says of them comes before our last line
             # A batch that finished just before Ctrl-C has its line printed by the listener, asynchronously:
             # let it come first, and nothing after ours, so the last line says how to go on.
             catch_up(self.listener, query)

@@ -117,6 +117,7 @@ class StreamOptions:
     strict: bool = False
     results_url: str | None = None  # a PostgreSQL results store (postgresql://user@host:port/db) instead of SQLite
     results_config_file: str | None = None  # a file with the store's password
+    warm_up: int = 30  # batches of generated calls through the plan before a live query reads (warm_up.py)
 
     def __post_init__(self) -> None:
         """Plain ValueErrors, whoever builds the options: the CLI turns them into usage errors."""
@@ -163,6 +164,11 @@ class StreamOptions:
         if self.console_every is None:
             return 0.0 if self.once else 10.0
         return self.console_every
+
+    @property
+    def warm_up_batches(self) -> int:
+        """A live job warms up before it reads its topic; --once is a finite run, where it would only add."""
+        return 0 if self.once else self.warm_up
 
     @property
     def place(self) -> "ResultsPlace":
@@ -238,5 +244,9 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                              "kafka-consumer-groups.sh to show the lag (default sfcrime-<query id>, printed at start); "
                              "a restart still resumes from the checkpoint")
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed record instead of counting it")
+    parser.add_argument("--warm-up", type=non_negative_int, default=DEFAULTS.warm_up, metavar="BATCHES",
+                        help=f"a live job first runs its plan on this many batches of generated calls, thrown away, "
+                             f"so that the first real calls do not wait for the JVM to compile Spark's code "
+                             f"(default {DEFAULTS.warm_up}, about 10 s here; 0: none; never with --once)")
     add_results_arguments(parser)
     add_kafka_arguments(parser, client=False)

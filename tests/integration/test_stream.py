@@ -308,18 +308,14 @@ def test_strict_stops_at_the_first_malformed_record_with_one_line(kafka, sample_
     assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0  # nothing of the failed batch was counted
 
 
-def test_ctrl_c_in_a_terminal_under_spark_submit_says_how_to_resume_and_exits_130(kafka, sample_file, tmp_path):
-    """spark-submit runs the Python driver as a child of its JVM, and a terminal's Ctrl-C goes to the whole
-    foreground group: the JVM shut down under the job, racing its last line (seen lost: only "^C") and
-    failing its query.stop over py4j ("the query did not stop cleanly" after it, here). In a pseudo-terminal,
-    as a person runs it: a live job, a batch, then Ctrl-C; the JVM now leaves Ctrl-C to Python."""
+def ctrl_c_in_a_terminal(kafka, output, ready: bytes):
+    """A live job under spark-submit in a pseudo-terminal, as a person runs it: once it has printed `ready`,
+    Ctrl-C. (The exit code, all it printed.)"""
     import fcntl
     import pty
     import select
     import termios
 
-    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)
-    output = tmp_path / "out"
     command = [str(Path(PYTHON).parent / "spark-submit"), "data_stream.py", "--console-top", "0",
                "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic, "--output", str(output)]
     env = dict(os.environ, PYSPARK_PYTHON=PYTHON, PYSPARK_DRIVER_PYTHON=PYTHON)
@@ -344,8 +340,8 @@ def test_ctrl_c_in_a_terminal_under_spark_submit_says_how_to_resume_and_exits_13
                 seen += chunk
 
     try:
-        read_until(lambda: b"batch 0: " in seen, 240)
-        assert b"batch 0: " in seen, seen.decode(errors="replace")[-3000:]
+        read_until(lambda: ready in seen, 240)
+        assert ready in seen, seen.decode(errors="replace")[-3000:]
         os.write(master, b"\x03")  # a person pressing Ctrl-C: the terminal signals its foreground group
         read_until(lambda: job.poll() is not None, 120)
         job.wait(30)
@@ -355,7 +351,34 @@ def test_ctrl_c_in_a_terminal_under_spark_submit_says_how_to_resume_and_exits_13
             job.wait()
         os.close(master)
     said = seen.decode(errors="replace").replace("\r\n", "\n")
-    assert job.returncode == 130, said[-3000:]
     assert "Traceback" not in said and "Py4J" not in said and "did not stop cleanly" not in said, said[-3000:]
+    assert " ERROR " not in said, said[-3000:]
+    return job.returncode, said
+
+
+def test_ctrl_c_in_a_terminal_under_spark_submit_says_how_to_resume_and_exits_130(kafka, sample_file, tmp_path):
+    """spark-submit runs the Python driver as a child of its JVM, and a terminal's Ctrl-C goes to the whole
+    foreground group: the JVM shut down under the job, racing its last line (seen lost: only "^C") and
+    failing its query.stop over py4j ("the query did not stop cleanly" after it, here). In a pseudo-terminal,
+    as a person runs it: a live job, a batch, then Ctrl-C; the JVM now leaves Ctrl-C to Python."""
+    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    code, said = ctrl_c_in_a_terminal(kafka, output, b"batch 0: ")
+    assert code == 130, said[-3000:]
     last = said.strip().splitlines()[-1].removeprefix("^C")  # the terminal echoes the key
     assert last == f"stopping (Ctrl-C); every finished batch is kept: resume with the same --output {output}", said[-3000:]
+    assert "warmed up on 30 batches of generated calls" in said, said[-3000:]  # a live job's default
+    assert not list(output.glob("warm-up-*")), list(output.iterdir())  # its calls and checkpoint are gone
+
+
+def test_ctrl_c_during_the_warm_up_stops_the_job_in_one_line(kafka, sample_file, tmp_path):
+    """The warm-up runs before the query reads anything: Ctrl-C there stops the job without a word from
+    Spark, leaves no generated calls behind, and counts nothing."""
+    replay(load_calls(sample_file, limit=500), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    code, said = ctrl_c_in_a_terminal(kafka, output, b"warming up on 30 batches")
+    assert code == 130, said[-3000:]
+    assert said.strip().splitlines()[-1].removeprefix("^C") == "interrupted", said[-3000:]
+    assert not list(output.glob("warm-up-*")), list(output.iterdir())
+    with sqlite3.connect(output / "results.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0

@@ -157,3 +157,20 @@ def test_console_every_defaults_to_10_seconds_live_and_every_batch_once():
     assert options("--console-every", "2.5").console_every_s == 2.5
     assert options("--console-every", "1 minute", "--once").console_every_s == 60
     assert options("--console-every", "0").console_every_s == 0
+
+
+def test_a_live_job_warms_up_on_30_batches_by_default_and_never_with_once(capsys):
+    import pytest
+
+    from sfcrime.cli import build_parser
+    from sfcrime.stream.options import StreamOptions
+
+    def options(*flags):
+        return StreamOptions.from_args(build_parser().parse_args(["stream", *flags]))
+
+    assert options().warm_up_batches == 30 and options("--once").warm_up_batches == 0
+    assert options("--warm-up", "5").warm_up_batches == 5 and options("--warm-up", "0").warm_up_batches == 0
+    assert options("--warm-up", "5", "--once").warm_up_batches == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stream", "--warm-up", "-1"])
+    assert "--warm-up" in capsys.readouterr().err
