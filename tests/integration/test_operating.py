@@ -168,8 +168,13 @@ def test_healthz_turns_503_when_the_broker_goes_and_200_when_the_job_counts_agai
         assert healthy["status"] == "ok"
         ui_port = report(output)["pipeline"]["spark_ui_url"].rstrip("/").rsplit(":", 1)[1]
         spark_ui = f"http://127.0.0.1:{ui_port}"  # Spark's own metrics, on its UI (it listens on every address)
+        deadline = time.monotonic() + 120  # the query's metrics come once it starts, after the warm-up
         status, body = get(f"{spark_ui}/metrics/prometheus/")
+        while b"spark_streaming_sfcrime_calls_" not in body and time.monotonic() < deadline:
+            time.sleep(1)
+            status, body = get(f"{spark_ui}/metrics/prometheus/")
         assert status == 200 and b"spark_streaming_sfcrime_calls_" in body, body[:500]
+        assert b"sfcrime_warm_up" not in body, body[:500]  # the warm-up's query has gone, with its metrics
         status, body = get(f"{spark_ui}/metrics/executors/prometheus")
         assert status == 200 and b"metrics_executor_" in body, body[:500]
         deadline = time.monotonic() + 120  # everything replayed so far counted
