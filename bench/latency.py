@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import sqlite3
 import statistics
@@ -22,10 +23,13 @@ from .processes import PY, create_topic, open_results, percentile, stop_job, tim
 
 
 # Settings tried beside the defaults, at 2,000 calls/s (docs/benchmarks.md, "Latency"): a side's name, and
-# the job's flags and environment (SFCRIME_LATENCY_JAVA_HOME: the same job on another JDK, on its own archive)
+# the job's flags and environment (SFCRIME_LATENCY_JAVA_HOME: the same job on another JDK, on its own archive;
+# SFCRIME_LATENCY_FLAGS: the same job with these flags)
 LATENCY_VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {}
 if os.environ.get("SFCRIME_LATENCY_JAVA_HOME"):
     LATENCY_VARIANTS["after, on SFCRIME_LATENCY_JAVA_HOME"] = ([], {"JAVA_HOME": os.environ["SFCRIME_LATENCY_JAVA_HOME"]})
+if os.environ.get("SFCRIME_LATENCY_FLAGS"):  # e.g. "--spark-conf K=V": the job's flags for a setting tried
+    LATENCY_VARIANTS["after, with SFCRIME_LATENCY_FLAGS"] = (shlex.split(os.environ["SFCRIME_LATENCY_FLAGS"]), {})
 # Calls/s and seconds of warm-up before each measured live run. A live job runs for hours; right after its
 # start the JVM is still compiling Spark's code: at 2,000 calls/s here the JIT took ~1 core-second a second in
 # the first minute and ~0.35 in the third (jstat -compiler), and latency p50 fell from 1.38 s in the first

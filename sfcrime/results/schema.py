@@ -36,9 +36,10 @@ TABLES: dict[str, tuple[list[tuple[str, str]], tuple[str, ...]]] = {
 def ddl(types: dict[str, str], key: str = "PRIMARY KEY") -> list[str]:
     """CREATE TABLE IF NOT EXISTS for every table, with `types` mapping each kind to the backend's type.
 
-    `key` declares each table's key. A call may lack an address or a crime type, and its count is kept
-    under a null key: SQLite's PRIMARY KEY allows that; PostgreSQL's does not, so it declares
-    "UNIQUE NULLS NOT DISTINCT", under which a null key is one key, as a count needs."""
+    `key` declares each table's key. The job never writes a null key (a call without an address or a crime
+    type is counted under "(none)"), and must not: SQLite's PRIMARY KEY takes each null as a key of its own,
+    so an upsert would add a row instead of adding to one. PostgreSQL's PRIMARY KEY refuses nulls; it
+    declares "UNIQUE NULLS NOT DISTINCT", under which a null key would be one key."""
     return [f"CREATE TABLE IF NOT EXISTS {table} ("
             + ", ".join(f"{name} {types[kind]}" for name, kind in columns)
             + f", {key} ({', '.join(names)}))"
