@@ -11,7 +11,6 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pyspark.sql import functions as F
 
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from ..dataset import encode_record, iter_records, load_radio_codes
@@ -43,9 +42,7 @@ def exercise(spark, workdir: Path, calls: int = 3000) -> None:
 
 def exercise_streams(spark, workdir: Path) -> None:
     """The streaming plan over a folder of lines, once with each JSON check."""
-    raw = spark.readStream.text(str(workdir / "lines")).select(
-        F.col("value").cast("binary").alias("value"), F.lit(0).alias("partition"),
-        F.xxhash64("value").alias("offset"), F.current_timestamp().alias("timestamp"))
+    raw = T.rows_from_lines(spark.readStream.text(str(workdir / "lines")))
     descriptions = load_radio_codes(DEFAULT_RADIO_CODES)
     for jvm_check in (True, False):  # the JVM's JSON check and the Python workers' one
         if jvm_check and not T.jvm_json_check(spark):

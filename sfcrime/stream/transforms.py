@@ -164,6 +164,13 @@ def parse_calls(raw: DataFrame, jvm: bool | None = None) -> DataFrame:
                                       parsed.alias("call")))
 
 
+def rows_from_lines(lines: DataFrame) -> DataFrame:
+    """Lines of text (spark.readStream.text) as rows the plan takes from Kafka, a message a line: for the
+    set-up's training run and the job's warm-up, which feed it calls of their own."""
+    return lines.select(F.col("value").cast("binary").alias("value"), F.lit(0).alias("partition"),
+                        F.xxhash64("value").alias("offset"), F.current_timestamp().alias("timestamp"))
+
+
 def _key(rows: DataFrame):
     """The message's key: a dead letter keeps it. Readers without one (a file, the set-up's training) have none."""
     return F.col("key") if "key" in rows.columns else F.lit(None).cast("binary").alias("key")

@@ -45,8 +45,6 @@ def generated_calls(batches: int, folder: Path, dispositions: list[str]) -> None
 def warm_up(spark, plan, batches: int, workdir: Path, dispositions: list[str], topic: str) -> int:
     """Run `plan` (rows shaped as the Kafka source's -> the job's stream) on `batches` batches of generated
     calls; how many ran. Ctrl-C stops it and raises KeyboardInterrupt."""
-    from pyspark.sql import functions as F
-
     if batches <= 0:
         return 0
     done = 0
@@ -66,10 +64,7 @@ def warm_up(spark, plan, batches: int, workdir: Path, dispositions: list[str], t
         (folder / "calls").mkdir()
         generated_calls(batches, folder / "calls", dispositions)
         log.info("warming up on %d batches of generated calls before reading %s (--warm-up 0: none)", batches, topic)
-        lines = spark.readStream.option("maxFilesPerTrigger", 1).text(str(folder / "calls"))
-        raw = lines.select(F.col("value").cast("binary").alias("key"), F.col("value").cast("binary").alias("value"),
-                           (F.xxhash64("value") % spark.sparkContext.defaultParallelism).cast("int").alias("partition"),
-                           F.xxhash64("value").alias("offset"), F.current_timestamp().alias("timestamp"))
+        raw = T.rows_from_lines(spark.readStream.option("maxFilesPerTrigger", 1).text(str(folder / "calls")))
         query = (plan(raw).writeStream.queryName(QUERY_NAME).foreachBatch(count)
                  .option("checkpointLocation", str(folder / "checkpoint")).start())
         while done < batches and not interrupted.is_set() and time.monotonic() - started < TIMEOUT_S:
