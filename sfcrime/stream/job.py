@@ -80,7 +80,7 @@ SPARK_DEFAULTS = {
 # FileContext `readlink`s too: 34 ms a file against 10 ms here. A batch writes four (its offset log, its
 # commit log, a state changelog per partition): live at 2,000 calls/s, batch p50 0.142 s against 0.237 s
 # (docs/benchmarks.md). Both write Hadoop's .crc beside each file, which the damaged-checkpoint check reads,
-# and a rename on a local disk is atomic either way. A shared checkpoint (hdfs://, s3a://) keeps Spark's.
+# and both make a file appear whole, by a rename. A shared checkpoint (hdfs://, s3a://) keeps Spark's default.
 LOCAL_CHECKPOINT_DEFAULTS = {
     "spark.sql.streaming.checkpointFileManagerClass":
         "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
