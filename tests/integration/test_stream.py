@@ -99,6 +99,27 @@ def test_newest_first_replay_counts_every_late_call_and_marks_the_windows_revise
     assert answers["duplicates"] == 1  # the sample's repeated call
 
 
+def test_a_checkpoint_begun_by_sparks_default_file_manager_resumes_exactly_and_every_file_has_its_checksum(
+        kafka, sample_file, sample_records, tmp_path):
+    """A local checkpoint is written through Hadoop's FileSystem API (job.LOCAL_CHECKPOINT_DEFAULTS), and
+    checkpoints begun before that through Spark's default, FileContext, go on: the same files, the same
+    checksums. The damaged-checkpoint check needs a .crc beside every file, from either."""
+    half = len(load_calls(sample_file)) // 2
+    replay(load_calls(sample_file, limit=half), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    stream(kafka, output, "--max-offsets-per-trigger", "400", "--spark-conf",
+           "spark.sql.streaming.checkpointFileManagerClass="
+           "org.apache.spark.sql.execution.streaming.checkpointing.FileContextBasedCheckpointFileManager")
+    replay(load_calls(sample_file, skip=half), kafka, Pacing(), progress=False, append=True)
+    restarted = stream(kafka, output, "--max-offsets-per-trigger", "400")
+    assert "resuming after batch" in restarted.stderr and "damaged" not in restarted.stderr, restarted.stderr[-2000:]
+    assert_answers_match(report(output), expected_answers(sample_records))
+    checkpoint = output / "checkpoint"
+    written = [f for f in checkpoint.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    assert len([f for f in written if f.parent.name == "commits"]) >= 4, sorted(map(str, written))
+    assert [str(f) for f in written if not (f.parent / f".{f.name}.crc").exists()] == []
+
+
 @pytest.mark.parametrize("source", SOURCES)
 def test_killed_and_restarted_job_gives_the_answers_of_an_uninterrupted_run(kafka, sample_file, sample_records,
                                                                             tmp_path, source):
