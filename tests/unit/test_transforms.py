@@ -34,6 +34,8 @@ HOSTILE = [
     (b"{\"crime_id\": \"6\", \"call_date_time\": ", T.NOT_JSON),
     (b"{}", T.NO_CRIME_ID),
     (b"{\"crime_id\": \"  \", \"call_date_time\": \"2018-10-02T09:11:00.000\"}", T.NO_CRIME_ID),
+    (b"{\"crime_id\": \"\\r\", \"call_date_time\": \"2018-10-02T09:11:00.000\"}", T.NO_CRIME_ID),  # blank as str.strip()
+    (b"{\"crime_id\": \"\\t\\u3000\\u001f\", \"call_date_time\": \"2018-10-02T09:11:00.000\"}", T.NO_CRIME_ID),
     (b"{\"crime_id\": \"3\"}", T.BAD_EVENT_TIME),
     (b"{\"crime_id\": \"4\", \"call_date_time\": null}", T.BAD_EVENT_TIME),
     (b"{\"crime_id\": \"5\", \"call_date_time\": \"yesterday\"}", T.BAD_EVENT_TIME),
@@ -47,17 +49,19 @@ HOSTILE = [
     (b"\xef\xbb\xbf" + good("17"), T.NOT_AN_OBJECT),  # a byte-order mark is not JSON whitespace
 ]
 VALID_WITH_WHITESPACE = b"\n\t " + good("18") + b" \r\n\t"
+ID_WITH_BLANKS = b"{\"crime_id\": \"\\t 19 a\\u00a0\\n\", \"call_date_time\": \"2018-10-02T09:11:00.000\"}"
 
 
 @pytest.mark.parametrize("jvm", [True, False], ids=["jvm-check", "python-check"])
 def test_parse_calls_marks_every_kind_of_malformed_record(spark, jvm):
-    values = [good("1"), good(12345), VALID_WITH_WHITESPACE] + [v for v, _ in HOSTILE]
+    values = [good("1"), good(12345), VALID_WITH_WHITESPACE, ID_WITH_BLANKS] + [v for v, _ in HOSTILE]
     rows = T.parse_calls(kafka_rows(spark, values), jvm=jvm).orderBy("offset").collect()
-    assert [r.malformed for r in rows] == [None, None, None] + [reason for _, reason in HOSTILE]
+    assert [r.malformed for r in rows] == [None] * 4 + [reason for _, reason in HOSTILE]
     assert rows[1].crime_id == "12345"  # a numeric id is still an id
     assert rows[2].crime_id == "18"  # JSON whitespace around the object is fine (RFC 8259)
-    assert all(r.event_time is None for r in rows[3:])  # malformed rows have no event time
-    assert [r.value for r in rows[3:]] == [v for v, _ in HOSTILE]  # kept raw for the dead letters
+    assert rows[3].crime_id == "19 a"  # blanks around an id go, as str.strip() takes them; inside, they stay
+    assert all(r.event_time is None for r in rows[4:])  # malformed rows have no event time
+    assert [r.value for r in rows[4:]] == [v for v, _ in HOSTILE]  # kept raw for the dead letters
 
 
 def test_json_object_reason_is_exactly_rfc_8259_objects():
