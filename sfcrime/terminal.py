@@ -24,6 +24,16 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if not verbose:
+        for handler in root.handlers:
+            handler.addFilter(_py4j_chatter)
     for noisy in ("kafka", "py4j", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     logging.getLogger("sfcrime.librdkafka").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def _py4j_chatter(record: logging.LogRecord) -> bool:
+    """py4j logs each command a JVM gone (killed from outside) could not answer, with its traceback, on the root
+    logger (at INFO, or ERROR inside a batch): pages under the job's one line, which says what happened. -v
+    keeps them."""
+    return f"{os.sep}py4j{os.sep}" not in record.pathname

@@ -39,7 +39,7 @@ from .session import build_session
 from .sink import BatchObserver, BatchWriter
 from .source import NAME as PYTHON_SOURCE_NAME
 from .source import KafkaDataSource
-from .spark_errors import first_line
+from .spark_errors import first_line, jvm_ended
 from .startup_checks import check_results_belong, check_retention, checkpoint_location, wait_for_topic
 from .warm_up import warm_up
 from .watermarks import IdlenessTicker, KafkaEnds
@@ -267,6 +267,12 @@ class Job:
             if self.ticker is not None:  # nothing of it may come after the job's last line
                 self.ticker.stop()
             return self.ended(query, ended, batch_writer, started)
+        except Exception as error:
+            ended = jvm_ended(self.spark, error) if self.spark is not None else None
+            if ended is None:
+                raise
+            raise UserError(f"{ended} under the running job: every finished batch is kept: start it again and "
+                            f"{self.resume}") from None
         finally:
             self.close()
 
@@ -369,7 +375,7 @@ class Job:
         self.committer.close()  # after the query stopped: the last batch the results hold is committed too
         if self.warming is not None:
             self.warming.join(timeout=30)
-        if self.spark is not None:
+        if self.spark is not None and jvm_ended(self.spark) is None:  # a JVM gone answers nothing
             if self.listener is not None:
                 self.spark.streams.removeListener(self.listener)
             self.spark.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 
 def first_line(error) -> str:
     """Spark's query errors carry the whole logical plan after the message: keep the message, and the
@@ -17,3 +19,27 @@ def first_line(error) -> str:
     if root_line and root_line not in line:
         line = f"{line.rstrip(': ')}: {root_line}"
     return line[:500]
+
+
+def jvm_ended(spark, error: BaseException | None = None) -> str | None:
+    """How the Spark JVM this process launched ended, once it has (killed from outside, by the kernel out of
+    memory); None while it runs, or when spark-submit launched it (then this process goes with it). After
+    `error`, a lost connection to it, it is given a moment: the socket closes before the process is reaped."""
+    proc = getattr(getattr(getattr(spark, "sparkContext", None), "_gateway", None), "proc", None)
+    if proc is None:
+        return None
+    try:
+        code = proc.wait(timeout=2.0) if _lost_connection(error) else proc.poll()
+    except subprocess.TimeoutExpired:
+        return None
+    if code is None:
+        return None
+    return f"Spark's JVM (pid {proc.pid}) " + (f"was killed by signal {-code}" if code < 0 else f"exited with status {code}")
+
+
+def _lost_connection(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, ConnectionError) or type(error).__name__ == "Py4JNetworkError":
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -96,6 +96,48 @@ def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_p
         node.stop()
 
 
+def test_the_spark_jvm_killed_from_outside_is_one_line_and_the_job_resumes_exact(kafka, sample_file, sample_records,
+                                                                                 tmp_path):
+    """The JVM under `python data_stream.py` killed from another terminal (kill -9, or the kernel out of
+    memory): py4j logged every command the JVM could not answer, pages of tracebacks. Now one line, and the
+    job started again counts on from its last finished batch: each call once."""
+    import os
+    import signal
+
+    from tests.integration.test_stream import assert_answers_match, expected_answers, report, stream
+
+    replay(load_calls(sample_file), kafka, Pacing(), progress=False)
+    output = tmp_path / "out"
+    job = subprocess.Popen([PYTHON, "data_stream.py", "--console-top", "0", "--max-offsets-per-trigger", "300",
+                            "--bootstrap-servers", kafka.bootstrap_servers, "--topic", kafka.topic,
+                            "--output", str(output)],
+                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        lines = []
+        for line in job.stderr:  # until a batch after the first is counted (the lines come at most every few s)
+            lines.append(line)
+            if re.match(r"batch [1-9]\d*: ", line):
+                break
+        java = subprocess.run(["pgrep", "-P", str(job.pid), "java"], capture_output=True, text=True).stdout.split()
+        assert len(java) == 1, (java, "".join(lines))
+        os.kill(int(java[0]), signal.SIGKILL)
+        rest = job.stderr.read()
+        job.wait(60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 1 and "Traceback" not in rest and "py4j" not in rest, rest[-3000:]
+    said = rest.strip().splitlines()
+    assert said[-1] == (f"error: Spark's JVM (pid {java[0]}) was killed by signal 9 under the running job: every "
+                        f"finished batch is kept: start it again and resume with the same --output {output}"), rest
+    assert len(said) <= 3, rest  # the last batch lines at most, then the error
+    restarted = stream(kafka, output, "--max-offsets-per-trigger", "300")
+    assert "resuming after batch" in restarted.stderr
+    assert_answers_match(report(output), expected_answers(sample_records))
+
+
 def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(kafka, sample_file, sample_records, tmp_path):
     """A truncated file, a deleted state file, the last batches deleted: each is one line naming what and
     the way back, before anything is counted; the folder restored, the job resumes and nothing is twice."""
