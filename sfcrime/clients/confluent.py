@@ -282,6 +282,7 @@ class ConfluentAdmin(Admin):
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise UserError(f"cannot create topic {topic!r}: {error.args[0].str()}") from None
+        self._await_listed()
 
     def delete_topic(self) -> None:
         topic = self.settings.topic

@@ -208,6 +208,7 @@ class KafkaPythonAdmin(Admin):
             pass
         except KafkaError as error:
             raise UserError(f"cannot create topic {self.settings.topic!r}: {error}") from None
+        self._await_listed()
 
     def delete_topic(self) -> None:
         try:

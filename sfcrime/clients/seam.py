@@ -203,7 +203,15 @@ class Admin(ABC):
 
     @abstractmethod
     def create_topic(self, partitions: int) -> None:
-        """Create settings.topic with the broker's default replication; one already there is left as it is."""
+        """Create settings.topic with the broker's default replication; one already there is left as it is.
+        Returns once the topic is listed (_await_listed)."""
+
+    def _await_listed(self) -> None:
+        """The controller says yes before the broker's metadata lists the new topic: a listing right after
+        missed it (CI, once, with kafka-python). Wait until it is listed, at most the settings' timeout."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        while self.settings.topic not in self.topics() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     @abstractmethod
     def delete_topic(self) -> None:
