@@ -207,6 +207,14 @@ def sample_file(tmp_path_factory, sample_records):
     return write_calls(tmp_path_factory.mktemp("data") / "sample", sample_records, "gz")
 
 
+def kill_if_running(process: subprocess.Popen) -> None:
+    """A test's cleanup: a command it started in a session of its own, still running after a failure, goes
+    with its JVM and Python workers (SIGKILL to the process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def run_cli(*args, timeout=120, env=None, input_text=None):
     """Run `python -m sfcrime ...` (or a script) as a user would; return the CompletedProcess."""
     command = [PYTHON, *args] if str(args[0]).endswith(".py") else [PYTHON, "-m", "sfcrime", *args]

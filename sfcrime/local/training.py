@@ -11,7 +11,6 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from ..config import DEFAULT_INPUT, DEFAULT_RADIO_CODES
 from ..dataset import encode_record, iter_records, load_radio_codes
 from .jars import connector_jar_paths, json_check_jar_paths

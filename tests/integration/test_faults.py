@@ -11,7 +11,7 @@ from sfcrime.consumer import verify
 from sfcrime.dataset import load_calls
 from sfcrime.local.kafka import KafkaNode
 from sfcrime.producer import Pacing, replay
-from tests.conftest import PYTHON, REPO, read_topic
+from tests.conftest import PYTHON, REPO, kill_if_running, read_topic
 
 
 def test_the_topic_and_every_message_survive_a_broker_restart(sample_file, sample_records, tmp_path):
@@ -78,12 +78,7 @@ def test_a_broker_lost_under_a_live_job_is_one_line_naming_it(sample_file, tmp_p
             rest = job.stderr.read()
             job.wait(120)
         finally:
-            if job.poll() is None:
-                import os
-                import signal
-
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+            kill_if_running(job)
         assert job.returncode == 1, "".join(lines) + rest
         last = rest.strip().splitlines()[-1]
         partitions = ", ".join(f"{p} up to offset {n:,}" for p, n in sorted(held.items()))  # batch 0 read all
@@ -125,9 +120,7 @@ def test_the_spark_jvm_killed_from_outside_is_one_line_and_the_job_resumes_exact
         rest = job.stderr.read()
         job.wait(60)
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-            job.wait()
+        kill_if_running(job)
     assert job.returncode == 1 and "Traceback" not in rest and "py4j" not in rest, rest[-3000:]
     said = rest.strip().splitlines()
     assert said[-1] == (f"error: Spark's JVM (pid {java[0]}) was killed by signal 9 under the running job: every "
@@ -280,9 +273,6 @@ def test_a_full_disk_under_the_output_stops_the_job_in_one_line_and_it_counts_on
         kafka, sample_file, sample_records, tmp_path):
     """--output on a small file system of its own (tmpfs, as root), filled up under a live job while calls
     arrive: one line saying so and what to do, nothing half-written; space freed, the job counts on exactly."""
-    import os
-    import signal
-
     from tests.integration.test_stream import assert_answers_match, expected_answers, report, stream
 
     disk = tmp_path / "disk"
@@ -311,9 +301,7 @@ def test_a_full_disk_under_the_output_stops_the_job_in_one_line_and_it_counts_on
             replay(load_calls(sample_file, skip=1000), kafka, Pacing(), progress=False, append=True)
             job.wait(240)
         finally:
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+            kill_if_running(job)
         said = (tmp_path / "job.err").read_text()
         assert job.returncode == 1 and "Traceback" not in said, said[-3000:]
         last = said.strip().splitlines()[-1]
