@@ -57,11 +57,26 @@ def bench_latency(bootstrap: str, input_path: str, workdir: Path, quick: bool, b
             if postgres:  # the same job, its results in PostgreSQL
                 results.append(_live_latency(bootstrap, input_path, workdir, "after, PostgreSQL", REPO_DIR, rate,
                                              seconds, i, ["--results", postgres()]))
+                compare_writes(results[-1], next((r for r in reversed(results) if r.get("side") == "after"
+                                                  and r.get("input_rate") == rate), None))
             if rate == 2000:
                 for side, (flags, env) in LATENCY_VARIANTS.items():
                     results.append(_live_latency(bootstrap, input_path, workdir, side, REPO_DIR, rate, seconds, i,
                                                  flags, env))
     return results
+
+
+def compare_writes(postgresql: dict, sqlite: dict | None) -> None:
+    """The job's own per-batch results write (resultsWrite, p50 over the measured batches), PostgreSQL over
+    SQLite at the same rate in the same run: issue 30's target is 1.5x. Kept in the PostgreSQL run's result."""
+    try:
+        ours, theirs = (run["duration_ms_median"]["resultsWrite"] for run in (postgresql, sqlite))
+    except (KeyError, TypeError):
+        return
+    postgresql["results_write_p50_ms"] = {"sqlite": theirs, "postgresql": ours,
+                                          "ratio": round(ours / theirs, 2) if theirs else None}
+    print(f"  results write per batch, the job's own (p50): SQLite {theirs:g} ms, PostgreSQL {ours:g} ms"
+          + (f" ({ours / theirs:.2f}x; target <= 1.5x)" if theirs else ""), flush=True)
 
 
 def counted_by_type(db: sqlite3.Connection) -> dict[str, int]:

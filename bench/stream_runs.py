@@ -27,11 +27,18 @@ def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rou
     batch job over the file; JVM start included in each, run alternately so the machine's noise is shared.
     With a baseline checkout, its connector job and its batch job run too: --once must not get slower than
     the code before, and a ratio must not improve only because the batch job got slower."""
+    writes: dict[str, list[float]] = {"kafka": [], "kafka_postgresql": []}  # the job's own resultsWrite p50s
+
     def stream(source: str, i: int, checkout: Path = REPO_DIR, name: str = "", results: str | None = None) -> float:
-        return timed([PY, str(checkout / "data_stream.py"), "--once", "--console-top", "0", "--source", source,
-                      "--bootstrap-servers", bootstrap, "--topic", topic,
-                      "--output", str(workdir / f"stream-{name or source}-{i}"),
-                      *(["--results", results] if results else [])], cwd=checkout)[0]
+        output = workdir / f"stream-{name or source}-{i}"
+        seconds = timed([PY, str(checkout / "data_stream.py"), "--once", "--console-top", "0", "--source", source,
+                         "--bootstrap-servers", bootstrap, "--topic", topic, "--output", str(output),
+                         *(["--results", results] if results else [])], cwd=checkout)[0]
+        if checkout == REPO_DIR and (name or source) in ("kafka", "kafka-postgresql"):
+            write_ms = results_write_p50(output, results)
+            if write_ms is not None:
+                writes["kafka_postgresql" if results else "kafka"].append(write_ms)
+        return seconds
 
     times: dict[str, list[float]] = {"batch": [], "kafka": [], "python": []}
     if postgres:
@@ -63,13 +70,31 @@ def bench_stream(bootstrap: str, input_path: str, topic: str, workdir: Path, rou
         result["after_over_before"] = round(medians["kafka"] / medians["kafka_before"], 3)
     if postgres:
         result["postgresql_over_sqlite"] = round(medians["kafka_postgresql"] / medians["kafka"], 3)
+        if writes["kafka"] and writes["kafka_postgresql"]:
+            sqlite_ms, postgresql_ms = (statistics.median(writes[k]) for k in ("kafka", "kafka_postgresql"))
+            result["results_write_p50_ms"] = {"sqlite": writes["kafka"], "postgresql": writes["kafka_postgresql"],
+                                              "ratio": round(postgresql_ms / sqlite_ms, 2)}
     result["met"] = result["connector_ratio"] <= 1.0
     print(f"stream --once: connector {result['connector_ratio']:.2f}x, python source {result['python_source_ratio']:.2f}x "
           f"the batch job (target: connector <= 1.0x) {'MET' if result['met'] else 'NOT MET'}"
           + (f"; the code before: {result['connector_ratio_before']:.2f}x (now/before "
              f"{result['after_over_before']:.2f})" if baseline else "")
-          + (f"; into PostgreSQL {result['postgresql_over_sqlite']:.2f}x the SQLite run" if postgres else ""), flush=True)
+          + (f"; into PostgreSQL {result['postgresql_over_sqlite']:.2f}x the SQLite run" if postgres else "")
+          + (f"; its results write per batch (p50) {result['results_write_p50_ms']['ratio']:.2f}x SQLite's "
+             "(target <= 1.5x)" if "results_write_p50_ms" in result else ""), flush=True)
     return result
+
+
+def results_write_p50(output: Path, url: str | None) -> float | None:
+    """The median of the job's own per-batch results write (resultsWrite in its progress), in ms."""
+    from .latency import duration_breakdown
+    from .processes import open_results
+
+    db = open_results(output, url)
+    try:
+        return duration_breakdown(db).get("resultsWrite")
+    finally:
+        db.close()
 
 
 SESSION_AND_FIRST_QUERY = ("from sfcrime.stream.session import build_session; "

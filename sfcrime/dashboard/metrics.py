@@ -86,6 +86,8 @@ class ResultsCollector:
         yield _gauge("sfcrime_last_batch_duration_seconds", "The last micro-batch's duration",
                      None if last is None or last[0] is None else last[0] / 1000)
         yield _gauge("sfcrime_last_batch_input_rows", "Messages the last micro-batch read", None if last is None else last[1])
+        yield _gauge("sfcrime_last_batch_results_write_seconds", "The last micro-batch's write into the results "
+                     "store, one transaction", None if last is None or last[2] is None else last[2] / 1000)
         written = results.last_written()
         yield _gauge("sfcrime_last_batch_timestamp_seconds", "When the last batch's results were committed", written)
         yield _gauge("sfcrime_seconds_since_last_batch", "Seconds since the last batch's results were committed",

@@ -6,6 +6,8 @@ at all. Values come back as plain ints, floats and strings whatever the backend.
 
 from __future__ import annotations
 
+import json
+
 from ..stream.watermarks import PartitionClock
 from .database import Database
 from .store import read_clocks, read_meta, watermark_of, window_counts
@@ -67,10 +69,18 @@ class ResultsReader:
         """When the last batch's results were committed (epoch seconds)."""
         return self._one("SELECT MAX(written_at) FROM batches")
 
-    def last_progress(self) -> tuple[int | None, int] | None:
-        """(duration_ms, input_rows) of the last batch Spark reported."""
-        rows = self._all("SELECT duration_ms, input_rows FROM progress ORDER BY batch_id DESC LIMIT 1")
-        return rows[0] if rows else None
+    def last_progress(self) -> tuple[int | None, int, int | None] | None:
+        """(duration_ms, input_rows, results_write_ms) of the last batch Spark reported; the write's time is
+        None for a batch not written by this job (a re-run, or results from before it was kept)."""
+        rows = self._all("SELECT duration_ms, input_rows, durations FROM progress ORDER BY batch_id DESC LIMIT 1")
+        if not rows:
+            return None
+        duration_ms, input_rows, durations = rows[0]
+        try:
+            write_ms = json.loads(durations).get("resultsWrite") if durations else None
+        except (ValueError, AttributeError):
+            write_ms = None
+        return duration_ms, input_rows, write_ms
 
     def recent_batches(self, limit: int) -> list[dict]:
         """The job's health per micro-batch, newest last (PIPELINE_COLUMNS)."""

@@ -92,7 +92,7 @@ class ProgressRow(NamedTuple):
     state_rows: int  # keys in the dedupe's state
     backlog: int | None  # messages in the topic not yet read
     duplicates: int  # messages the dedupe dropped
-    durations: str | None  # Spark's durationMs, JSON
+    durations: str | None  # Spark's durationMs and the results store's write (resultsWrite), JSON
 
 
 class Loss(NamedTuple):

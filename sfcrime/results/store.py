@@ -36,6 +36,7 @@ _COUNTED = {
 _PARTITIONS = upsert("partitions", ("partition", "event_time", "read_to", "end_offset", "grew_at", "idle"),
                      ("partition",))
 _PROGRESS = upsert("progress", ("batch_id",) + ProgressRow._fields[1:], ("batch_id",))
+KEPT_WRITE_TIMES = 256  # more than the progress Spark keeps (recentProgress: 100), which the job writes again at its end
 _ADD_PANE = ("INSERT INTO crime_type_panes (pane_start, crime_type, count) VALUES (?, ?, ?) "
              "ON CONFLICT (pane_start, crime_type) DO UPDATE SET count = crime_type_panes.count + excluded.count")
 
@@ -116,6 +117,7 @@ class ResultsStore:
         self.where = database.where
         self._lock = threading.Lock()  # the sink and the progress listener run on different threads
         self._window_s = 3600
+        self._write_ms: dict[int, int] = {}  # batch id -> its write's milliseconds, for the last KEPT_WRITE_TIMES
 
     def check_settings(self, settings: dict[str, str]) -> None:
         """Counts from different windows or topics must not be added up: refuse to mix them."""
@@ -172,7 +174,20 @@ class ResultsStore:
         them exactly where the last counted batch left them.
         """
         observation = observation or Observation(now=time.time(), idle_timeout_s=float("inf"))
-        return self._transaction(lambda db: self._write_batch(db, batch_id, counts, identity or {}, observation))
+        started = time.perf_counter()
+        written = self._transaction(lambda db: self._write_batch(db, batch_id, counts, identity or {}, observation))
+        with self._lock:
+            while len(self._write_ms) >= KEPT_WRITE_TIMES:
+                del self._write_ms[next(iter(self._write_ms))]
+            self._write_ms[batch_id] = round(1000 * (time.perf_counter() - started))
+        return written
+
+    def write_ms(self, batch_id: int) -> int | None:
+        """How long write_batch took for this recent batch (the store's own share of it): kept with the batch's
+        progress as "resultsWrite", beside Spark's durations, so that operators and `bench` can compare stores
+        by the job's own batches."""
+        with self._lock:
+            return self._write_ms.get(batch_id)
 
     def observe_partitions(self, observation: Observation) -> tuple[float | None, float | None]:
         """Between batches: Kafka's end offsets alone may make a partition idle (or active again), and so move

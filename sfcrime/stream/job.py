@@ -350,7 +350,8 @@ class Job:
         if error is not None:
             self.failed(error)
         for progress in query.recentProgress:  # the listener is asynchronous: make sure the last ones are kept
-            store.write_progress(progress_row(progress, backlog_of(progress), store.watermark()))
+            store.write_progress(progress_row(progress, backlog_of(progress), store.watermark(),
+                                              store.write_ms(progress.batchId)))
         catch_up(self.listener, query)
         log.info("processed everything available in %.1f s; results in %s", time.monotonic() - started, store.where)
         return 0

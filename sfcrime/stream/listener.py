@@ -34,13 +34,17 @@ def duplicates_of(progress) -> int:
     return total
 
 
-def durations_of(progress) -> str | None:
+def durations_of(progress, write_ms: int | None = None) -> str | None:
     """Spark's own breakdown of the batch's time (durationMs: latestOffset, queryPlanning, addBatch,
-    walCommit, commitOffsets, ...) as JSON: where a micro-batch's fixed cost goes (README, "Latency")."""
+    walCommit, commitOffsets, ...) as JSON: where a micro-batch's fixed cost goes (README, "Latency").
+    With `write_ms`, the results store's share of addBatch too, as "resultsWrite"."""
     try:
-        return json.dumps({k: int(v) for k, v in dict(progress.durationMs or {}).items()}, sort_keys=True)
+        durations = {k: int(v) for k, v in dict(progress.durationMs or {}).items()}
     except (TypeError, ValueError, AttributeError):
         return None
+    if write_ms is not None:
+        durations["resultsWrite"] = write_ms
+    return json.dumps(durations, sort_keys=True)
 
 
 def input_rate(progress) -> float | None:
@@ -52,12 +56,13 @@ def input_rate(progress) -> float | None:
     return rate
 
 
-def progress_row(progress, backlog: int | None, watermark_s: float | None = None) -> ProgressRow:
+def progress_row(progress, backlog: int | None, watermark_s: float | None = None,
+                 write_ms: int | None = None) -> ProgressRow:
     """A StreamingQueryProgress as a row of the results' progress table."""
     return ProgressRow(progress.batchId, progress.timestamp, progress.numInputRows, input_rate(progress),
                        progress.processedRowsPerSecond, progress.batchDuration, watermark_s,
                        sum(op.numRowsTotal for op in progress.stateOperators), backlog, duplicates_of(progress),
-                       durations_of(progress))
+                       durations_of(progress, write_ms))
 
 
 def backlog_of(progress) -> int | None:
@@ -94,7 +99,7 @@ class ProgressReporter(StreamingQueryListener):
         progress = event.progress
         backlog = backlog_of(progress)
         watermark = self.store.watermark()
-        row = progress_row(progress, backlog, watermark)
+        row = progress_row(progress, backlog, watermark, self.store.write_ms(progress.batchId))
         self.store.write_progress(row)
         shown = "- (no calls yet)" if watermark is None else local_time(watermark, named=True)
         clocks = self.store.partition_clocks()

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -58,11 +59,23 @@ def test_postgres_answers_equal_the_independent_count_and_the_sqlite_run(kafka, 
         batches = [b for (b,) in db.execute("SELECT batch_id FROM batches ORDER BY batch_id")]
         kept = {bytes(v) if v is not None else None for (v,) in db.execute("SELECT value FROM dead_letters")}
         calls = db.execute("SELECT SUM(count) FROM locations").fetchone()[0]
+        assert_write_times_kept(db.execute("SELECT batch_id, durations FROM progress").fetchall(), batches)
+    with sqlite3.connect(tmp_path / "sqlite" / "results.sqlite") as db:
+        assert_write_times_kept(db.execute("SELECT batch_id, durations FROM progress").fetchall(),
+                                [b for (b,) in db.execute("SELECT batch_id FROM batches")])
     assert batches == list(range(len(batches))) and len(batches) >= 4
     assert kept == {v if v else None for v in HOSTILE} | ({b""} if b"" in kept else set())
     assert calls == expected_answers(sample_records)["total_calls"]
     if source == "kafka":  # the dashboard and /metrics read PostgreSQL too, and say the same
         assert_dashboard_says(results_db, tmp_path, from_sqlite)
+
+
+def assert_write_times_kept(progress: list[tuple[int, str]], batches: list[int]) -> None:
+    """Each counted batch's progress keeps the store's write time (resultsWrite, which bench compares between
+    the stores), within Spark's own time for the sink (addBatch), which runs the write."""
+    durations = {batch_id: json.loads(text) for batch_id, text in progress}
+    for batch_id in batches:
+        assert 0 <= durations[batch_id]["resultsWrite"] <= durations[batch_id]["addBatch"] + 1, durations[batch_id]
 
 
 def assert_dashboard_says(url, tmp_path, expected):

@@ -31,7 +31,8 @@ def results(tmp_path, unread: int = 0):
              "total": [{"count": 4, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15,
                         "event_s_max": T0 + 5 * HOUR}]}
     store.write_batch(0, batch, observation=Observation(time.time(), 60.0, {0: 10, 1: 20}, {0: 10 + unread, 1: 20}))
-    store.write_progress(ProgressRow(0, "2026-12-05T00:00:00Z", 4, 10.0, 20.0, 1500, None, 3, unread, 2, None))
+    store.write_progress(ProgressRow(0, "2026-12-05T00:00:00Z", 4, 10.0, 20.0, 1500, None, 3, unread, 2,
+                                     '{"addBatch": 900, "resultsWrite": 12}'))
     store.set_meta(started_at=str(time.time() - 600))
     store.close()
 
@@ -58,6 +59,7 @@ def test_the_exposition_parses_and_says_what_the_results_hold(tmp_path):
     assert metrics["sfcrime_watermark_delay_seconds"] == {(): 3 * HOUR}
     assert metrics["sfcrime_last_batch_duration_seconds"] == {(): 1.5}
     assert metrics["sfcrime_last_batch_input_rows"] == {(): 4}
+    assert metrics["sfcrime_last_batch_results_write_seconds"] == {(): 0.012}
     assert 0 <= metrics["sfcrime_seconds_since_last_batch"][()] < 60
     assert metrics["sfcrime_up"] == {(): 0}  # no job runs here
     assert "# TYPE sfcrime_calls_counted_total counter" in text and "# HELP sfcrime_consumer_lag_messages " in text
