@@ -25,6 +25,12 @@ class Database(ABC):
     @abstractmethod
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
+    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
+        """Add each row's count (its last value, after `columns`) to the row of `table` with the same `keys`,
+        or insert the row: a batch's counts, in the writer's transaction. No two rows share their keys."""
+        self.executemany(f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
+                         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {table}.count + excluded.count", rows)
+
     @abstractmethod
     def begin_write(self) -> None:
         """Start the writer's transaction, waiting out (and saying so) whatever else holds the database."""

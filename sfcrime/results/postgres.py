@@ -39,6 +39,9 @@ _VALUES = re.compile(r"^INSERT INTO (\w+) (?:\(([^)]*)\) )?VALUES \((?:\?, )*\?\
 # PostgreSQL put it beside the old one without touching the index (a HOT update).
 COUNTS_STORAGE = {table: " WITH (fillfactor = 50)" for table in
                   ("crime_type_panes", "locations", "dispositions", "hourly", "daily", "partitions", "meta")}
+# The tables a batch adds counts to (Database.add_counts): whether each is still empty, asked once a transaction.
+COUNT_TABLES = tuple(table for table, (columns, _) in TABLES.items() if ("count", "int") in columns)
+EMPTY_SQL = "SELECT " + ", ".join(f"NOT EXISTS (SELECT 1 FROM {table})" for table in COUNT_TABLES)
 VERSION_SQL = ("SELECT (SELECT MAX(batch_id) FROM batches), (SELECT MAX(batch_id) FROM progress), "
                "(SELECT COUNT(*) FROM progress), (SELECT MAX(value) FROM meta WHERE key = 'job_watermark'), "
                "(SELECT MAX(value) FROM meta WHERE key = 'broker_lost_since'), "
@@ -110,6 +113,8 @@ class PostgresDatabase(Database):
         self.instead = "use another database (--results)"
         self._password = password_from(config_file)
         self._pipeline = None
+        self._empty: set[str] | None = None  # COUNT_TABLES without a row, as this transaction found them
+        self._filled: set[str] = set()  # COUNT_TABLES seen with rows: MERGE, right whatever they hold, asks no more
         self._db = self._connect()
         if not readonly:
             try:
@@ -140,6 +145,12 @@ class PostgresDatabase(Database):
                 self._db.execute(statement + COUNTS_STORAGE.get(statement.split()[5], ""))
         except psycopg.Error as error:
             raise UserError(f"cannot use the results store at {self.where}: {one_line(error)}") from None
+        # add_counts' MERGE looks each row up by the table's key: an index probe a row. The planner takes the
+        # source (unnest) for 100 rows whatever it holds, and from a few thousand rows in the table on it chose
+        # a hash join over a scan of the whole table, whose cost grows with it (8 ms at 32,000 panes). The
+        # writer's session runs no other join.
+        self._db.execute("SET enable_hashjoin = off")
+        self._db.execute("SET enable_mergejoin = off")
         taken, = self._db.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
         if not taken:
             holder = self._db.execute(
@@ -172,9 +183,45 @@ class PostgresDatabase(Database):
         statement, kinds = bulk
         self._db.execute(statement, [array_literal(column, kind) for column, kind in zip(zip(*rows), kinds)])
 
+    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
+        """Not INSERT ... ON CONFLICT DO UPDATE, whose insert is speculative (an index probe, the insert, then
+        a confirmation in the WAL) and whose update first locks the row (a WAL record more). MERGE, reading one
+        array a column (executemany), updates the rows there and inserts the others plainly. Into a table
+        still empty (a fresh store's first batch, such as a whole replay --once) COPY writes, a page of rows
+        to a WAL record. docs/benchmarks.md has the times."""
+        by_column = list(zip(*rows))
+        if any(None in by_column[columns.index(key)] for key in keys):
+            super().add_counts(table, columns, keys, rows)  # `=` never matches a null: only ON CONFLICT sees it
+            return
+        statement, kinds = _merge(table, tuple(columns), tuple(keys))
+        if table not in self._filled:
+            if self._empty is None:  # one round trip, in a fresh store's first batches only
+                self._empty = {t for t, empty in zip(COUNT_TABLES, self._db.execute(EMPTY_SQL).fetchone()) if empty}
+            self._filled.add(table)
+            if table in self._empty:
+                self._copy(table, (*columns, "count"), rows, by_column, kinds)
+                return
+        self._db.execute(statement, [array_literal(column, kind) for column, kind in zip(by_column, kinds)])
+
+    def _copy(self, table: str, names: Sequence[str], rows: list[tuple], by_column: list[tuple],
+              kinds: Sequence[str]) -> None:
+        """COPY into the writer's transaction. libpq has no COPY in pipeline mode: the pipeline ends (its
+        statements' errors are raised here) and a new one begins after; the transaction goes on. On an error
+        none begins, and rollback() ends the transaction."""
+        self._end_pipeline()
+        for i, kind in enumerate(kinds):
+            if kind == "text" and "\x00" in "".join(filter(None, by_column[i])):
+                rows = [row[:i] + (_nul_free(row[i]),) + row[i + 1:] for row in rows]
+        with self._db.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        self._pipeline = self._db.pipeline()
+        self._pipeline.__enter__()
+
     def begin_write(self) -> None:
         """The transaction in pipeline mode: its writes go without waiting for each other's answers, and the
         client makes the next while the server runs the last; a read (or COMMIT) waits for all before it."""
+        self._empty = None
         self._pipeline = self._db.pipeline()
         self._pipeline.__enter__()
         self._db.execute("BEGIN")
@@ -272,6 +319,19 @@ def _bulk_insert(sql: str) -> tuple[str, tuple[str, ...]] | None:
             tuple(columns[name] for name in names))
 
 
+@functools.lru_cache(maxsize=32)
+def _merge(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """add_counts' MERGE over one array a column (`columns`, then count), with each column's kind."""
+    kinds = dict(TABLES[table][0])
+    names = (*columns, "count")
+    arrays = ", ".join(f"%s::{TYPES[kinds[n]].split(' COLLATE')[0]}[]" for n in names)
+    statement = (f"MERGE INTO {table} t USING unnest({arrays}) AS s({', '.join(names)}) "
+                 f"ON {' AND '.join(f't.{k} = s.{k}' for k in keys)} "
+                 "WHEN MATCHED THEN UPDATE SET count = t.count + s.count "
+                 f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) VALUES ({', '.join(f's.{n}' for n in names)})")
+    return statement, tuple(kinds[n] for n in names)
+
+
 def array_literal(values: Sequence[Any], kind: str) -> str:
     """One column as PostgreSQL's array text: `{"a b","c\\"d",NULL}` for text, `{1,2.5,NULL}` for numbers."""
     if None not in values:  # the usual column, made in a few passes over one string (up to 1 ms a batch less)
@@ -286,12 +346,16 @@ def array_literal(values: Sequence[Any], kind: str) -> str:
 
 
 def _quoted(value: str) -> str:
+    return '"' + _escaped(_nul_free(value)) + '"'
+
+
+def _nul_free(value: Any) -> Any:
     """PostgreSQL's text cannot hold NUL, which valid JSON can ("\\u0000"): such a call is counted all the same,
     under its text with U+FFFD in the NUL's place (SQLite keeps it as it is), and the log says so."""
-    if "\x00" in value:
+    if isinstance(value, str) and "\x00" in value:
         log.warning("PostgreSQL's text cannot hold NUL: %r is kept with U+FFFD in its place", value[:80])
         value = value.replace("\x00", NUL_STAND_IN)
-    return '"' + _escaped(value) + '"'
+    return value
 
 
 def _escaped(text: str) -> str:

@@ -117,7 +117,7 @@ class ResultsStore:
         self.where = database.where
         self._lock = threading.Lock()  # the sink and the progress listener run on different threads
         self._window_s = 3600
-        self._write_ms: dict[int, int] = {}  # batch id -> its write's milliseconds, for the last KEPT_WRITE_TIMES
+        self._write_ms: dict[int, float] = {}  # batch id -> its write's milliseconds, for the last KEPT_WRITE_TIMES
 
     def check_settings(self, settings: dict[str, str]) -> None:
         """Counts from different windows or topics must not be added up: refuse to mix them."""
@@ -179,10 +179,10 @@ class ResultsStore:
         with self._lock:
             while len(self._write_ms) >= KEPT_WRITE_TIMES:
                 del self._write_ms[next(iter(self._write_ms))]
-            self._write_ms[batch_id] = round(1000 * (time.perf_counter() - started))
+            self._write_ms[batch_id] = round(1000 * (time.perf_counter() - started), 1)
         return written
 
-    def write_ms(self, batch_id: int) -> int | None:
+    def write_ms(self, batch_id: int) -> float | None:
         """How long write_batch took for this recent batch (the store's own share of it): kept with the batch's
         progress as "resultsWrite", beside Spark's durations, so that operators and `bench` can compare stores
         by the job's own batches."""
@@ -326,11 +326,9 @@ class ResultsStore:
     @staticmethod
     def _add_counts(db: Database, counts: BatchCounts) -> None:
         for name, (table, columns, fields) in _COUNTED.items():
-            keys = ", ".join(columns[:1] if table == "dispositions" else columns)
-            db.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
-                f"ON CONFLICT ({keys}) DO UPDATE SET count = {table}.count + excluded.count",
-                list(map(itemgetter(*fields, "count"), counts.get(name, []))))
+            rows = list(map(itemgetter(*fields, "count"), counts.get(name, [])))
+            if rows:
+                db.add_counts(table, columns, TABLES[table][1], rows)
 
     @staticmethod
     def _note_revisions(db: Database, batch_id: int, counts: BatchCounts, watermark: float | None,

@@ -116,3 +116,57 @@ def test_text_of_any_shape_is_stored_as_it_came_in_both_stores(results_db, tmp_p
     assert len(sqlite_files) == 1, list(tmp_path.iterdir())
     with sqlite3.connect(sqlite_files[0]) as db:
         assert dict(db.execute("SELECT address, count FROM locations").fetchall()) == expected_places
+
+
+def test_counts_add_up_over_batches_whichever_way_each_table_is_written(results_db, tmp_path):
+    """The PostgreSQL writer COPYs into a table still empty, MERGEs into one with rows, and takes rows with a
+    null key through INSERT ... ON CONFLICT; tables fill in different batches, and a batch id already counted is
+    skipped. Every table must equal an independent count of the rows sent, and SQLite's (for non-null keys)."""
+    import random
+    import sqlite3
+    from collections import Counter
+
+    from sfcrime.results import ResultsPlace
+
+    pick = random.Random(30)
+    places, types = [f"{n} MARKET ST" for n in range(400)], ["Theft", "Assault", "Fraud", "Burglary", "Robbery"]
+    batches = []
+    for batch_id in range(12):
+        chosen = pick.sample(places, pick.randint(0 if batch_id == 0 else 1, 300))
+        counts = {"locations": [{"address": a, "count": pick.randint(1, 5)} for a in chosen],
+                  "crime_type_windows": [{"window_start": 3600 * h, "crime_type": t, "count": pick.randint(1, 9)}
+                                         for h in pick.sample(range(48), 6) for t in pick.sample(types, 3)],
+                  "dispositions": [{"disposition": d, "description": None, "count": 2} for d in ("ADV", "HAN")]
+                  if batch_id >= 5 else [],
+                  "total": [{"count": 1, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15,
+                             "event_s_max": 1.5e9}]}
+        batches.append(counts)
+    with_null = {**batches[7], "locations": batches[7]["locations"] + [{"address": None, "count": 3}]}
+    expected: dict[str, Counter] = {"locations": Counter(), "panes": Counter(), "dispositions": Counter()}
+    for counts in batches[:7] + [with_null] + batches[8:]:
+        for row in counts["locations"]:
+            expected["locations"][row["address"]] += row["count"]
+        for row in counts["crime_type_windows"]:
+            expected["panes"][(row["window_start"], row["crime_type"])] += row["count"]
+        for row in counts["dispositions"]:
+            expected["dispositions"][row["disposition"]] += row["count"]
+    settings = {"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600", "window": "1 hour"}
+    for url in (None, results_db):
+        for run in (batches[:6], batches[6:]):  # a restart: the second run's writer finds the tables with rows
+            store = ResultsPlace(tmp_path, url).open_store()
+            store.check_settings(settings)
+            for counts in run:
+                batch_id = batches.index(counts)
+                assert store.write_batch(batch_id, with_null if url and batch_id == 7 else counts)
+                if batch_id == 3:
+                    assert not store.write_batch(2, counts)  # already counted: nothing of it is added
+            store.close()
+    with psycopg.connect(results_db) as db:
+        assert Counter(dict(db.execute("SELECT address, count FROM locations"))) == expected["locations"]
+        assert Counter({(s, t): n for s, t, n in db.execute("SELECT pane_start, crime_type, count FROM crime_type_panes")}) \
+            == expected["panes"]
+        assert Counter(dict(db.execute("SELECT disposition, count FROM dispositions"))) == expected["dispositions"]
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert Counter(dict(db.execute("SELECT address, count FROM locations"))) \
+            == expected["locations"] - Counter({None: 3})
+        assert Counter(dict(db.execute("SELECT disposition, count FROM dispositions"))) == expected["dispositions"]
