@@ -69,7 +69,7 @@ class ResultsReader:
         """When the last batch's results were committed (epoch seconds)."""
         return self._one("SELECT MAX(written_at) FROM batches")
 
-    def last_progress(self) -> tuple[int | None, int, int | None] | None:
+    def last_progress(self) -> tuple[int | None, int, float | None] | None:
         """(duration_ms, input_rows, results_write_ms) of the last batch Spark reported; the write's time is
         None for a batch not written by this job (a re-run, or results from before it was kept)."""
         rows = self._all("SELECT duration_ms, input_rows, durations FROM progress ORDER BY batch_id DESC LIMIT 1")

@@ -34,7 +34,7 @@ def duplicates_of(progress) -> int:
     return total
 
 
-def durations_of(progress, write_ms: int | None = None) -> str | None:
+def durations_of(progress, write_ms: float | None = None) -> str | None:
     """Spark's own breakdown of the batch's time (durationMs: latestOffset, queryPlanning, addBatch,
     walCommit, commitOffsets, ...) as JSON: where a micro-batch's fixed cost goes (README, "Latency").
     With `write_ms`, the results store's share of addBatch too, as "resultsWrite"."""
@@ -57,7 +57,7 @@ def input_rate(progress) -> float | None:
 
 
 def progress_row(progress, backlog: int | None, watermark_s: float | None = None,
-                 write_ms: int | None = None) -> ProgressRow:
+                 write_ms: float | None = None) -> ProgressRow:
     """A StreamingQueryProgress as a row of the results' progress table."""
     return ProgressRow(progress.batchId, progress.timestamp, progress.numInputRows, input_rate(progress),
                        progress.processedRowsPerSecond, progress.batchDuration, watermark_s,
