@@ -89,7 +89,9 @@ def bench_results_write_with_server(input_path: str, workdir: Path, postgres_url
     server = None
     if postgres_url is None:
         port = free_port()
-        server, postgres_url = postgres.start(workdir / "postgres", port, workdir / "postgres.log")
+        # not workdir/postgres: that is the server other benchmarks of the same run share (processes.LocalPostgres)
+        server, postgres_url = postgres.start(workdir / "postgres-results-write", port,
+                                              workdir / "postgres-results-write.log")
     try:
         result = bench_results_write(input_path, postgres_url)
     finally:

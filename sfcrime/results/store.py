@@ -36,6 +36,8 @@ _COUNTED = {
 _PARTITIONS = upsert("partitions", ("partition", "event_time", "read_to", "end_offset", "grew_at", "idle"),
                      ("partition",))
 _PROGRESS = upsert("progress", ("batch_id",) + ProgressRow._fields[1:], ("batch_id",))
+META_SQL = "SELECT key, value FROM meta"
+CLOCKS_SQL = "SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions"
 KEPT_WRITE_TIMES = 256  # more than the progress Spark keeps (recentProgress: 100), which the job writes again at its end
 _ADD_PANE = ("INSERT INTO crime_type_panes (pane_start, crime_type, count) VALUES (?, ?, ?) "
              "ON CONFLICT (pane_start, crime_type) DO UPDATE SET count = crime_type_panes.count + excluded.count")
@@ -65,12 +67,15 @@ def read_clocks(db: Database) -> dict[int, PartitionClock]:
     written before the watermark was kept per partition (read-only readers cannot add the table)."""
     if not db.has_table("partitions"):
         return {}
-    rows = db.execute("SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions").fetchall()
+    return clocks_of(db.execute(CLOCKS_SQL).fetchall())
+
+
+def clocks_of(rows: list[tuple]) -> dict[int, PartitionClock]:
     return {row[0]: PartitionClock(row[0], row[1], row[2] or 0, row[3], row[4] or 0.0, bool(row[5])) for row in rows}
 
 
 def read_meta(db: Database) -> dict[str, str]:
-    return dict(db.execute("SELECT key, value FROM meta").fetchall())
+    return dict(db.execute(META_SQL).fetchall())
 
 
 def window_counts(db: Database, meta: dict[str, str], since: int | None = None) -> list[tuple[int, int, str, int]]:
@@ -292,14 +297,20 @@ class ResultsStore:
 
     def _write_batch(self, db: Database, batch_id: int, counts: BatchCounts, identity: dict[str, str],
                      observation: Observation) -> bool:
-        meta = read_meta(db)
+        # Every read before the first write, all asked before any is read: a server answers them in one round
+        # trip (a batch on a loaded machine waited for each), then takes the writes in one go. A writer's
+        # tables are all there.
+        meta_rows = db.execute(META_SQL)
+        seen = db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,))
+        clock_rows = db.execute(CLOCKS_SQL)
+        meta = dict(meta_rows.fetchall())
         clash = identity_clash(meta, identity)
         if clash:
             raise UserError(f"{self.where} holds results of another {clash}; pass --start-over to "
                             f"discard them, or {self.database.instead}")
-        if db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
+        if seen.fetchone():
             return False
-        clocks = read_clocks(db)  # every read before the first write: a server takes the writes in one go
+        clocks = clocks_of(clock_rows.fetchall())
         db.executemany(META_UPSERT, identity.items())
         self._add_counts(db, counts)
         pane_s = int(meta.get("pane_seconds", 3600))
