@@ -184,11 +184,11 @@ class PostgresDatabase(Database):
         self._db.execute(statement, [array_literal(column, kind) for column, kind in zip(zip(*rows), kinds)])
 
     def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
-        """Not INSERT ... ON CONFLICT DO UPDATE, whose insert is speculative (an index probe, the insert, then
-        a confirmation in the WAL) and whose update first locks the row (a WAL record more). MERGE, reading one
-        array a column (executemany), updates the rows there and inserts the others plainly. Into a table
-        still empty (a fresh store's first batch, such as a whole replay --once) COPY writes, a page of rows
-        to a WAL record. docs/benchmarks.md has the times."""
+        """A batch's counts by MERGE, reading one array a column (as executemany does): it updates the rows
+        there and inserts the others plainly. INSERT ... ON CONFLICT DO UPDATE inserts speculatively (a probe,
+        the insert, a confirmation in the WAL) and locks each row before it updates it (a WAL record more).
+        Into a table still empty (a fresh store's first batch, such as a whole replay --once) COPY writes, a
+        page of rows to a WAL record. docs/benchmarks.md has the times."""
         by_column = list(zip(*rows))
         if any(None in by_column[columns.index(key)] for key in keys):
             super().add_counts(table, columns, keys, rows)  # `=` never matches a null: only ON CONFLICT sees it
