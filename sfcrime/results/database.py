@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Sequence
 
+from .schema import add_to_count
+
 
 class Database(ABC):
     """One connection, for a writer (the job) or a reader (report, dashboard, /metrics, /healthz)."""
@@ -28,8 +30,7 @@ class Database(ABC):
     def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
         """Add each row's count (its last value, after `columns`) to the row of `table` with the same `keys`,
         or insert the row: a batch's counts, in the writer's transaction. No two rows share their keys."""
-        self.executemany(f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
-                         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {table}.count + excluded.count", rows)
+        self.executemany(add_to_count(table, tuple(columns), tuple(keys)), rows)
 
     @abstractmethod
     def begin_write(self) -> None:

@@ -53,4 +53,10 @@ def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest))
 
 
+def add_to_count(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """INSERT of `columns` and a count that adds the count to the row with the same key, if there is one."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}, count) VALUES ({', '.join('?' * (len(columns) + 1))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET count = {table}.count + excluded.count")
+
+
 META_UPSERT = upsert("meta", ("key", "value"), ("key",))

@@ -20,7 +20,7 @@ from ..dataset import second_occurrence
 from ..stream.watermarks import Observation, PartitionClock, job_watermark, observe
 from .database import Database
 from .rows import BatchCounts, Loss, ProgressRow
-from .schema import META_UPSERT, TABLES, upsert
+from .schema import META_UPSERT, TABLES, add_to_count, upsert
 
 log = logging.getLogger(__name__)
 IDENTITY_KEYS = {"query_id": "query (checkpoint)", "cluster_id": "Kafka cluster", "topic_id": "topic id"}
@@ -39,8 +39,7 @@ _PROGRESS = upsert("progress", ("batch_id",) + ProgressRow._fields[1:], ("batch_
 META_SQL = "SELECT key, value FROM meta"
 CLOCKS_SQL = "SELECT partition, event_time, read_to, end_offset, grew_at, idle FROM partitions"
 KEPT_WRITE_TIMES = 256  # more than the progress Spark keeps (recentProgress: 100), which the job writes again at its end
-_ADD_PANE = ("INSERT INTO crime_type_panes (pane_start, crime_type, count) VALUES (?, ?, ?) "
-             "ON CONFLICT (pane_start, crime_type) DO UPDATE SET count = crime_type_panes.count + excluded.count")
+_ADD_PANE = add_to_count("crime_type_panes", ("pane_start", "crime_type"), ("pane_start", "crime_type"))
 
 
 def watermark_of(meta: dict[str, str]) -> float | None:
