@@ -39,7 +39,8 @@ _VALUES = re.compile(r"^INSERT INTO (\w+) (?:\(([^)]*)\) )?VALUES \((?:\?, )*\?\
 # PostgreSQL put it beside the old one without touching the index (a HOT update).
 COUNTS_STORAGE = {table: " WITH (fillfactor = 50)" for table in
                   ("crime_type_panes", "locations", "dispositions", "hourly", "daily", "partitions", "meta")}
-# The tables a batch adds counts to (Database.add_counts): whether each is still empty, asked once a transaction.
+# The tables a batch adds counts to (Database.add_counts): whether each is still empty, asked once in a
+# transaction, until each has been seen with rows.
 COUNT_TABLES = tuple(table for table, (columns, _) in TABLES.items() if ("count", "int") in columns)
 EMPTY_SQL = "SELECT " + ", ".join(f"NOT EXISTS (SELECT 1 FROM {table})" for table in COUNT_TABLES)
 VERSION_SQL = ("SELECT (SELECT MAX(batch_id) FROM batches), (SELECT MAX(batch_id) FROM progress), "
@@ -215,16 +216,18 @@ class PostgresDatabase(Database):
         with self._db.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        self._pipeline = self._db.pipeline()
-        self._pipeline.__enter__()
+        self._begin_pipeline()
 
     def begin_write(self) -> None:
         """The transaction in pipeline mode: its writes go without waiting for each other's answers, and the
         client makes the next while the server runs the last; a read (or COMMIT) waits for all before it."""
         self._empty = None
+        self._begin_pipeline()
+        self._db.execute("BEGIN")
+
+    def _begin_pipeline(self) -> None:
         self._pipeline = self._db.pipeline()
         self._pipeline.__enter__()
-        self._db.execute("BEGIN")
 
     def commit(self) -> None:
         try:
