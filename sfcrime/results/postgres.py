@@ -230,28 +230,34 @@ class PostgresDatabase(Database):
         self._pipeline.__enter__()
 
     def commit(self) -> None:
+        """An error of any statement in the pipeline may come here: it is the one raised, not the pipeline's
+        "aborted" after it."""
         try:
             self._db.execute("COMMIT")
-        finally:
-            self._end_pipeline()
+        except BaseException:
+            self._end_pipeline(quietly=True)
+            raise
+        self._end_pipeline()
 
-    def _end_pipeline(self) -> None:
+    def _end_pipeline(self, quietly: bool = False) -> None:
+        """`quietly`: after an error, which the caller holds; the pipeline would say only that it was aborted (or
+        that the connection is gone)."""
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
-            pipeline.__exit__(None, None, None)
+            try:
+                pipeline.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - see the docstring
+                if not quietly:
+                    raise
 
     def begin_snapshot(self) -> None:
         self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def rollback(self) -> None:
-        try:
-            if not self._db.closed:
-                self._db.execute("ROLLBACK")
-        finally:
-            try:
-                self._end_pipeline()
-            except Exception:  # noqa: BLE001 - a broken connection's pipeline has nothing left to say
-                pass
+        """The pipeline ends first: after an error it ignores what is sent until its end, a ROLLBACK too."""
+        self._end_pipeline(quietly=True)
+        if not self._db.closed:
+            self._db.execute("ROLLBACK")
 
     def has_table(self, name: str) -> bool:
         return self._db.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
