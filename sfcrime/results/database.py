@@ -55,6 +55,10 @@ class Database(ABC):
         """Changes whenever a writer commits: readers that cache answers compare it."""
 
     @abstractmethod
+    def batch_counted(self, error: BaseException) -> bool:
+        """The error is the batches table refusing a batch id it holds: a replayed batch, already counted."""
+
+    @abstractmethod
     def disk_full(self, error: BaseException) -> bool:
         """The error says the database's disk is full (the batch was not written)."""
 

@@ -265,6 +265,11 @@ class PostgresDatabase(Database):
     def version(self) -> tuple:
         return tuple(self._db.execute(VERSION_SQL).fetchone())
 
+    def batch_counted(self, error: BaseException) -> bool:
+        """In a pipeline the refusal comes at the next read or the COMMIT, and none of the statements after it ran."""
+        diagnosis = getattr(error, "diag", None)
+        return getattr(error, "sqlstate", None) == "23505" and getattr(diagnosis, "table_name", None) == "batches"
+
     def disk_full(self, error: BaseException) -> bool:
         return getattr(error, "sqlstate", None) == "53100"
 

@@ -133,6 +133,9 @@ class SqliteDatabase(Database):
                 stats.append(None)
         return tuple(stats)
 
+    def batch_counted(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "batches.batch_id" in str(error)
+
     def disk_full(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "full" in str(error)
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from operator import itemgetter
+from typing import NamedTuple
 
 from ..errors import UserError
 from ..dataset import second_occurrence
@@ -110,6 +111,13 @@ def identity_clash(meta: dict[str, str], identity: dict[str, str]) -> str | None
     return None
 
 
+class _State(NamedTuple):
+    """What the store's writer keeps between transactions (ResultsStore._state)."""
+
+    meta: dict[str, str]
+    clocks: dict[int, PartitionClock]
+
+
 class ResultsStore:
     """The writer side, used by the job's foreachBatch sink (on the driver) and its progress listener.
 
@@ -122,6 +130,12 @@ class ResultsStore:
         self._lock = threading.Lock()  # the sink and the progress listener run on different threads
         self._window_s = 3600
         self._write_ms: dict[int, float] = {}  # batch id -> its write's milliseconds, for the last KEPT_WRITE_TIMES
+        # The meta and the partitions' clocks as the last transaction committed them, if it kept them (_advance).
+        # The store is their only writer (the backend's exclusive hold), so a batch need not read them back: to a
+        # server, a batch is then one round trip. Any other transaction forgets them, and so does any error: a
+        # COMMIT whose answer was lost with the connection may have committed.
+        self._kept: _State | None = None
+        self._keeping: _State | None = None
 
     def check_settings(self, settings: dict[str, str]) -> None:
         """Counts from different windows or topics must not be added up: refuse to mix them."""
@@ -197,9 +211,10 @@ class ResultsStore:
         """Between batches: Kafka's end offsets alone may make a partition idle (or active again), and so move
         the watermark. Returns the watermark before and after."""
         def advance(db: Database) -> tuple[float | None, float | None]:
-            meta = read_meta(db)
+            meta, clocks = self._state(db)
             before = watermark_of(meta)
-            return before, self._advance(db, meta, before, {}, observation)
+            after = self._advance(db, meta, before, {}, observation, clocks)
+            return before, after
         return self._transaction(advance)
 
     def write_progress(self, row: ProgressRow) -> None:
@@ -265,72 +280,86 @@ class ResultsStore:
         with self._lock:
             db = self.database
             while True:
+                self._keeping = None
                 try:
                     db.begin_write()
                     result = work(db)
-                    if result is False:  # a batch already counted: nothing to keep
-                        db.rollback()
-                    else:
-                        db.commit()
+                    db.commit()
+                    self._kept = self._keeping
                     return result
                 except BaseException as error:
+                    self._kept = None
                     try:
                         db.rollback()
                     except db.errors():
                         pass  # the connection itself is gone: so is the transaction
+                    if isinstance(error, Exception) and db.batch_counted(error):
+                        return False  # a replayed batch: its id was refused before anything else was kept
                     if not isinstance(error, Exception) or not db.reconnect(error):
                         raise
 
+    def _state(self, db: Database) -> tuple[dict[str, str], dict[int, PartitionClock]]:
+        """The meta and the clocks as committed, in the caller's transaction: as the last transaction kept them,
+        or read (both asked before either is read: one round trip to a server)."""
+        kept = self._kept
+        if kept is not None:
+            return dict(kept.meta), dict(kept.clocks)
+        meta_rows = db.execute(META_SQL)
+        clock_rows = db.execute(CLOCKS_SQL)
+        return dict(meta_rows.fetchall()), clocks_of(clock_rows.fetchall())
+
+    def _write_meta(self, db: Database, meta: dict[str, str], values: dict[str, str]) -> None:
+        """Upsert the values that differ from `meta` (as committed), and note them in it."""
+        changed = [(k, v) for k, v in values.items() if meta.get(k) != v]
+        if changed:
+            db.executemany(META_UPSERT, changed)
+            meta.update(changed)
+
     def _advance(self, db: Database, meta: dict[str, str], before: float | None,
                  event_times: dict[int, float], observation: Observation,
-                 clocks: dict[int, PartitionClock] | None = None) -> float | None:
-        """The partitions' clocks (as read, or read now) and the job's watermark moved on, in the caller's
-        transaction."""
-        clocks = observe(read_clocks(db) if clocks is None else clocks, observation.now, observation.idle_timeout_s, event_times,
-                         observation.read_to, observation.end_offsets)
-        after = job_watermark(clocks, before, int(meta.get("watermark_seconds", 3600)))
+                 clocks: dict[int, PartitionClock], values: dict[str, str] | None = None) -> float | None:
+        """The partitions' clocks and the job's watermark moved on, and the watermark written to the meta with
+        `values`, in the caller's transaction, which keeps them once it commits."""
+        moved = observe(clocks, observation.now, observation.idle_timeout_s, event_times,
+                        observation.read_to, observation.end_offsets)
+        after = job_watermark(moved, before, int(meta.get("watermark_seconds", 3600)))
         db.executemany(_PARTITIONS, [(c.partition, c.event_time, c.read_to, c.end_offset, c.grew_at, int(c.idle))
-                                     for c in clocks.values()])
-        db.execute(META_UPSERT, ("job_watermark", "" if after is None else repr(after)))
+                                     for p, c in moved.items() if clocks.get(p) != c])
+        self._write_meta(db, meta, {**(values or {}), "job_watermark": "" if after is None else repr(after)})
+        self._keeping = _State(meta, moved)
         return after
 
     def _write_batch(self, db: Database, batch_id: int, counts: BatchCounts, identity: dict[str, str],
                      observation: Observation) -> bool:
-        # Every read before the first write, all asked before any is read: a server answers them in one round
-        # trip (a batch on a loaded machine waited for each), then takes the writes in one go. A writer's
-        # tables are all there.
-        meta_rows = db.execute(META_SQL)
-        seen = db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,))
-        clock_rows = db.execute(CLOCKS_SQL)
-        meta = dict(meta_rows.fetchall())
+        # The batch's own row goes first, with no ON CONFLICT: a replayed batch id is refused there
+        # (Database.batch_counted), and the transaction keeps nothing. The meta and the clocks are as this
+        # writer kept them, or read: to a server the whole batch is then one round trip, its COMMIT.
+        meta, clocks = self._state(db)
         clash = identity_clash(meta, identity)
         if clash:
             raise UserError(f"{self.where} holds results of another {clash}; pass --start-over to "
                             f"discard them, or {self.database.instead}")
-        if seen.fetchone():
-            return False
-        clocks = clocks_of(clock_rows.fetchall())
-        db.executemany(META_UPSERT, identity.items())
+        dead = counts.get("dead_letters", [])
+        total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
+                                          "kafka_us_avg": None, "event_s_max": None}])[0]
+        stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
+        db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))
         self._add_counts(db, counts)
         pane_s = int(meta.get("pane_seconds", 3600))
         latest = self._place_repeated_hour(db, counts.get("repeated_hour", []), pane_s)
         watermark = watermark_of(meta)
         self._note_revisions(db, batch_id, counts, watermark, pane_s)
-        dead = counts.get("dead_letters", [])
         db.executemany('INSERT INTO dead_letters (partition, "offset", kafka_timestamp, reason, value, batch_id, key) '
                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        [(r["dl_partition"], r["dl_offset"], r["dl_timestamp"] / 1e6, r["reason"],
                          None if r["value"] is None else bytes(r["value"]), batch_id,
                          None if r.get("key") is None else bytes(r["key"])) for r in dead])
-        total = (counts.get("total") or [{"count": 0, "kafka_us_min": None, "kafka_us_max": None,
-                                          "kafka_us_avg": None, "event_s_max": None}])[0]
+        values = dict(identity)
         fronts = [float(x) for x in (meta.get("event_time_max"), total.get("event_s_max"), latest) if x is not None]
         if fronts:
-            db.execute(META_UPSERT, ("event_time_max", str(max(fronts))))
-        self._advance(db, meta, watermark, batch_event_times(counts), observation, clocks)
-        stamps = [None if total[k] is None else total[k] / 1e6 for k in ("kafka_us_min", "kafka_us_max", "kafka_us_avg")]
-        db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (batch_id, time.time(), total["count"], total["count"] - len(dead), len(dead), *stamps))
+            values["event_time_max"] = str(max(fronts))
+        self._advance(db, meta, watermark, batch_event_times(counts), observation, clocks, values)
         return True
 
     @staticmethod

@@ -170,3 +170,87 @@ def test_counts_add_up_over_batches_whichever_way_each_table_is_written(results_
         assert Counter(dict(db.execute("SELECT address, count FROM locations"))) \
             == expected["locations"] - Counter({None: 3})
         assert Counter(dict(db.execute("SELECT disposition, count FROM dispositions"))) == expected["dispositions"]
+
+
+def test_a_writer_that_keeps_the_meta_and_clocks_writes_what_one_reading_them_back_writes(results_db, tmp_path):
+    """The writer keeps the meta and the partitions' clocks it committed instead of reading them back (one round
+    trip a batch). Whatever comes between its batches (a look at Kafka's end offsets, a line of meta, a replayed
+    batch, a restart, the tables emptied), it must leave each table as a writer opened afresh for every step, which reads them all."""
+    import random
+
+    from sfcrime.results import ResultsPlace
+    from sfcrime.results.store import Observation, read_clocks, read_meta
+
+    base = results_db.rsplit("/", 1)[0]
+    reading_url = f"{results_db}_reads"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {reading_url.rsplit('/', 1)[1]}")
+    settings = {"window_seconds": "3600", "pane_seconds": "3600", "watermark_seconds": "3600", "window": "1 hour"}
+    pick = random.Random(31)
+    steps, now, read_to, ends, batch_id = [], 1.7e9, {0: 0, 1: 0, 2: 0}, {0: 0, 1: 0, 2: 0}, 0
+    for _ in range(60):
+        now += pick.choice((0.5, 3, 40))
+        for p in ends:
+            ends[p] += pick.choice((0, 0, 5))
+        kind = {39: "batch", 40: "discard", 41: "batch"}.get(len(steps)) or pick.choice(
+            ("batch", "batch", "batch", "look", "meta", "replay", "restart"))
+        if kind == "batch":
+            read = {p: pick.randint(read_to[p], ends[p]) for p in pick.sample(sorted(ends), pick.randint(1, 3))}
+            read_to.update(read)
+            event_times = [{"partition": p, "event_s_max": 1.54e9 + 3600 * batch_id + pick.randint(-9000, 900)}
+                           for p in read]
+            steps.append(("batch", batch_id, {
+                "partition_event_times": event_times,
+                "crime_type_windows": [{"window_start": 1_539_993_600 + 3600 * (batch_id - pick.randint(0, 3)),
+                                        "crime_type": "Theft", "count": 1}],
+                "total": [{"count": 1, "kafka_us_min": 1e15, "kafka_us_max": 1e15, "kafka_us_avg": 1e15,
+                           "event_s_max": max(e["event_s_max"] for e in event_times)}]},
+                Observation(now, 30.0, read_to=dict(read), end_offsets=dict(ends))))
+            batch_id += 1
+        elif kind == "look":
+            steps.append(("look", Observation(now, 30.0, end_offsets=dict(ends))))
+        elif kind == "meta":
+            steps.append(("meta", {"broker_lost_since": pick.choice(("", str(now)))}))
+        elif kind == "discard":  # as --start-over does, the tables emptied
+            steps.append(("discard",))
+        elif kind == "replay" and batch_id:
+            steps.append(("batch", batch_id - 1, steps[-1][2] if steps[-1][0] == "batch" else {}, None))
+        else:
+            steps.append(("restart",))
+
+    def run(store, step):
+        if step[0] == "batch":
+            return store.write_batch(step[1], step[2], {"query_id": "q"}, step[3])
+        if step[0] == "look":
+            return store.observe_partitions(step[1])
+        if step[0] == "meta":
+            return store.set_meta(**step[1])
+        removed = store.discard()
+        store.check_settings(settings)  # as the job starting over does
+        return removed
+
+    for sqlite_or_url in ((tmp_path / "kept", tmp_path / "read"), (results_db, reading_url)):
+        places = [ResultsPlace(p, None) if isinstance(p, type(tmp_path)) else ResultsPlace(tmp_path / "pg", p)
+                  for p in sqlite_or_url]
+        keeping = places[0].open_store()
+        keeping.check_settings(settings)
+        for step in steps:
+            if step[0] == "restart":
+                keeping.close()
+                keeping = places[0].open_store()
+                keeping.check_settings(settings)
+                continue
+            reading = places[1].open_store()
+            reading.check_settings(settings)
+            assert run(keeping, step) == run(reading, step), step
+            reading.close()
+            tables = []
+            for place in places:
+                reader = place.open_reader()
+                db = reader.database
+                tables.append((read_meta(db), read_clocks(db),
+                               db.execute("SELECT batch_id, rows FROM batches ORDER BY batch_id").fetchall(),
+                               db.execute("SELECT * FROM revisions ORDER BY batch_id, pane_start").fetchall()))
+                reader.close()
+            assert tables[0] == tables[1], step
+        keeping.close()
