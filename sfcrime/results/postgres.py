@@ -39,6 +39,10 @@ _VALUES = re.compile(r"^INSERT INTO (\w+) (?:\(([^)]*)\) )?VALUES \((?:\?, )*\?\
 # PostgreSQL put it beside the old one without touching the index (a HOT update).
 COUNTS_STORAGE = {table: " WITH (fillfactor = 50)" for table in
                   ("crime_type_panes", "locations", "dispositions", "hourly", "daily", "partitions", "meta")}
+# Each batch looks up about as many addresses as it has calls, among tens of thousands: a hash index finds one
+# in two page reads where the key's B-tree takes three and a dozen text comparisons. add_counts' MERGE into
+# locations takes it (its plan says so); the unique B-tree stays, for the key. docs/benchmarks.md has the times.
+EXTRA_INDEXES = ("CREATE INDEX IF NOT EXISTS locations_address_hash ON locations USING hash (address)",)
 # The tables a batch adds counts to (Database.add_counts): whether each is still empty, asked once in a
 # transaction, until each has been seen with rows.
 COUNT_TABLES = tuple(table for table, (columns, _) in TABLES.items() if ("count", "int") in columns)
@@ -144,6 +148,8 @@ class PostgresDatabase(Database):
         try:
             for statement in ddl(TYPES, key="UNIQUE NULLS NOT DISTINCT"):
                 self._db.execute(statement + COUNTS_STORAGE.get(statement.split()[5], ""))
+            for statement in EXTRA_INDEXES:
+                self._db.execute(statement)
         except psycopg.Error as error:
             raise UserError(f"cannot use the results store at {self.where}: {one_line(error)}") from None
         # add_counts' MERGE looks each row up by the table's key: an index probe a row. The planner takes the
