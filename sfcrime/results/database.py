@@ -9,7 +9,8 @@ what its errors mean. SQLite (results/sqlite.py) is the default; PostgreSQL (res
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Sequence
+from operator import itemgetter
+from typing import Any, Iterable, Mapping, Sequence
 
 from .schema import add_to_count
 
@@ -27,10 +28,12 @@ class Database(ABC):
     @abstractmethod
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
-        """Add each row's count (its last value, after `columns`) to the row of `table` with the same `keys`,
-        or insert the row: a batch's counts, in the writer's transaction. No two rows share their keys."""
-        self.executemany(add_to_count(table, tuple(columns), tuple(keys)), rows)
+    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], counted: Sequence[Mapping[str, Any]],
+                   fields: Sequence[str]) -> None:
+        """Add each of `counted`'s count (its "count") to the row of `table` with the same `keys`, or insert the
+        row: a batch's counts, in the writer's transaction. `fields` name its values for `columns`, in their
+        order; no two share their keys. Each backend takes the values as it sends them: rows, or columns."""
+        self.executemany(add_to_count(table, tuple(columns), tuple(keys)), map(itemgetter(*fields, "count"), counted))
 
     @abstractmethod
     def begin_write(self) -> None:

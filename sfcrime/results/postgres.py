@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -192,15 +192,17 @@ class PostgresDatabase(Database):
         statement, kinds = bulk
         self._db.execute(statement, [array_literal(column, kind) for column, kind in zip(zip(*rows), kinds)])
 
-    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: list[tuple]) -> None:
+    def add_counts(self, table: str, columns: Sequence[str], keys: Sequence[str], counted: Sequence[Mapping[str, Any]],
+                   fields: Sequence[str]) -> None:
         """A batch's counts by MERGE, reading one array a column (as executemany does): it updates the rows
         there and inserts the others plainly. INSERT ... ON CONFLICT DO UPDATE inserts speculatively (a probe,
         the insert, a confirmation in the WAL) and locks each row before it updates it (a WAL record more).
         Into a table still empty (a fresh store's first batch, such as a whole replay --once) COPY writes, a
-        page of rows to a WAL record. docs/benchmarks.md has the times."""
-        by_column = list(zip(*rows))
+        page of rows to a WAL record. The columns are taken straight from the counts: no rows are made.
+        docs/benchmarks.md has the times."""
+        by_column = [[row[field] for row in counted] for field in (*fields, "count")]
         if any(None in by_column[columns.index(key)] for key in keys):
-            super().add_counts(table, columns, keys, rows)  # `=` never matches a null: only ON CONFLICT sees it
+            super().add_counts(table, columns, keys, counted, fields)  # `=` never matches a null: ON CONFLICT does
             return
         statement, kinds = _merge(table, tuple(columns), tuple(keys))
         if table not in self._filled:
@@ -208,21 +210,19 @@ class PostgresDatabase(Database):
                 self._empty = {t for t, empty in zip(COUNT_TABLES, self._db.execute(EMPTY_SQL).fetchone()) if empty}
             self._filled.add(table)
             if table in self._empty:
-                self._copy(table, (*columns, "count"), rows, by_column, kinds)
+                self._copy(table, (*columns, "count"), by_column, kinds)
                 return
         self._db.execute(statement, [array_literal(column, kind) for column, kind in zip(by_column, kinds)])
 
-    def _copy(self, table: str, names: Sequence[str], rows: list[tuple], by_column: list[tuple],
-              kinds: Sequence[str]) -> None:
+    def _copy(self, table: str, names: Sequence[str], by_column: list[list], kinds: Sequence[str]) -> None:
         """COPY into the writer's transaction. libpq has no COPY in pipeline mode: the pipeline ends (its
         statements' errors are raised here) and a new one begins after; the transaction goes on. On an error
         none begins, and rollback() ends the transaction."""
         self._end_pipeline()
-        for i, kind in enumerate(kinds):
-            if kind == "text" and "\x00" in "".join(filter(None, by_column[i])):
-                rows = [row[:i] + (_nul_free(row[i]),) + row[i + 1:] for row in rows]
+        by_column = [list(map(_nul_free, column)) if kind == "text" and "\x00" in "".join(filter(None, column))
+                     else column for column, kind in zip(by_column, kinds)]
         with self._db.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
+            for row in zip(*by_column):
                 copy.write_row(row)
         self._begin_pipeline()
 
@@ -356,13 +356,19 @@ def _merge(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> tuple
 
 def array_literal(values: Sequence[Any], kind: str) -> str:
     """One column as PostgreSQL's array text: `{"a b","c\\"d",NULL}` for text, `{1,2.5,NULL}` for numbers."""
-    if None not in values:  # the usual column, made in a few passes over one string (up to 1 ms a batch less)
-        if kind == "int":
-            return "{" + ",".join(map(str, values)) + "}"
-        if kind == "text":
+    # The usual column, made in a few passes over one string (up to 1 ms a batch less); a null among the values
+    # shows in it (an int's digits hold no "N"; a text join refuses None), so no pass looks for one first.
+    if kind == "int":
+        joined = ",".join(map(str, values))
+        if "N" not in joined:
+            return "{" + joined + "}"
+    elif kind == "text":
+        try:
             joined = _SEPARATOR.join(values)
-            if joined.count(_SEPARATOR) == len(values) - 1 and "\x00" not in joined:
-                return '{"' + _escaped(joined).replace(_SEPARATOR, '","') + '"}'
+        except TypeError:
+            joined = ""
+        if joined and joined.count(_SEPARATOR) == len(values) - 1 and "\x00" not in joined:
+            return '{"' + _escaped(joined).replace(_SEPARATOR, '","') + '"}'
     element = _ELEMENTS[kind]
     return "{" + ",".join("NULL" if v is None else element(v) for v in values) + "}"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from operator import itemgetter
 from typing import NamedTuple
 
 from ..errors import UserError
@@ -365,9 +364,8 @@ class ResultsStore:
     @staticmethod
     def _add_counts(db: Database, counts: BatchCounts) -> None:
         for name, (table, columns, fields) in _COUNTED.items():
-            rows = list(map(itemgetter(*fields, "count"), counts.get(name, [])))
-            if rows:
-                db.add_counts(table, columns, TABLES[table][1], rows)
+            if counts.get(name):
+                db.add_counts(table, columns, TABLES[table][1], counts[name], fields)
 
     @staticmethod
     def _note_revisions(db: Database, batch_id: int, counts: BatchCounts, watermark: float | None,
