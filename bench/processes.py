@@ -96,6 +96,15 @@ def proc_status(pid: int) -> dict[str, str]:
     return dict((key, value.strip()) for key, _, value in (line.partition(":") for line in lines))
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """The CPU seconds (user and system) a process of this machine has used, or None if there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss_mb(pid: int, only: str | None = None) -> float:
     """Resident memory of a process and all its descendants (the job: Python driver, JVM, Python workers);
     with `only`, of those whose command name is that (e.g. "java")."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import statistics
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from .processes import process_cpu_s
 
 CALLS_PER_BATCH = 2000  # a live job at 2,000 calls/s with batches about a second long
 BATCHES = 60
@@ -51,15 +52,6 @@ def batch_counts(calls: list[tuple[dict, float]], pane_s: int = 3600) -> dict:
                        "event_s_max": max(latest.values())}]}
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """The CPU seconds (user and system) a process of this machine has used, or None if there is none."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_results_write(input_path: str, postgres_urls: list[str], batches: int = BATCHES,
                         server_here: bool = False) -> dict:
     """Milliseconds per write_batch, SQLite and PostgreSQL alternated, a round on fresh stores for each URL
@@ -86,8 +78,9 @@ def bench_results_write(input_path: str, postgres_urls: list[str], batches: int 
                 stores[name] = place.open_store()
                 stores[name].check_settings(settings)
             this_round: dict[str, list[float]] = {name: [] for name in stores}
-            backend = stores["postgresql"].database.execute("SELECT pg_backend_pid()").fetchone()[0]
-            backend_before = process_cpu_s(backend) if server_here else None
+            backend = stores["postgresql"].database.execute("SELECT pg_backend_pid()").fetchone()[0] \
+                if server_here else None
+            backend_before = None if backend is None else process_cpu_s(backend)
             try:
                 for batch_id, counts in enumerate(cut):
                     for name, store in (stores.items() if batch_id % 2 else reversed(stores.items())):
