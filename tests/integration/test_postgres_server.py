@@ -175,7 +175,8 @@ def test_counts_add_up_over_batches_whichever_way_each_table_is_written(results_
 def test_a_writer_that_keeps_the_meta_and_clocks_writes_what_one_reading_them_back_writes(results_db, tmp_path):
     """The writer keeps the meta and the partitions' clocks it committed instead of reading them back (one round
     trip a batch). Whatever comes between its batches (a look at Kafka's end offsets, a line of meta, a replayed
-    batch, a restart, the tables emptied), it must leave each table as a writer opened afresh for every step, which reads them all."""
+    batch, a restart, the tables emptied), it must leave each table as a writer opened afresh for every step,
+    which reads them all."""
     import random
 
     from sfcrime.results import ResultsPlace
@@ -229,9 +230,9 @@ def test_a_writer_that_keeps_the_meta_and_clocks_writes_what_one_reading_them_ba
         store.check_settings(settings)  # as the job starting over does
         return removed
 
-    for sqlite_or_url in ((tmp_path / "kept", tmp_path / "read"), (results_db, reading_url)):
-        places = [ResultsPlace(p, None) if isinstance(p, type(tmp_path)) else ResultsPlace(tmp_path / "pg", p)
-                  for p in sqlite_or_url]
+    sqlite = [ResultsPlace(tmp_path / "kept"), ResultsPlace(tmp_path / "read")]
+    postgres = [ResultsPlace(tmp_path / "pg", results_db), ResultsPlace(tmp_path / "pg", reading_url)]
+    for places in (sqlite, postgres):
         keeping = places[0].open_store()
         keeping.check_settings(settings)
         for step in steps:
